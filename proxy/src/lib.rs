@@ -1,9 +1,15 @@
+#![forbid(unsafe_code)]
 //! remora: an Envoy-compatible data-plane proxy for service meshes.
 //!
-//! A request passes the stages in module order: `listener` (accept) → `detect` → `tls` → `http::route`
-//! → `upstream` (balance, connect). `config` turns Envoy v3 protos into the validated model those stages
-//! read; `admin` and `stats` expose it.
+//! A connection passes the stages in module order: `listener` (accept, pick the filter chain) → `http`
+//! (serve, `http::route`) or `tcp` → `upstream` (balance, connect). `config` turns Envoy v3 protos into
+//! the validated model those stages read; `admin`, `stats` and `access_log` report on them.
 
+pub mod access_log;
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod http;
+pub mod listener;
 pub mod stats;
+pub mod upstream;

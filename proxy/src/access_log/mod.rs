@@ -1,0 +1,1 @@
+//! Access logs: Envoy's command-operator formats written to files or standard streams.

@@ -1,0 +1,1 @@
+//! The admin API (Envoy's `/stats`, `/ready`, `/config_dump`, `/clusters`, ...).

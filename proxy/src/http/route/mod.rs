@@ -1,0 +1,1 @@
+//! Route: pick the virtual host and route for a request and describe what to do with it.

@@ -1,0 +1,1 @@
+//! Accept: bind listeners, accept connections, and pick the filter chain for each.

@@ -1,0 +1,1 @@
+//! Balance and connect: clusters, endpoints, load balancing, connection pools and circuit breakers.
