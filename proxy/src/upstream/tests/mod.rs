@@ -1,0 +1,1 @@
+//! Tests of the balance and connect stages.
