@@ -153,3 +153,15 @@ pub(super) async fn fetch(m: &ClusterManager, host: &str) -> Fetched {
         body: String::from_utf8_lossy(&bytes).into_owned(),
     }
 }
+
+#[test]
+fn manager_and_send_future_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let (m, _) = manager(&one_cluster("", &["127.0.0.1:1".parse().expect("addr")])).expect("valid");
+    send_sync(&m);
+    let c = m.get("c").expect("c");
+    let ctx = SendContext::default();
+    let fut = c.send(get("h"), &ctx);
+    send(&fut);
+}
