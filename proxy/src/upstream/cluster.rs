@@ -1,0 +1,264 @@
+//! Balance and connect for one cluster: admit the request (circuit breakers), pick a host, take a
+//! pooled connection, send.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, Version};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+
+use super::body::ResponseBody;
+use super::circuit::{CircuitBreakers, RetryGuard};
+use super::config::{ClusterSpec, Discovery, Protocol, Target};
+use super::endpoint::{Host, HostSet};
+use super::pool::connect::{self, ConnectionGuard};
+use super::pool::{http1, http2};
+use super::stats::{bump, ClusterStats};
+use super::UpstreamError;
+use crate::http::body::BoxBody;
+use crate::stats::Scope;
+
+/// What the connection pools and guards of a cluster share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub spec: ClusterSpec,
+    pub stats: ClusterStats,
+    pub breakers: CircuitBreakers,
+    /// Woken when a connection closes, giving back a `max_connections` slot.
+    pub slot_freed: Notify,
+}
+
+/// Per-request inputs of the balance and connect stages.
+#[derive(Debug, Clone, Default)]
+pub struct SendContext {
+    /// The downstream protocol for `use_downstream_protocol_config` (default: the request's version).
+    pub downstream_version: Option<Version>,
+    /// `auto_host_rewrite`: set Host to the picked endpoint's hostname, when it has one.
+    pub auto_host_rewrite: bool,
+}
+
+/// Per-connection inputs of `connect_tcp`.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectContext {}
+
+/// A response from an upstream host.
+#[derive(Debug)]
+pub struct Sent {
+    pub response: Response<ResponseBody>,
+    /// `%UPSTREAM_HOST%`.
+    pub upstream: SocketAddr,
+    /// The endpoint's hostname (`auto_host_rewrite`), if it has one.
+    pub hostname: Option<String>,
+    pub host: Arc<Host>,
+}
+
+/// A TCP connection for tcp_proxy. Keep `guard` for as long as the connection is open.
+#[derive(Debug)]
+pub struct TcpConnection {
+    pub stream: TcpStream,
+    pub upstream: SocketAddr,
+    pub hostname: Option<String>,
+    pub guard: ConnectionGuard,
+}
+
+/// A validated cluster with its hosts, pools and circuit breakers.
+#[derive(Debug)]
+pub struct Cluster {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) hosts: ArcSwap<HostSet>,
+    /// True once the first resolution has finished (immediately for STATIC).
+    pub(crate) ready: watch::Sender<bool>,
+    pub(crate) started: AtomicBool,
+}
+
+impl Cluster {
+    pub(crate) fn new(spec: ClusterSpec, scope: Scope) -> Self {
+        let stats = ClusterStats::new(scope.clone());
+        let breakers = CircuitBreakers::new(spec.default_limits, spec.high_limits, &scope);
+        let hosts: Vec<Arc<Host>> = spec
+            .endpoints
+            .iter()
+            .filter_map(|e| match e.target {
+                Target::Ip(addr) => Some(Arc::new(Host::new(e, addr))),
+                Target::Dns { .. } => None,
+            })
+            .collect();
+        let is_static = spec.discovery == Discovery::Static;
+        let set = HostSet::new(hosts, &spec);
+        set.publish(&stats);
+        if !set.hosts.is_empty() {
+            stats.membership_change.inc();
+        }
+        let (ready, _) = watch::channel(is_static);
+        Self {
+            shared: Arc::new(Shared {
+                spec,
+                stats,
+                breakers,
+                slot_freed: Notify::new(),
+            }),
+            hosts: ArcSwap::from_pointee(set),
+            ready,
+            started: AtomicBool::new(false),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.spec.name
+    }
+
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.shared.spec
+    }
+
+    /// The cluster's stats, for the router's own counters (`upstream_rq_2xx`, retries, timeouts).
+    pub fn stats(&self) -> &ClusterStats {
+        &self.shared.stats
+    }
+
+    pub fn breakers(&self) -> &CircuitBreakers {
+        &self.shared.breakers
+    }
+
+    /// The current hosts.
+    pub fn host_set(&self) -> Arc<HostSet> {
+        self.hosts.load_full()
+    }
+
+    pub(crate) fn install(&self, set: HostSet) {
+        set.publish(&self.shared.stats);
+        let old = self.hosts.swap(Arc::new(set));
+        let new = self.hosts.load();
+        for h in &old.hosts {
+            if !new.hosts.iter().any(|n| Arc::ptr_eq(n, h)) {
+                h.pool.drain();
+            }
+        }
+    }
+
+    /// Resolves once the cluster has hosts to offer (DNS clusters: after the first resolution).
+    pub async fn initialized(&self) {
+        let mut rx = self.ready.subscribe();
+        // An error means the sender is gone with the cluster; nothing left to wait for.
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    fn choose(&self) -> Result<Arc<Host>, UpstreamError> {
+        self.hosts
+            .load()
+            .choose(&self.shared.spec.lb)
+            .ok_or_else(|| {
+                self.shared.stats.upstream_cx_none_healthy.inc();
+                UpstreamError::NoHealthyUpstream {
+                    cluster: self.shared.spec.name.clone(),
+                }
+            })
+    }
+
+    /// Sends one request to a host of this cluster. The caller has prepared the URI and headers; for
+    /// HTTP/2 upstreams the Host header becomes `:authority`.
+    pub async fn send(
+        &self,
+        mut req: Request<BoxBody>,
+        ctx: &SendContext,
+    ) -> Result<Sent, UpstreamError> {
+        let shared = &self.shared;
+        let requests = &shared.breakers.requests;
+        if requests.in_use() >= requests.max() {
+            // Envoy counts a max_requests overflow as a pending overflow.
+            shared.stats.upstream_rq_pending_overflow.inc();
+            return Err(UpstreamError::Overflow {
+                cluster: shared.spec.name.clone(),
+                limit: "max_requests",
+            });
+        }
+        let host = self.choose()?;
+        let hostname = (!host.hostname.is_empty()).then(|| host.hostname.clone());
+        if ctx.auto_host_rewrite {
+            if let Some(v) = hostname
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok())
+            {
+                req.headers_mut().insert(HOST, v);
+            }
+        }
+        let h2 = match shared.spec.protocol.protocol {
+            Protocol::Http1 => false,
+            Protocol::Http2 => true,
+            Protocol::Downstream => {
+                ctx.downstream_version.unwrap_or(req.version()) == Version::HTTP_2
+            }
+        };
+        let result = if h2 {
+            http2::send(shared, &host, req).await
+        } else {
+            http1::send(shared, &host, req).await
+        };
+        match result {
+            Ok((resp, upstream, active)) => {
+                if resp.status().is_server_error() {
+                    bump(&host.stats.rq_error);
+                } else {
+                    bump(&host.stats.rq_success);
+                }
+                Ok(Sent {
+                    response: resp.map(|b| ResponseBody::new(b, active)),
+                    upstream,
+                    hostname,
+                    host,
+                })
+            }
+            Err(e) => {
+                bump(&host.stats.rq_error);
+                Err(e)
+            }
+        }
+    }
+
+    /// A TCP connection to a host of this cluster (tcp_proxy), within the `max_connections` breaker.
+    pub async fn connect_tcp(&self, _ctx: &ConnectContext) -> Result<TcpConnection, UpstreamError> {
+        let shared = &self.shared;
+        let host = self.choose()?;
+        let Some(slot) = shared.breakers.connections.try_acquire() else {
+            shared.stats.upstream_cx_overflow.inc();
+            return Err(UpstreamError::Overflow {
+                cluster: shared.spec.name.clone(),
+                limit: "max_connections",
+            });
+        };
+        let (stream, upstream, guard) = connect::tcp(shared, &host, slot).await?;
+        Ok(TcpConnection {
+            stream,
+            upstream,
+            hostname: (!host.hostname.is_empty()).then(|| host.hostname.clone()),
+            guard,
+        })
+    }
+
+    /// A `max_retries` slot for one retry, or None (counting `upstream_rq_retry_overflow`).
+    pub fn try_retry(&self) -> Option<RetryGuard> {
+        let g = self.shared.breakers.try_retry();
+        if g.is_none() {
+            self.shared.stats.upstream_rq_retry_overflow.inc();
+        }
+        g
+    }
+
+    /// A hostname of the cluster's endpoints, for callers that rewrite Host before sending (prefer
+    /// `SendContext::auto_host_rewrite`, which uses the host actually picked).
+    pub fn pick_hostname(&self) -> Option<String> {
+        let set = self.hosts.load();
+        set.hosts
+            .iter()
+            .find(|h| !h.hostname.is_empty())
+            .map(|h| h.hostname.clone())
+    }
+
+    pub(crate) fn mark_started(&self) -> bool {
+        !self.started.swap(true, Ordering::AcqRel)
+    }
+}

@@ -1,0 +1,385 @@
+//! Balance and connect configuration: an Envoy v3 `Cluster` validated into the model the data path
+//! reads. Everything that would change behaviour but is not implemented is an error naming its path;
+//! fields with no effect on a plaintext static proxy are accepted (some with a warning).
+
+mod endpoints;
+mod lb;
+mod protocol;
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, DnsLookupFamily,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{circuit_breakers, Cluster};
+use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use tracing::warn;
+
+use crate::config::parse::any_type_name;
+use crate::config::{ConfigErrors, Path};
+
+use super::circuit::Limits;
+pub use endpoints::{EndpointSpec, Health, Locality, Target};
+pub use lb::LbPolicy;
+pub use protocol::{Http2Settings, Protocol, ProtocolSpec};
+
+/// How the cluster finds its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    Static,
+    /// Every address of every endpoint's name is a host.
+    StrictDns,
+    /// One logical host per cluster, connecting to the first address of the latest resolution.
+    LogicalDns,
+}
+
+impl Discovery {
+    fn uses_dns(self) -> bool {
+        !matches!(self, Discovery::Static)
+    }
+}
+
+/// `dns_lookup_family`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupFamily {
+    /// IPv6 addresses when there are any, else IPv4.
+    Auto,
+    V4Only,
+    V6Only,
+    /// IPv4 addresses when there are any, else IPv6.
+    V4Preferred,
+    All,
+}
+
+/// When to resolve again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DnsSettings {
+    pub family: LookupFamily,
+    pub refresh_rate: Duration,
+    /// `dns_failure_refresh_rate`: exponential backoff between these after failures.
+    pub failure_base: Option<Duration>,
+    pub failure_max: Option<Duration>,
+    pub jitter: Option<Duration>,
+}
+
+/// `upstream_connection_options.tcp_keepalive`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Keepalive {
+    pub probes: Option<u32>,
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
+}
+
+/// A validated cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub name: String,
+    /// The stats prefix (`alt_stat_name` if set), without `cluster.` and the trailing dot.
+    pub stat_name: String,
+    pub discovery: Discovery,
+    pub dns: DnsSettings,
+    pub lb: LbPolicy,
+    /// `common_lb_config.locality_weighted_lb_config`: pick a locality by weight, then a host in it.
+    pub locality_weighted: bool,
+    /// `common_lb_config.healthy_panic_threshold` in percent (Envoy's default 50).
+    pub panic_threshold: f64,
+    pub connect_timeout: Duration,
+    pub protocol: ProtocolSpec,
+    pub default_limits: Limits,
+    pub high_limits: Limits,
+    pub keepalive: Option<Keepalive>,
+    pub endpoints: Vec<EndpointSpec>,
+    /// `load_assignment.policy.overprovisioning_factor` as a ratio (1.4 by default).
+    pub overprovisioning: f64,
+}
+
+/// envoy-types has its own `Any`; the parser works on prost's.
+pub(crate) fn any(a: &envoy_types::pb::google::protobuf::Any) -> prost_types::Any {
+    prost_types::Any {
+        type_url: a.type_url.clone(),
+        value: a.value.clone(),
+    }
+}
+
+pub(crate) fn type_of(a: &envoy_types::pb::google::protobuf::Any) -> String {
+    any_type_name(&any(a))
+}
+
+pub(crate) fn duration(d: &PbDuration) -> Duration {
+    let secs = u64::try_from(d.seconds).unwrap_or(0);
+    let nanos = u32::try_from(d.nanos).unwrap_or(0);
+    Duration::new(secs, nanos)
+}
+
+impl ClusterSpec {
+    #[allow(deprecated)]
+    pub fn from_proto(c: &Cluster, path: &Path) -> Result<ClusterSpec, ConfigErrors> {
+        let mut errs = ConfigErrors::default();
+        if c.name.is_empty() {
+            errs.push(&path.field("name"), "cluster name must not be empty");
+        }
+        let discovery = discovery(c, path, &mut errs);
+
+        let connect_timeout = c
+            .connect_timeout
+            .as_ref()
+            .map(duration)
+            .unwrap_or(Duration::from_secs(5));
+        if connect_timeout.is_zero() {
+            errs.push(
+                &path.field("connect_timeout"),
+                "connect_timeout must be greater than 0s",
+            );
+        }
+
+        let (lb, locality_weighted, panic_threshold) = lb::from_cluster(c, path, &mut errs);
+        let protocol = protocol::from_cluster(c, path, &mut errs);
+        let (default_limits, high_limits) = thresholds(c, path, &mut errs);
+        let dns = dns_settings(c, path, discovery.unwrap_or(Discovery::Static));
+        unsupported(c, path, &mut errs);
+
+        let (endpoints, overprovisioning) = match discovery {
+            Some(d) => endpoints::from_cluster(c, d, path, &mut errs),
+            None => (Vec::new(), 1.4),
+        };
+
+        let keepalive = c
+            .upstream_connection_options
+            .as_ref()
+            .and_then(|o| o.tcp_keepalive.as_ref())
+            .map(|k| Keepalive {
+                probes: k.keepalive_probes.map(|v| v.value),
+                time: k
+                    .keepalive_time
+                    .map(|v| Duration::from_secs(u64::from(v.value))),
+                interval: k
+                    .keepalive_interval
+                    .map(|v| Duration::from_secs(u64::from(v.value))),
+            });
+
+        if !c.health_checks.is_empty() {
+            warn!(cluster = %c.name, path = %path.field("health_checks"), "active health checks are not run; endpoints keep their configured health_status");
+        }
+        if c.outlier_detection.is_some() {
+            warn!(cluster = %c.name, path = %path.field("outlier_detection"), "outlier detection is ignored");
+        }
+
+        let stat_name = if c.alt_stat_name.is_empty() {
+            c.name.clone()
+        } else {
+            c.alt_stat_name.clone()
+        };
+        errs.finish(ClusterSpec {
+            name: c.name.clone(),
+            stat_name,
+            discovery: discovery.unwrap_or(Discovery::Static),
+            dns,
+            lb,
+            locality_weighted,
+            panic_threshold,
+            connect_timeout,
+            protocol,
+            default_limits,
+            high_limits,
+            keepalive,
+            endpoints,
+            overprovisioning,
+        })
+    }
+}
+
+fn discovery(c: &Cluster, path: &Path, errs: &mut ConfigErrors) -> Option<Discovery> {
+    match &c.cluster_discovery_type {
+        None => Some(Discovery::Static),
+        Some(ClusterDiscoveryType::Type(t)) => match DiscoveryType::try_from(*t) {
+            Ok(DiscoveryType::Static) => Some(Discovery::Static),
+            Ok(DiscoveryType::StrictDns) => Some(Discovery::StrictDns),
+            Ok(DiscoveryType::LogicalDns) => Some(Discovery::LogicalDns),
+            Ok(other) => {
+                errs.push(
+                    &path.field("type"),
+                    format!("cluster type {} is not supported yet", other.as_str_name()),
+                );
+                None
+            }
+            Err(_) => {
+                errs.push(&path.field("type"), format!("unknown cluster type {t}"));
+                None
+            }
+        },
+        Some(ClusterDiscoveryType::ClusterType(custom)) => {
+            let kind = custom
+                .typed_config
+                .as_ref()
+                .map(type_of)
+                .unwrap_or_default();
+            errs.push(
+                &path.field("cluster_type"),
+                format!(
+                    "cluster type extension {} ({kind}) is not supported yet",
+                    custom.name
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn limits_of(t: &circuit_breakers::Thresholds, path: &Path, errs: &mut ConfigErrors) -> Limits {
+    let d = Limits::default();
+    if t.retry_budget.is_some() {
+        errs.push(
+            &path.field("retry_budget"),
+            "circuit breaker retry_budget is not supported yet",
+        );
+    }
+    let v = |w: Option<envoy_types::pb::google::protobuf::UInt32Value>, default: u64| {
+        w.map(|w| u64::from(w.value)).unwrap_or(default)
+    };
+    Limits {
+        max_connections: v(t.max_connections, d.max_connections),
+        max_pending_requests: v(t.max_pending_requests, d.max_pending_requests),
+        max_requests: v(t.max_requests, d.max_requests),
+        max_retries: v(t.max_retries, d.max_retries),
+        track_remaining: t.track_remaining,
+    }
+}
+
+fn thresholds(c: &Cluster, path: &Path, errs: &mut ConfigErrors) -> (Limits, Limits) {
+    let mut default = Limits::default();
+    let mut high = Limits::default();
+    let Some(cb) = &c.circuit_breakers else {
+        return (default, high);
+    };
+    let base = path.field("circuit_breakers");
+    for (i, t) in cb.thresholds.iter().enumerate() {
+        let p = base.field("thresholds").index(i);
+        let limits = limits_of(t, &p, errs);
+        // Envoy keeps the last entry of each priority.
+        if t.priority == RoutingPriority::High as i32 {
+            high = limits;
+        } else {
+            default = limits;
+        }
+    }
+    if !cb.per_host_thresholds.is_empty() {
+        errs.push(
+            &base.field("per_host_thresholds"),
+            "per-host circuit breakers are not supported yet",
+        );
+    }
+    (default, high)
+}
+
+#[allow(deprecated)]
+fn dns_settings(c: &Cluster, path: &Path, discovery: Discovery) -> DnsSettings {
+    let family = match DnsLookupFamily::try_from(c.dns_lookup_family) {
+        Ok(DnsLookupFamily::V4Only) => LookupFamily::V4Only,
+        Ok(DnsLookupFamily::V6Only) => LookupFamily::V6Only,
+        Ok(DnsLookupFamily::V4Preferred) => LookupFamily::V4Preferred,
+        Ok(DnsLookupFamily::All) => LookupFamily::All,
+        Ok(DnsLookupFamily::Auto) | Err(_) => LookupFamily::Auto,
+    };
+    let refresh_rate = c
+        .dns_refresh_rate
+        .as_ref()
+        .map(duration)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(5));
+    let failure = c.dns_failure_refresh_rate.as_ref();
+    if discovery.uses_dns() {
+        if c.respect_dns_ttl {
+            warn!(cluster = %c.name, path = %path.field("respect_dns_ttl"), "the system resolver does not report TTLs; dns_refresh_rate is used");
+        }
+        if !c.dns_resolvers.is_empty()
+            || c.typed_dns_resolver_config.is_some()
+            || c.dns_resolution_config.is_some()
+        {
+            warn!(cluster = %c.name, path = %path, "custom DNS resolvers are ignored; the system resolver is used");
+        }
+    }
+    DnsSettings {
+        family,
+        refresh_rate,
+        failure_base: failure.and_then(|f| f.base_interval.as_ref()).map(duration),
+        failure_max: failure.and_then(|f| f.max_interval.as_ref()).map(duration),
+        jitter: c.dns_jitter.as_ref().map(duration),
+    }
+}
+
+fn unsupported(c: &Cluster, path: &Path, errs: &mut ConfigErrors) {
+    if let Some(ts) = &c.transport_socket {
+        let kind = match &ts.config_type {
+            Some(
+                envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                    a,
+                ),
+            ) => type_of(a),
+            None => String::new(),
+        };
+        let raw = ts.name == "envoy.transport_sockets.raw_buffer"
+            || kind == "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
+        let tls = ts.name == "envoy.transport_sockets.tls"
+            || kind == "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+        if tls {
+            errs.push(
+                &path.field("transport_socket"),
+                "transport_socket envoy.transport_sockets.tls on clusters is not supported yet",
+            );
+        } else if !raw {
+            errs.push(
+                &path.field("transport_socket"),
+                format!("transport_socket {} is not supported", ts.name),
+            );
+        }
+    }
+    if !c.transport_socket_matches.is_empty() {
+        errs.push(
+            &path.field("transport_socket_matches"),
+            "transport_socket_matches are not supported yet",
+        );
+    }
+    if c.transport_socket_matcher.is_some() {
+        errs.push(
+            &path.field("transport_socket_matcher"),
+            "transport_socket_matcher is not supported yet",
+        );
+    }
+    if c.upstream_bind_config.is_some() {
+        errs.push(
+            &path.field("upstream_bind_config"),
+            "upstream_bind_config is not supported yet",
+        );
+    }
+    if c.lb_subset_config.is_some() {
+        errs.push(
+            &path.field("lb_subset_config"),
+            "lb_subset_config (subset load balancing) is not supported yet",
+        );
+    }
+    if !c.filters.is_empty() {
+        errs.push(
+            &path.field("filters"),
+            "upstream network filters are not supported yet",
+        );
+    }
+    if let Some(u) = &c.upstream_config {
+        errs.push(
+            &path.field("upstream_config"),
+            format!("upstream_config {} is not supported yet", u.name),
+        );
+    }
+    if c.connection_pool_per_downstream_connection {
+        errs.push(
+            &path.field("connection_pool_per_downstream_connection"),
+            "connection_pool_per_downstream_connection is not supported yet",
+        );
+    }
+    if c.lrs_server.is_some() {
+        warn!(cluster = %c.name, path = %path.field("lrs_server"), "load reporting is not supported; ignored");
+    }
+    if c.preconnect_policy.is_some() {
+        warn!(cluster = %c.name, path = %path.field("preconnect_policy"), "preconnecting is not supported; ignored");
+    }
+}

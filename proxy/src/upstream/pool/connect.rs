@@ -1,0 +1,204 @@
+//! Connect stage: one TCP connection to an endpoint, within `connect_timeout`, with its accounting.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::stats::Counter;
+use crate::upstream::circuit::ResourceGuard;
+use crate::upstream::cluster::Shared;
+use crate::upstream::config::Keepalive;
+use crate::upstream::endpoint::Host;
+use crate::upstream::stats::{bump, down, up};
+use crate::upstream::UpstreamError;
+
+/// Held for as long as an upstream connection is open: closing it (dropping the guard) updates the
+/// active gauges, counts the destroy and gives the `max_connections` slot back.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    shared: Arc<Shared>,
+    host: Arc<Host>,
+    slot: Option<ResourceGuard>,
+}
+
+impl ConnectionGuard {
+    fn new(shared: Arc<Shared>, host: Arc<Host>, slot: ResourceGuard) -> Self {
+        shared.stats.upstream_cx_total.inc();
+        shared.stats.upstream_cx_active.inc();
+        bump(&host.stats.cx_total);
+        up(&host.stats.cx_active);
+        host.pool.open.fetch_add(1, Ordering::AcqRel);
+        Self {
+            shared,
+            host,
+            slot: Some(slot),
+        }
+    }
+
+    /// Counters for bytes moved on this connection (`upstream_cx_rx_bytes_total`, `..._tx_...`).
+    pub fn byte_counters(&self) -> (Counter, Counter) {
+        (
+            self.shared.stats.upstream_cx_rx_bytes_total.clone(),
+            self.shared.stats.upstream_cx_tx_bytes_total.clone(),
+        )
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.shared.stats.upstream_cx_active.dec();
+        self.shared.stats.upstream_cx_destroy.inc();
+        down(&self.host.stats.cx_active);
+        self.host.pool.open.fetch_sub(1, Ordering::AcqRel);
+        // Release before waking: woken waiters re-check the breaker at once.
+        drop(self.slot.take());
+        self.shared.slot_freed.notify_waiters();
+    }
+}
+
+/// Opens a TCP connection to `host` (TCP_NODELAY, keepalive as configured), counting
+/// `upstream_cx_*` on the cluster and the host.
+pub(crate) async fn tcp(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    slot: ResourceGuard,
+) -> Result<(TcpStream, SocketAddr, ConnectionGuard), UpstreamError> {
+    let addr = host.address();
+    let guard = ConnectionGuard::new(shared.clone(), host.clone(), slot);
+    let timeout = shared.spec.connect_timeout;
+    let fail = |source: io::Error| {
+        shared.stats.upstream_cx_connect_fail.inc();
+        bump(&host.stats.cx_connect_fail);
+        UpstreamError::ConnectFailure {
+            cluster: shared.spec.name.clone(),
+            endpoint: addr,
+            source,
+        }
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    socket.set_nodelay(true).map_err(fail)?;
+    let stream = match tokio::time::timeout(timeout, socket.connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(fail(e)),
+        Err(_) => {
+            shared.stats.upstream_cx_connect_timeout.inc();
+            shared.stats.upstream_cx_connect_fail.inc();
+            bump(&host.stats.cx_connect_fail);
+            return Err(UpstreamError::ConnectTimeout {
+                cluster: shared.spec.name.clone(),
+                endpoint: addr,
+                timeout,
+            });
+        }
+    };
+    if let Some(k) = &shared.spec.keepalive {
+        set_keepalive(&stream, k);
+    }
+    Ok((stream, addr, guard))
+}
+
+fn set_keepalive(stream: &TcpStream, k: &Keepalive) {
+    let mut ka = socket2::TcpKeepalive::new();
+    if let Some(t) = k.time {
+        ka = ka.with_time(t);
+    }
+    if let Some(i) = k.interval {
+        ka = ka.with_interval(i);
+    }
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    if let Some(p) = k.probes {
+        ka = ka.with_retries(p);
+    }
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "setting upstream TCP keepalive");
+    }
+}
+
+pin_project! {
+    /// A stream that adds the bytes it moves to the cluster's rx/tx counters.
+    pub(crate) struct Counted<S> {
+        #[pin]
+        inner: S,
+        rx: Counter,
+        tx: Counter,
+    }
+}
+
+impl<S> Counted<S> {
+    pub(crate) fn new(inner: S, shared: &Shared) -> Self {
+        Self {
+            inner,
+            rx: shared.stats.upstream_cx_rx_bytes_total.clone(),
+            tx: shared.stats.upstream_cx_tx_bytes_total.clone(),
+        }
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            this.rx.add(n as u64);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            this.tx.add(*n as u64);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            this.tx.add(*n as u64);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}

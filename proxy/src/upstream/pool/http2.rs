@@ -1,0 +1,142 @@
+//! Connect stage, HTTP/2: one multiplexed connection per endpoint, shared by every request and
+//! replaced when it closes or has carried `max_requests_per_connection` streams.
+
+use std::sync::{Arc, Mutex};
+
+use http::Request;
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tracing::debug;
+
+use super::connect::{self, Counted};
+use super::{attach, exchange_error, to_absolute_form, ConnState, Exchanged, Pending};
+use crate::http::body::BoxBody;
+use crate::upstream::cluster::Shared;
+use crate::upstream::endpoint::Host;
+use crate::upstream::UpstreamError;
+
+#[derive(Clone)]
+struct Conn {
+    sender: SendRequest<BoxBody>,
+    state: Arc<ConnState>,
+}
+
+/// The current connection of one endpoint, and a lock that lets one request connect while the others
+/// wait for it.
+#[derive(Default)]
+pub struct Shared2 {
+    current: Mutex<Option<Conn>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Shared2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared2").finish_non_exhaustive()
+    }
+}
+
+impl Shared2 {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Conn>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The open connection, if it may take another stream (counting that stream).
+    fn take(&self, max: Option<u32>) -> Option<SendRequest<BoxBody>> {
+        let mut cur = self.lock();
+        let conn = cur.as_ref()?;
+        if conn.sender.is_closed() || !conn.state.take_request(max) {
+            // Dropping our handle lets an exhausted connection finish its streams and close.
+            *cur = None;
+            return None;
+        }
+        Some(conn.sender.clone())
+    }
+
+    pub(crate) fn drain(&self) {
+        *self.lock() = None;
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.lock().as_ref().is_some_and(|c| !c.sender.is_closed())
+    }
+}
+
+async fn acquire(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+) -> Result<SendRequest<BoxBody>, UpstreamError> {
+    let max = shared.spec.protocol.max_requests_per_connection;
+    if let Some(s) = host.pool.h2.take(max) {
+        return Ok(s);
+    }
+    let mut pending = Pending::begin(shared, host)?;
+    let _connecting = host.pool.h2.connecting.lock().await;
+    loop {
+        let freed = shared.slot_freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(s) = host.pool.h2.take(max) {
+            return Ok(s);
+        }
+        if let Some(slot) = pending.connection_slot() {
+            let (stream, addr, guard) = connect::tcp(shared, host, slot).await?;
+            let io = TokioIo::new(Counted::new(stream, shared));
+            let settings = &shared.spec.protocol.http2;
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder.timer(TokioTimer::new());
+            match settings.initial_stream_window_size {
+                Some(w) => builder.initial_stream_window_size(w),
+                None => builder.adaptive_window(true),
+            };
+            if let Some(w) = settings.initial_connection_window_size {
+                builder.initial_connection_window_size(w);
+            }
+            if let Some(i) = settings.keepalive_interval {
+                builder.keep_alive_interval(i);
+                if let Some(t) = settings.keepalive_timeout {
+                    builder.keep_alive_timeout(t);
+                }
+            }
+            let (sender, conn) =
+                builder
+                    .handshake(io)
+                    .await
+                    .map_err(|source| UpstreamError::Handshake {
+                        cluster: shared.spec.name.clone(),
+                        endpoint: addr,
+                        source,
+                    })?;
+            shared.stats.upstream_cx_http2_total.inc();
+            tokio::spawn(async move {
+                let _guard = guard;
+                if let Err(e) = conn.await {
+                    debug!(endpoint = %addr, error = %e, "upstream HTTP/2 connection closed");
+                }
+            });
+            let state = Arc::new(ConnState::default());
+            state.take_request(max);
+            *host.pool.h2.lock() = Some(Conn {
+                sender: sender.clone(),
+                state,
+            });
+            return Ok(sender);
+        }
+        freed.await;
+    }
+}
+
+/// Sends `req` as a stream on the endpoint's HTTP/2 connection.
+pub(crate) async fn send(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    mut req: Request<BoxBody>,
+) -> Result<Exchanged, UpstreamError> {
+    let addr = host.address();
+    to_absolute_form(&mut req, &addr.to_string());
+    let mut sender = acquire(shared, host).await?;
+    let active = attach(shared, host);
+    match sender.send_request(req).await {
+        Ok(resp) => Ok((resp, addr, active)),
+        Err(e) => Err(exchange_error(shared, addr, e, true)),
+    }
+}
