@@ -284,8 +284,9 @@ fn server_name_score(names: &[String], sni: Option<&str>) -> Option<u32> {
                 && sni.is_char_boundary(sni.len() - suffix.len())
                 && sni[sni.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
             if hit {
-                let len = u32::try_from(suffix.len()).unwrap_or(u32::MAX - 1);
-                best = best.max(Some(len.min(u32::MAX - 1)));
+                // Kept below the exact-match score.
+                let len = u32::try_from(suffix.len()).unwrap_or(0).min(u32::MAX - 1);
+                best = best.max(Some(len));
             }
         } else if name.eq_ignore_ascii_case(sni) {
             return Some(u32::MAX);
@@ -305,25 +306,22 @@ fn alpn_score(wanted: &[String], offered: &[&str]) -> Option<u32> {
         .map(|i| u32::MAX - u32::try_from(i).unwrap_or(u32::MAX - 1))
 }
 
-/// Narrows `candidates` stage by stage to the most specific chains; returns the survivor, if any.
-pub(super) fn narrow<'c, I>(chains: I, input: &MatchInput<'_>) -> Option<usize>
-where
-    I: Iterator<Item = &'c ChainMatch>,
-{
+/// Narrows `items` stage by stage to the chain that matches most specifically; returns its index.
+pub(super) fn narrow<T>(
+    items: &[T],
+    criteria: impl Fn(&T) -> &ChainMatch,
+    input: &MatchInput<'_>,
+) -> Option<usize> {
     let facts = Facts::new(input);
-    let all: Vec<&ChainMatch> = chains.collect();
-    let mut alive: Vec<usize> = (0..all.len()).collect();
-    let mut scores: Vec<Option<u32>> = Vec::with_capacity(all.len());
+    let mut alive: Vec<usize> = (0..items.len()).collect();
     for stage in 0..STAGES {
-        scores.clear();
-        scores.extend(alive.iter().map(|&i| all[i].score(stage, &facts)));
-        let best = scores.iter().copied().max().flatten()?;
-        let mut k = 0;
-        alive.retain(|_| {
-            let keep = scores[k] == Some(best);
-            k += 1;
-            keep
-        });
+        // Scoring is a few comparisons, cheaper to repeat than to store.
+        let best = alive
+            .iter()
+            .map(|&i| criteria(&items[i]).score(stage, &facts))
+            .max()
+            .flatten()?;
+        alive.retain(|&i| criteria(&items[i]).score(stage, &facts) == Some(best));
     }
     // Overlap validation guarantees at most one survivor.
     alive.first().copied()

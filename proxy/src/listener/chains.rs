@@ -132,7 +132,7 @@ impl<C> FilterChains<C> {
     }
 
     pub fn select_id(&self, input: &MatchInput<'_>) -> Option<ChainId> {
-        match narrow(self.chains.iter().map(|c| &c.criteria), input) {
+        match narrow(&self.chains, |c| &c.criteria, input) {
             Some(i) => Some(ChainId::Index(i)),
             None => self.default.as_ref().map(|_| ChainId::Default),
         }

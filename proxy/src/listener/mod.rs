@@ -5,6 +5,16 @@
 //! `accept::serve` runs one accept loop per socket over a shared `ActiveListener`, handing each
 //! connection to the caller as an `Accepted` with its chain chosen by `FilterChains::select`.
 //!
+//! Wiring, per listener:
+//! ```text
+//! let cfg = listener::from_proto(&proto, &path, &mut build_stack)?      // every error, with its path
+//!     .with_runtime_connection_limit(&runtime);                          // flatten_runtime(layer, ..)
+//! listener::validate_listener_set(&all_configs, &path)?;
+//! let sockets = listener::bind(&cfg, workers)?;                          // Vec<Bound>
+//! let active = ActiveListener::new(cfg, &store);                         // stats, limit, gauge
+//! for b in sockets { spawn(serve(TcpListener::from_std(b.listener)?, active.clone(), handler, watch.clone())) }
+//! ```
+//!
 //! Per-listener connection limits follow Envoy: there is no `Listener` field for it, users set the
 //! runtime key `envoy.resource_limits.listener.<name>.connection_limit` (in the bootstrap's
 //! `layered_runtime`), which `ListenerConfig::with_runtime_connection_limit` applies. The
