@@ -346,3 +346,51 @@ async fn connection_ids_are_unique() {
     assert_eq!(ids.len(), 3);
     signal.drain();
 }
+
+#[tokio::test]
+async fn ipv4_compat_listener_reports_ipv4_peers_as_ipv4() {
+    let cfg = build_ok(
+        "name: dual\naddress: {socket_address: {address: '::', port_value: 0, ipv4_compat: true}}\n\
+         filter_chains: [{name: c}]",
+    );
+    let socks = match bind(&cfg, 1) {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::AddrNotAvailable => {
+            eprintln!("skipping: no IPv6 here ({e})");
+            return;
+        }
+        Err(e) => panic!("bind: {e}"),
+    };
+    let port = socks[0].address.port();
+    let std = socks.into_iter().next().expect("socket").listener;
+    let listener = tokio::net::TcpListener::from_std(std).expect("tokio listener");
+    let store = Store::new();
+    let (signal, watch) = drain::channel();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(serve(
+        listener,
+        ActiveListener::new(cfg, &store),
+        move |a: Accepted<String>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((a.peer, a.local));
+            }
+        },
+        watch,
+    ));
+    let _c = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("IPv4 connect");
+    let (peer, local) = rx.recv().await.expect("accepted");
+    assert_eq!(peer.ip().to_string(), "127.0.0.1");
+    assert_eq!(local.to_string(), format!("127.0.0.1:{port}"));
+    signal.drain();
+
+    // Without ipv4_compat the socket is IPv6 only.
+    let v6only = build_ok(
+        "name: v6only\naddress: {socket_address: {address: '::', port_value: 0}}\nfilter_chains: [{name: c}]",
+    );
+    let socks = bind(&v6only, 1).expect("bind");
+    let port = socks[0].address.port();
+    assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());
+}
