@@ -9,6 +9,7 @@ pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod drain;
 pub mod http;
 pub mod listener;
 pub mod stats;

@@ -1,0 +1,185 @@
+//! Drain: tell every accept loop and connection that the process (or a listener) is going away, then
+//! wait for the in-flight connections to finish.
+//!
+//! `Signal::drain()` flips a watch channel that every `Watch` observes. Each in-flight connection holds
+//! a `Guard` from `Watch::guard()`; `Signal::wait_idle` returns once all guards are gone or the drain
+//! timeout passes (Envoy's `--drain-time-s`), whichever comes first.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+#[derive(Debug, Default)]
+struct Inflight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// The side that starts a drain.
+#[derive(Debug)]
+pub struct Signal {
+    tx: watch::Sender<bool>,
+    inflight: Arc<Inflight>,
+}
+
+/// The side that observes a drain. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    rx: watch::Receiver<bool>,
+    inflight: Arc<Inflight>,
+}
+
+/// Held by one in-flight connection; dropping it tells `Signal::wait_idle` the connection is done.
+#[derive(Debug)]
+#[must_use = "the connection counts as in flight only while the guard is held"]
+pub struct Guard {
+    inflight: Arc<Inflight>,
+}
+
+/// A new drain signal and its first watch.
+pub fn channel() -> (Signal, Watch) {
+    let (tx, rx) = watch::channel(false);
+    let inflight = Arc::new(Inflight::default());
+    (
+        Signal {
+            tx,
+            inflight: inflight.clone(),
+        },
+        Watch { rx, inflight },
+    )
+}
+
+impl Signal {
+    /// Starts the drain. Idempotent.
+    pub fn drain(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// How many guards are currently held.
+    pub fn inflight(&self) -> usize {
+        self.inflight.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until no guard is held, or `timeout` passes. Returns `true` when idle was reached.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Register interest before checking, so a guard dropped between the check and the await
+            // still wakes us.
+            let notified = self.inflight.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inflight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.inflight() == 0;
+            }
+        }
+    }
+
+    /// Another watch on this signal (the first comes from `channel()`).
+    pub fn watch(&self) -> Watch {
+        Watch {
+            rx: self.tx.subscribe(),
+            inflight: self.inflight.clone(),
+        }
+    }
+}
+
+impl Watch {
+    /// Whether the drain has started.
+    pub fn is_draining(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Completes when the drain starts. A `Signal` dropped without draining never completes it: draining
+    /// is always an explicit decision, as in Envoy.
+    pub async fn signaled(&self) {
+        let mut rx = self.rx.clone();
+        if rx.wait_for(|draining| *draining).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Counts one in-flight connection until the guard is dropped.
+    pub fn guard(&self) -> Guard {
+        self.inflight.count.fetch_add(1, Ordering::AcqRel);
+        Guard {
+            inflight: self.inflight.clone(),
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.inflight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inflight.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn signaled_completes_only_after_drain() {
+        let (signal, watch) = channel();
+        let w = watch.clone();
+        let waiter = tokio::spawn(async move { w.signaled().await });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiter.is_finished());
+        assert!(!watch.is_draining());
+        signal.drain();
+        waiter.await.expect("waiter");
+        assert!(watch.is_draining());
+        // A watch taken after the drain sees it at once.
+        signal.watch().signaled().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_idle_returns_when_guards_drop() {
+        let (signal, watch) = channel();
+        let g1 = watch.guard();
+        let g2 = watch.clone().guard();
+        assert_eq!(signal.inflight(), 2);
+        signal.drain();
+        let dropper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(g1);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(g2);
+        });
+        let start = tokio::time::Instant::now();
+        assert!(signal.wait_idle(Duration::from_secs(600)).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        dropper.await.expect("dropper");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_idle_gives_up_at_the_timeout() {
+        let (signal, watch) = channel();
+        let _held = watch.guard();
+        signal.drain();
+        let start = tokio::time::Instant::now();
+        assert!(!signal.wait_idle(Duration::from_secs(3)).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_idle_with_nothing_in_flight_is_immediate() {
+        let (signal, _watch) = channel();
+        assert!(signal.wait_idle(Duration::from_secs(3)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropped_signal_never_drains() {
+        let (signal, watch) = channel();
+        drop(signal);
+        let r = tokio::time::timeout(Duration::from_secs(60), watch.signaled()).await;
+        assert!(r.is_err());
+    }
+}
