@@ -31,7 +31,7 @@ use crate::config::Path;
 /// What a matched route does.
 #[derive(Debug, Clone)]
 pub enum Action {
-    Forward(Forward),
+    Forward(Box<Forward>),
     Redirect(Redirect),
     DirectResponse(Direct),
 }

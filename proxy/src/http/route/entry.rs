@@ -69,7 +69,7 @@ impl Route {
                 &path.field("route"),
                 b,
             )
-            .map(Action::Forward),
+            .map(|f| Action::Forward(Box::new(f))),
             (Some(ActionProto::Redirect(ra)), Some(mp)) => {
                 Redirect::from_proto(ra, mp, &path.field("redirect"), b).map(Action::Redirect)
             }
