@@ -242,15 +242,16 @@ impl Forward {
         self.not_found_status
     }
 
-    /// Applies the host and path rewrites, in Envoy's order. With `insert_original_path` (Envoy's
-    /// default unless the router suppresses its headers) a rewritten request carries
-    /// `x-envoy-original-path`. Header mutations are separate (`Selected::apply_request_headers`).
+    /// Applies the host and path rewrites, in Envoy's order. With `envoy_headers` (Envoy's default,
+    /// off when the router has `suppress_envoy_headers`) a rewritten request carries
+    /// `x-envoy-original-host` / `x-envoy-original-path`. Header mutations are separate
+    /// (`Selected::apply_request_headers`, which Envoy runs first).
     pub fn rewrite(
         &self,
         parts: &mut Parts,
         picked: Option<&Picked<'_>>,
         vars: &HeaderVars<'_>,
-        insert_original_path: bool,
+        envoy_headers: bool,
     ) {
         let original_host = request::authority(parts).map(str::to_string);
         let mut new_host = picked
@@ -264,30 +265,36 @@ impl Forward {
             new_host = Some(h);
         }
         if let Some(h) = new_host {
-            if self.append_x_forwarded_host {
-                if let Some(orig) = original_host.as_deref() {
+            if let Some(orig) = original_host.as_deref() {
+                if self.append_x_forwarded_host {
                     append_forwarded_host(&mut parts.headers, orig);
+                }
+                if envoy_headers {
+                    if let Ok(v) = HeaderValue::try_from(orig) {
+                        parts
+                            .headers
+                            .insert(HeaderName::from_static("x-envoy-original-host"), v);
+                    }
                 }
             }
             set_authority(parts, &h);
         }
         if let Some(rw) = &self.path_rewrite {
             let current = request::path_and_query(parts).to_string();
-            if insert_original_path {
-                if let Ok(v) = HeaderValue::try_from(current.as_str()) {
-                    parts
-                        .headers
-                        .insert(HeaderName::from_static("x-envoy-original-path"), v);
+            // As Envoy: a rewrite that yields nothing leaves the path and adds no header.
+            let Some(new) = rw.apply(&self.matched, &current, &parts.headers, vars) else {
+                return;
+            };
+            if set_path(parts, &new) {
+                if envoy_headers {
+                    if let Ok(v) = HeaderValue::try_from(current.as_str()) {
+                        parts
+                            .headers
+                            .insert(HeaderName::from_static("x-envoy-original-path"), v);
+                    }
                 }
-            }
-            match rw.apply(&self.matched, &current) {
-                Some(new) if set_path(parts, &new) => {}
-                Some(new) => {
-                    tracing::debug!(path = %new, "rewritten path is not a valid URI path; kept the original")
-                }
-                None => {
-                    tracing::debug!(path = %current, "path no longer fits the route match; not rewritten")
-                }
+            } else {
+                tracing::debug!(path = %new, "rewritten path is not a valid URI path; kept the original");
             }
         }
     }
@@ -359,10 +366,13 @@ fn path_rewrite(ra: &RouteAction, path: &Path, b: &mut Build<'_>) -> Option<Path
         return None;
     }
     if !ra.path_rewrite.is_empty() {
-        b.errs.push(
-            &path.field("path_rewrite"),
-            "path_rewrite is not supported; use prefix_rewrite or regex_rewrite",
-        );
+        return match Formatter::parse(&ra.path_rewrite) {
+            Ok(f) => Some(PathRewrite::Template(f)),
+            Err(e) => {
+                b.errs.push(&path.field("path_rewrite"), e);
+                None
+            }
+        };
     }
     if ra.path_rewrite_policy.is_some() {
         b.errs.push(

@@ -1,6 +1,8 @@
 //! Route redirects: the `Location` Envoy builds for a `redirect` action (and for TLS-required virtual
 //! hosts), and the local 3xx response carrying it.
 
+use std::borrow::Cow;
+
 use envoy_types::pb::envoy::config::route::v3::{
     redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier},
     RedirectAction,
@@ -10,6 +12,7 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 
 use super::build::Build;
+use super::formatter::{FormatContext, Formatter, HeaderVars};
 use super::request::{self, forwarded_proto, port_start};
 use super::rewrite::{MatchedPath, PathRewrite};
 use super::string_match::RegexRewrite;
@@ -25,6 +28,8 @@ enum PathRedirect {
         has_query: bool,
     },
     Rewrite(PathRewrite),
+    /// `path_rewrite` with command operators; an empty result keeps the request's path.
+    Template(Formatter),
 }
 
 /// A `redirect` action.
@@ -77,9 +82,14 @@ impl Redirect {
                     None => PathRedirect::None,
                 }
             }
-            Some(PathRewriteSpecifier::PathRewrite(_)) => {
-                b.errs.push(&path.field("path_rewrite"), "path_rewrite is not supported; use path_redirect, prefix_rewrite or regex_rewrite");
-                PathRedirect::None
+            Some(PathRewriteSpecifier::PathRewrite(t)) if !t.is_empty() => {
+                match Formatter::parse(t) {
+                    Ok(f) => PathRedirect::Template(f),
+                    Err(e) => {
+                        b.errs.push(&path.field("path_rewrite"), e);
+                        PathRedirect::None
+                    }
+                }
             }
             _ => PathRedirect::None,
         };
@@ -136,7 +146,12 @@ impl Redirect {
             return format!("https://{host_header}{original}");
         }
         let rewritten = match &self.path {
-            PathRedirect::Rewrite(rw) => rw.apply(&self.matched, original),
+            PathRedirect::Rewrite(rw) => rw.apply(
+                &self.matched,
+                original,
+                &req.headers,
+                &HeaderVars::default(),
+            ),
             _ => None,
         };
         let current = rewritten.as_deref().unwrap_or(original);
@@ -149,30 +164,33 @@ impl Redirect {
             Some(h) => h.as_str(),
             None => request_host(req, host_header, scheme, port),
         };
-        let mut path = match &self.path {
-            PathRedirect::Path {
-                path,
-                has_query: true,
-            } => path.clone(),
-            PathRedirect::Path {
-                path,
-                has_query: false,
-            } => match current.find('?') {
-                Some(q) => format!("{path}{}", &current[q..]),
-                None => path.clone(),
+        // path_redirect (or a non-empty path_rewrite) replaces the path; with its own query it also
+        // replaces the request's, which strip_query then leaves alone.
+        let redirect_path: Option<(Cow<'_, str>, bool)> = match &self.path {
+            PathRedirect::Path { path, has_query } => Some((Cow::Borrowed(path), *has_query)),
+            PathRedirect::Template(f) => {
+                let p = f.format(&FormatContext {
+                    vars: &HeaderVars::default(),
+                    request: Some(&req.headers),
+                    response: None,
+                });
+                let q = p.contains('?');
+                (!p.is_empty()).then_some((Cow::Owned(p), q))
+            }
+            _ => None,
+        };
+        let query_fixed = redirect_path.as_ref().is_some_and(|(_, q)| *q);
+        let mut path = match redirect_path {
+            Some((p, true)) => p.into_owned(),
+            Some((p, false)) => match current.find('?') {
+                Some(q) => format!("{p}{}", &current[q..]),
+                None => p.into_owned(),
             },
-            _ => current.to_string(),
+            None => current.to_string(),
         };
         if !path.starts_with('/') {
             path.insert(0, '/');
         }
-        let query_fixed = matches!(
-            self.path,
-            PathRedirect::Path {
-                has_query: true,
-                ..
-            }
-        );
         if self.strip_query && !query_fixed {
             if let Some(q) = path.find('?') {
                 path.truncate(q);

@@ -16,6 +16,8 @@ pub(crate) enum PathRewrite {
     Prefix(String),
     /// Replaces every match in the path without query; the query is kept.
     Regex(RegexRewrite),
+    /// `path_rewrite` with command operators: replaces the path, keeps the query.
+    Template(Formatter),
 }
 
 /// The route match a prefix rewrite measures the matched part with.
@@ -27,18 +29,28 @@ pub(crate) struct MatchedPath {
 
 impl PathRewrite {
     /// The rewritten `:path` (query preserved), or `None` when the path does not fit the route match
-    /// any more.
-    pub(crate) fn apply(&self, matched: &MatchedPath, path: &str) -> Option<String> {
-        match self {
+    /// any more or the rewrite produced an empty path.
+    pub(crate) fn apply(
+        &self,
+        matched: &MatchedPath,
+        path: &str,
+        headers: &HeaderMap,
+        vars: &HeaderVars<'_>,
+    ) -> Option<String> {
+        let just = strip_query(path);
+        let new_path = match self {
             PathRewrite::Prefix(p) => {
                 let n = matched.path.matched_len(path, matched.case_sensitive)?;
-                Some(format!("{p}{}", &path[n..]))
+                return Some(format!("{p}{}", &path[n..]));
             }
-            PathRewrite::Regex(r) => {
-                let just = strip_query(path);
-                Some(format!("{}{}", r.replace_all(just), &path[just.len()..]))
-            }
-        }
+            PathRewrite::Regex(r) => r.replace_all(just),
+            PathRewrite::Template(f) => f.format(&FormatContext {
+                vars,
+                request: Some(headers),
+                response: None,
+            }),
+        };
+        (!new_path.is_empty()).then(|| format!("{new_path}{}", &path[just.len()..]))
     }
 }
 

@@ -332,3 +332,36 @@ virtual_hosts:
         None
     );
 }
+
+#[test]
+fn path_rewrite_template_keeps_the_query_and_ignores_empty_results() {
+    let t = only(
+        "    match: {prefix: /}\n    route: {cluster: c, path_rewrite: '/v/%REQ(x-version)%'}\n",
+    );
+    let r = rewritten(&t, req("GET", "/old?q=1", "h", &[("x-version", "2")]));
+    assert_eq!(r.uri.to_string(), "/v/2?q=1");
+    assert_eq!(header(&r, "x-envoy-original-path"), Some("/old?q=1"));
+
+    let t =
+        only("    match: {prefix: /}\n    route: {cluster: c, path_rewrite: '%REQ(x-version)%'}\n");
+    let r = rewritten(&t, get("/old?q=1", "h"));
+    assert_eq!(r.uri.to_string(), "/old?q=1");
+    assert_eq!(header(&r, "x-envoy-original-path"), None);
+
+    let t = only("    match: {prefix: /}\n    route: {cluster: c, regex_rewrite: {pattern: {regex: '.*'}, substitution: ''}}\n");
+    assert_eq!(rewritten(&t, get("/keep", "h")).uri.to_string(), "/keep");
+}
+
+#[test]
+fn host_rewrite_records_the_original_host_as_envoy_does() {
+    // Envoy 1.40 sends x-envoy-original-host: orig.com:81 upstream for a literal host rewrite.
+    let t =
+        only("    match: {prefix: /}\n    route: {cluster: c, host_rewrite_literal: new.host}\n");
+    let r = rewritten(&t, get("/", "orig.com:81"));
+    assert_eq!(header(&r, "x-envoy-original-host"), Some("orig.com:81"));
+    let mut r = get("/", "orig.com:81");
+    let s = t.select(&r).expect("selected");
+    forward(&s).rewrite(&mut r, None, &HeaderVars::default(), false);
+    assert_eq!(header(&r, "x-envoy-original-host"), None);
+    assert_eq!(header(&r, "host"), Some("new.host"));
+}

@@ -105,3 +105,18 @@ fn redirect_body_is_empty() {
     let resp = redirect(&s).response(&r);
     assert!(resp.headers().get("content-type").is_none());
 }
+
+#[test]
+fn path_rewrite_template_redirects() {
+    let t = routes(
+        "  - {name: t, match: {prefix: /}, redirect: {path_rewrite: '/new/%REQ(x-version)%'}}\n",
+    );
+    let r = req("GET", "/old?a=1", "a.com", &[("x-version", "v2")]);
+    let s = t.select(&r).expect("selected");
+    assert_eq!(redirect(&s).location(&r), "http://a.com/new/v2?a=1");
+    let t =
+        routes("  - {name: t, match: {prefix: /}, redirect: {path_rewrite: '%REQ(x-version)%'}}\n");
+    let r = get("/old?a=1", "a.com");
+    let s = t.select(&r).expect("selected");
+    assert_eq!(redirect(&s).location(&r), "http://a.com/old?a=1");
+}
