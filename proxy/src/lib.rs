@@ -11,5 +11,6 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod listener;
+pub mod logging;
 pub mod stats;
 pub mod upstream;
