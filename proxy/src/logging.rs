@@ -269,11 +269,12 @@ fn build_filter(directives: &str) -> Result<EnvFilter, LoggingError> {
         .map_err(|e| LoggingError::Reload(e.to_string()))
 }
 
+/// `(component, level)` pairs remora knows, and the names it does not.
+pub type ComponentLevels = (Vec<(String, Level)>, Vec<String>);
+
 /// Parses `--component-log-level` (`upstream:debug,connection:trace`). Components remora does not know
 /// are returned separately so the caller can warn about them once logging works.
-pub fn parse_component_levels(
-    spec: &str,
-) -> Result<(Vec<(String, Level)>, Vec<String>), LoggingError> {
+pub fn parse_component_levels(spec: &str) -> Result<ComponentLevels, LoggingError> {
     let mut known = Vec::new();
     let mut unknown = Vec::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {

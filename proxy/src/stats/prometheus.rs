@@ -261,7 +261,8 @@ mod tests {
 
     #[test]
     fn default_tags_match_envoy() {
-        let cases: &[(&str, &str, &[(&str, &str)])] = &[
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
             (
                 "cluster.web.upstream_rq_200",
                 "cluster.upstream_rq",
