@@ -12,5 +12,6 @@ pub mod config;
 pub mod drain;
 pub mod http;
 pub mod listener;
+pub mod logging;
 pub mod stats;
 pub mod upstream;

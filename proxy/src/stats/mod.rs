@@ -4,6 +4,9 @@
 //! touches atomics. `/stats` renders the namespace as Envoy's text form and `/stats/prometheus` through
 //! tag extraction (`envoy_cluster_upstream_rq_total{envoy_cluster_name="web"}`).
 
+pub mod prometheus;
+pub mod render;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,205 @@
+//! Command operators (`%REQ(:PATH)%`, `%DURATION%`, ...): parsing one, and reading its value.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+use super::time::TimeFormat;
+use crate::access_log::context::LogContext;
+
+/// One command operator, resolved at configuration time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operator {
+    StartTime(TimeFormat),
+    /// `REQ(main?alt)`: `alt` is read when `main` is absent. Names are lower-cased.
+    Req(String, Option<String>),
+    Resp(String, Option<String>),
+    Trailer(String, Option<String>),
+    Protocol,
+    ResponseCode,
+    ResponseCodeDetails,
+    ResponseFlags,
+    ResponseFlagsLong,
+    BytesReceived,
+    BytesSent,
+    Duration,
+    RequestDuration,
+    ResponseDuration,
+    UpstreamHost,
+    UpstreamCluster,
+    UpstreamLocalAddress,
+    UpstreamTransportFailureReason,
+    DownstreamRemoteAddress,
+    DownstreamRemoteAddressWithoutPort,
+    DownstreamLocalAddress,
+    DownstreamLocalAddressWithoutPort,
+    DownstreamDirectRemoteAddress,
+    DownstreamDirectRemoteAddressWithoutPort,
+    RequestedServerName,
+    RouteName,
+    UpstreamRequestAttemptCount,
+    ConnectionId,
+    ConnectionTerminationDetails,
+    /// The machine's host name, read once.
+    Hostname(String),
+    DownstreamPeerUriSan,
+    DownstreamTlsVersion,
+}
+
+/// What an operator yields for one stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    /// Printed `-` in text, `null` (or left out) in JSON.
+    Missing,
+    Str(Cow<'a, str>),
+    /// Stays a number in JSON formats.
+    Num(u64),
+}
+
+fn header_args(name: &str, arg: Option<&str>) -> Result<(String, Option<String>), String> {
+    let arg = arg
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| format!("{name} requires a header name"))?;
+    let (main, alt) = match arg.split_once('?') {
+        Some((m, a)) => (m, Some(a.to_ascii_lowercase())),
+        None => (arg, None),
+    };
+    if main.is_empty() || alt.as_deref() == Some("") {
+        return Err(format!("{name}({arg}): empty header name"));
+    }
+    Ok((main.to_ascii_lowercase(), alt))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Operator {
+    /// `name` is the operator's name (`REQ`), `arg` what was inside its parentheses.
+    pub fn parse(name: &str, arg: Option<&str>) -> Result<Operator, String> {
+        let no_arg = |op: Operator| match arg {
+            None => Ok(op),
+            Some(_) => Err(format!("{name} takes no argument")),
+        };
+        match name {
+            "START_TIME" => match arg.filter(|a| !a.is_empty()) {
+                None => Ok(Operator::StartTime(TimeFormat::envoy_default())),
+                Some(spec) => TimeFormat::parse(spec).map(Operator::StartTime),
+            },
+            "REQ" => header_args(name, arg).map(|(m, a)| Operator::Req(m, a)),
+            "RESP" => header_args(name, arg).map(|(m, a)| Operator::Resp(m, a)),
+            "TRAILER" => header_args(name, arg).map(|(m, a)| Operator::Trailer(m, a)),
+            "PROTOCOL" => no_arg(Operator::Protocol),
+            "RESPONSE_CODE" => no_arg(Operator::ResponseCode),
+            "RESPONSE_CODE_DETAILS" => no_arg(Operator::ResponseCodeDetails),
+            "RESPONSE_FLAGS" => no_arg(Operator::ResponseFlags),
+            "RESPONSE_FLAGS_LONG" => no_arg(Operator::ResponseFlagsLong),
+            "BYTES_RECEIVED" => no_arg(Operator::BytesReceived),
+            "BYTES_SENT" => no_arg(Operator::BytesSent),
+            "DURATION" => no_arg(Operator::Duration),
+            "REQUEST_DURATION" => no_arg(Operator::RequestDuration),
+            "RESPONSE_DURATION" => no_arg(Operator::ResponseDuration),
+            "UPSTREAM_HOST" | "UPSTREAM_REMOTE_ADDRESS" => no_arg(Operator::UpstreamHost),
+            "UPSTREAM_CLUSTER" => no_arg(Operator::UpstreamCluster),
+            "UPSTREAM_LOCAL_ADDRESS" => no_arg(Operator::UpstreamLocalAddress),
+            "UPSTREAM_TRANSPORT_FAILURE_REASON" => no_arg(Operator::UpstreamTransportFailureReason),
+            "DOWNSTREAM_REMOTE_ADDRESS" => no_arg(Operator::DownstreamRemoteAddress),
+            "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
+                no_arg(Operator::DownstreamRemoteAddressWithoutPort)
+            }
+            "DOWNSTREAM_LOCAL_ADDRESS" => no_arg(Operator::DownstreamLocalAddress),
+            "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => {
+                no_arg(Operator::DownstreamLocalAddressWithoutPort)
+            }
+            "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => no_arg(Operator::DownstreamDirectRemoteAddress),
+            "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => {
+                no_arg(Operator::DownstreamDirectRemoteAddressWithoutPort)
+            }
+            "REQUESTED_SERVER_NAME" => no_arg(Operator::RequestedServerName),
+            "ROUTE_NAME" => no_arg(Operator::RouteName),
+            "UPSTREAM_REQUEST_ATTEMPT_COUNT" => no_arg(Operator::UpstreamRequestAttemptCount),
+            "CONNECTION_ID" => no_arg(Operator::ConnectionId),
+            "CONNECTION_TERMINATION_DETAILS" => no_arg(Operator::ConnectionTerminationDetails),
+            "HOSTNAME" => no_arg(Operator::Hostname(hostname())),
+            "DOWNSTREAM_PEER_URI_SAN" => no_arg(Operator::DownstreamPeerUriSan),
+            "DOWNSTREAM_TLS_VERSION" => no_arg(Operator::DownstreamTlsVersion),
+            _ => Err(format!("unknown command operator %{name}%")),
+        }
+    }
+
+    pub fn value<'a>(&self, ctx: &LogContext<'a>) -> Value<'a> {
+        let s = |v: Option<&'a str>| v.map_or(Value::Missing, |v| Value::Str(Cow::Borrowed(v)));
+        let owned = |v: Option<String>| v.map_or(Value::Missing, |v| Value::Str(Cow::Owned(v)));
+        let addr = |a: Option<SocketAddr>| owned(a.map(|a| a.to_string()));
+        let ip = |a: Option<SocketAddr>| owned(a.map(|a| a.ip().to_string()));
+        let ms = |d: Option<std::time::Duration>| {
+            d.map_or(Value::Missing, |d| {
+                Value::Num(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            })
+        };
+        let header = |main: &str, alt: &Option<String>, get: &dyn Fn(&str) -> Option<String>| {
+            owned(get(main).or_else(|| alt.as_deref().and_then(get)))
+        };
+        match self {
+            Operator::StartTime(f) => {
+                let mut out = String::new();
+                f.format(ctx.start_time, &mut out);
+                Value::Str(Cow::Owned(out))
+            }
+            Operator::Req(m, a) => header(m, a, &|n| ctx.request_header(n)),
+            Operator::Resp(m, a) => header(m, a, &|n| ctx.response_header(n)),
+            Operator::Trailer(m, a) => header(m, a, &|n| ctx.response_trailer(n)),
+            Operator::Protocol => s(ctx.protocol),
+            Operator::ResponseCode => ctx
+                .response_code
+                .map_or(Value::Missing, |c| Value::Num(c.into())),
+            Operator::ResponseCodeDetails => s(ctx.response_code_details),
+            // Envoy prints `-` for "no flags" even in JSON, where it is a string, not null.
+            Operator::ResponseFlags if ctx.response_flags.is_empty() => {
+                Value::Str(Cow::Borrowed("-"))
+            }
+            Operator::ResponseFlags => Value::Str(Cow::Borrowed(ctx.response_flags)),
+            Operator::ResponseFlagsLong if ctx.response_flags.is_empty() => {
+                Value::Str(Cow::Borrowed("-"))
+            }
+            Operator::ResponseFlagsLong => {
+                let long: Vec<&str> = ctx
+                    .response_flags
+                    .split(',')
+                    .map(|f| super::super::filter::long_flag(f).unwrap_or(f))
+                    .collect();
+                Value::Str(Cow::Owned(long.join(",")))
+            }
+            Operator::BytesReceived => Value::Num(ctx.bytes_received),
+            Operator::BytesSent => Value::Num(ctx.bytes_sent),
+            Operator::Duration => ms(ctx.duration),
+            Operator::RequestDuration => ms(ctx.request_duration),
+            Operator::ResponseDuration => ms(ctx.response_duration),
+            Operator::UpstreamHost => addr(ctx.upstream_host),
+            Operator::UpstreamCluster => s(ctx.upstream_cluster),
+            Operator::UpstreamLocalAddress => addr(ctx.upstream_local_address),
+            Operator::UpstreamTransportFailureReason => s(ctx.upstream_transport_failure_reason),
+            Operator::DownstreamRemoteAddress => addr(ctx.downstream_remote_address),
+            Operator::DownstreamRemoteAddressWithoutPort => ip(ctx.downstream_remote_address),
+            Operator::DownstreamLocalAddress => addr(ctx.downstream_local_address),
+            Operator::DownstreamLocalAddressWithoutPort => ip(ctx.downstream_local_address),
+            Operator::DownstreamDirectRemoteAddress => addr(ctx.downstream_direct_remote_address),
+            Operator::DownstreamDirectRemoteAddressWithoutPort => {
+                ip(ctx.downstream_direct_remote_address)
+            }
+            Operator::RequestedServerName => s(ctx.requested_server_name.filter(|n| !n.is_empty())),
+            Operator::RouteName => s(ctx.route_name.filter(|n| !n.is_empty())),
+            Operator::UpstreamRequestAttemptCount => ctx
+                .upstream_request_attempt_count
+                .map_or(Value::Missing, |n| Value::Num(n.into())),
+            Operator::ConnectionId => ctx.connection_id.map_or(Value::Missing, Value::Num),
+            Operator::ConnectionTerminationDetails => s(ctx.connection_termination_details),
+            Operator::Hostname(h) if h.is_empty() => Value::Missing,
+            Operator::Hostname(h) => Value::Str(Cow::Owned(h.clone())),
+            Operator::DownstreamPeerUriSan => s(ctx.downstream_peer_uri_san),
+            Operator::DownstreamTlsVersion => s(ctx.downstream_tls_version),
+        }
+    }
+}
