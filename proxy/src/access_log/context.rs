@@ -21,7 +21,7 @@ pub struct LogContext<'a> {
     pub scheme: Option<&'a str>,
     /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`; `None` for TCP.
     pub protocol: Option<&'a str>,
-    /// `Some(0)` for an HTTP stream that never got a response, as Envoy prints it; `None` for TCP.
+    /// `None` when no response was sent, and for TCP; `%RESPONSE_CODE%` prints 0 then, as Envoy does.
     pub response_code: Option<u16>,
     pub response_code_details: Option<&'a str>,
     /// Short response flags, comma separated (`UH,UF`); empty when none.

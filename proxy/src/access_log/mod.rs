@@ -138,7 +138,7 @@ fn logger(
         type_url: any.type_url.clone(),
         value: any.value.clone(),
     };
-    let unpack_err = |e: crate::config::ConfigError| format!("{}", e.message);
+    let unpack_err = |e: crate::config::ConfigError| e.message;
     let (dest, sfs, legacy): (String, Option<SubstitutionFormatString>, Option<LineFormat>) =
         match any_type_name(any).as_str() {
             FILE => {

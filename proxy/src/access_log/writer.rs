@@ -141,7 +141,12 @@ impl Writers {
     /// context on shutdown). Returns false if some destination did not confirm within `timeout`.
     pub fn flush(&self, timeout: Duration) -> bool {
         let sinks: Vec<Sink> = self.lock().values().cloned().collect();
-        sinks.iter().fold(true, |ok, s| s.flush(timeout) && ok)
+        // Every destination is flushed even after one fails to confirm.
+        let mut all = true;
+        for s in &sinks {
+            all &= s.flush(timeout);
+        }
+        all
     }
 
     /// Lines dropped because a destination's queue was full.

@@ -152,9 +152,8 @@ impl Operator {
             Operator::Resp(m, a) => header(m, a, &|n| ctx.response_header(n)),
             Operator::Trailer(m, a) => header(m, a, &|n| ctx.response_trailer(n)),
             Operator::Protocol => s(ctx.protocol),
-            Operator::ResponseCode => ctx
-                .response_code
-                .map_or(Value::Missing, |c| Value::Num(c.into())),
+            // Envoy prints 0 for "no response", TCP streams included.
+            Operator::ResponseCode => Value::Num(ctx.response_code.unwrap_or(0).into()),
             Operator::ResponseCodeDetails => s(ctx.response_code_details),
             // Envoy prints `-` for "no flags" even in JSON, where it is a string, not null.
             Operator::ResponseFlags if ctx.response_flags.is_empty() => {

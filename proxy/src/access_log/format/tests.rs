@@ -166,7 +166,7 @@ fn missing_values_print_dash_or_nothing() {
     let ctx = LogContext::new(start());
     assert_eq!(
         text("%PROTOCOL% %RESPONSE_CODE% %DURATION% %UPSTREAM_HOST% %RESPONSE_FLAGS% %BYTES_SENT% %ROUTE_NAME%", &ctx),
-        "- - - - - 0 -"
+        "- 0 - - - 0 -"
     );
     // Observed from Envoy: with omit_empty_values, missing becomes empty but RESPONSE_FLAGS keeps `-`.
     let tokens = parse("[%REQ(x-missing)%] [%RESPONSE_FLAGS%] %UPSTREAM_HOST%|").expect("parse");
