@@ -49,7 +49,10 @@ pub fn envoy() -> Option<PathBuf> {
         return Some(venv);
     }
     let out = Command::new("python3")
-        .args(["-c", "import envoy,os;print(os.path.dirname(envoy.__file__))"])
+        .args([
+            "-c",
+            "import envoy,os;print(os.path.dirname(envoy.__file__))",
+        ])
         .output()
         .ok()?;
     if !out.status.success() {

@@ -161,7 +161,13 @@ impl Client {
     pub async fn send(&mut self, req: &Request) -> anyhow::Result<Response> {
         tokio::time::timeout(EXCHANGE_TIMEOUT, self.send_inner(req))
             .await
-            .map_err(|_| anyhow!("no response within {EXCHANGE_TIMEOUT:?} for {} {}", req.method, req.path))?
+            .map_err(|_| {
+                anyhow!(
+                    "no response within {EXCHANGE_TIMEOUT:?} for {} {}",
+                    req.method,
+                    req.path
+                )
+            })?
     }
 
     async fn send_inner(&mut self, req: &Request) -> anyhow::Result<Response> {
@@ -170,7 +176,9 @@ impl Client {
         }
         let mut b = hyper::Request::builder().method(req.method.as_str());
         b = match self.protocol {
-            Protocol::Http1 => b.uri(req.path.as_str()).header("host", req.authority.as_str()),
+            Protocol::Http1 => b
+                .uri(req.path.as_str())
+                .header("host", req.authority.as_str()),
             Protocol::H2c => b.uri(format!("http://{}{}", req.authority, req.path)),
         };
         for (n, v) in &req.headers {
@@ -192,7 +200,12 @@ impl Client {
         let headers = resp
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = resp.into_body().collect().await?.to_bytes();
         Ok(Response {

@@ -35,3 +35,19 @@ pub fn dead_port() -> u16 {
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+/// The host's first non-loopback IPv4 address: what Envoy appends to `x-forwarded-for` (with
+/// `use_remote_address`) when the peer is a loopback address.
+pub fn local_ipv4() -> Option<std::net::Ipv4Addr> {
+    static IP: std::sync::OnceLock<Option<std::net::Ipv4Addr>> = std::sync::OnceLock::new();
+    *IP.get_or_init(|| {
+        let out = std::process::Command::new("hostname")
+            .arg("-I")
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|t| t.parse::<std::net::Ipv4Addr>().ok())
+            .find(|ip| !ip.is_loopback())
+    })
+}

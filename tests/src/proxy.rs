@@ -89,9 +89,13 @@ impl Proxy {
         let (listener_ports, admin_port) = ports_of(config);
 
         let mut cmd = Command::new(&binary);
-        cmd.arg("-c")
-            .arg(&config_path)
-            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "warning"]);
+        cmd.arg("-c").arg(&config_path).args([
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+        ]);
         if kind == Kind::Envoy {
             cmd.args(["--base-id", &next_base_id().to_string()]);
         }
@@ -131,7 +135,10 @@ impl Proxy {
             }
             let mut still = Vec::new();
             for port in pending {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_err()
+                {
                     still.push(port);
                 }
             }

@@ -23,7 +23,8 @@ pub fn kinds() -> Vec<Kind> {
 /// For the differential suite: `REMORA_DIFF_ORACLE_ONLY=1` (or `REMORA_TEST_PROXY=envoy`) runs only
 /// Envoy against the encoded expectations.
 pub fn diff_kinds() -> Vec<Kind> {
-    let oracle_only = std::env::var("REMORA_DIFF_ORACLE_ONLY").is_ok_and(|v| v != "0" && !v.is_empty());
+    let oracle_only =
+        std::env::var("REMORA_DIFF_ORACLE_ONLY").is_ok_and(|v| v != "0" && !v.is_empty());
     if oracle_only {
         if bins::envoy().is_some() {
             return vec![Kind::Envoy];

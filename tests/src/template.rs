@@ -34,9 +34,12 @@ pub fn render(text: &str, vars: &Vars) -> String {
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .unwrap_or_else(|| panic!("unterminated placeholder in fixture near {:?}", &rest[start..]));
+        let end = after.find("}}").unwrap_or_else(|| {
+            panic!(
+                "unterminated placeholder in fixture near {:?}",
+                &rest[start..]
+            )
+        });
         let name = after[..end].trim();
         let value = vars
             .get(name)

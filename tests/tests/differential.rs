@@ -24,7 +24,10 @@ async fn differential() {
         .into_iter()
         .filter(|f| f.name.contains(&filter))
         .collect();
-    assert!(!fixtures.is_empty(), "no fixture matches REMORA_DIFF_FILTER={filter:?}");
+    assert!(
+        !fixtures.is_empty(),
+        "no fixture matches REMORA_DIFF_FILTER={filter:?}"
+    );
 
     let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL_FIXTURES));
     let mut tasks = Vec::new();
@@ -54,7 +57,10 @@ async fn differential() {
         );
         problems.extend(lines);
     }
-    println!("differential: {} fixtures, {requests} requests compared", fixtures.len());
+    println!(
+        "differential: {} fixtures, {requests} requests compared",
+        fixtures.len()
+    );
     assert!(
         problems.is_empty(),
         "{} differential problems:\n{}",
@@ -81,7 +87,11 @@ async fn run_one(fixture: Fixture, kinds: Vec<Kind>) -> (Vec<String>, usize) {
                 problems.extend(diff::check_expectations(&fixture, &run));
                 runs.push(run);
             }
-            Err(e) => problems.push(format!("[{kind}] {}: did not run: {}", fixture.name, panic_text(e))),
+            Err(e) => problems.push(format!(
+                "[{kind}] {}: did not run: {}",
+                fixture.name,
+                panic_text(e)
+            )),
         }
     }
     if let [a, b] = runs.as_slice() {
@@ -117,6 +127,9 @@ fn dump(fixture: &Fixture, run: &FixtureRun) {
         );
     }
     for (case, obs) in fixture.cases.tcp_cases.iter().zip(&run.tcp) {
-        println!("DUMP [{}] {} / {}: {obs:?}", run.kind, fixture.name, case.name);
+        println!(
+            "DUMP [{}] {} / {}: {obs:?}",
+            run.kind, fixture.name, case.name
+        );
     }
 }

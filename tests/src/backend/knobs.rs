@@ -88,6 +88,9 @@ mod tests {
         h.append("x-echo-response-header", "x-b = 2".parse().expect("value"));
         let k = Knobs::read("/p", &h);
         assert_eq!((k.fail_times, k.fail_status), (1, 409));
-        assert_eq!(k.response_headers, [("x-a".into(), "1".into()), ("x-b".into(), "2".into())]);
+        assert_eq!(
+            k.response_headers,
+            [("x-a".into(), "1".into()), ("x-b".into(), "2".into())]
+        );
     }
 }

@@ -28,6 +28,10 @@ pub struct HttpCase {
     pub expect_share: BTreeMap<String, f64>,
     #[serde(default)]
     pub tolerance: Option<f64>,
+    /// On every response, this upstream request header must equal the backend's name (headers
+    /// added per weighted cluster follow the pick).
+    #[serde(default)]
+    pub header_names_backend: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,11 +73,15 @@ pub struct Expect {
     /// Path with query as the backend saw it.
     pub path: Option<String>,
     pub host: Option<String>,
-    /// Request headers at the backend; value `"*"` means present with any value.
+    /// Request headers at the backend; value `"*"` means present with any value, `{{local_ip}}`
+    /// stands for the host's first non-loopback IPv4 address.
     #[serde(default)]
     pub request_headers: BTreeMap<String, String>,
     #[serde(default)]
     pub request_headers_absent: Vec<String>,
+    /// Request headers at the backend that must not have these values (regenerated ids).
+    #[serde(default)]
+    pub request_headers_not: BTreeMap<String, String>,
     /// Response headers at the client; `"*"` means present.
     #[serde(default)]
     pub response_headers: BTreeMap<String, String>,

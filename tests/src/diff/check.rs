@@ -6,17 +6,35 @@ use super::{Fixture, FixtureRun};
 
 const DEFAULT_TOLERANCE: f64 = 0.05;
 
+/// Expected values may name facts of the machine: `{{local_ip}}`.
+fn expand(value: &str) -> String {
+    if value.contains("{{local_ip}}") {
+        let ip = crate::ports::local_ipv4()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        value.replace("{{local_ip}}", &ip)
+    } else {
+        value.to_string()
+    }
+}
+
 /// Every way `run` departs from the fixture's expectations, one line each.
 pub fn check_expectations(fixture: &Fixture, run: &FixtureRun) -> Vec<String> {
     let mut out = Vec::new();
     for (case, obs) in fixture.cases.cases.iter().zip(&run.http) {
         for problem in check_http(case, obs) {
-            out.push(format!("[{}] {} / {}: {problem}", run.kind, fixture.name, case.name));
+            out.push(format!(
+                "[{}] {} / {}: {problem}",
+                run.kind, fixture.name, case.name
+            ));
         }
     }
     for (case, obs) in fixture.cases.tcp_cases.iter().zip(&run.tcp) {
         for problem in check_tcp(case, obs) {
-            out.push(format!("[{}] {} / {}: {problem}", run.kind, fixture.name, case.name));
+            out.push(format!(
+                "[{}] {} / {}: {problem}",
+                run.kind, fixture.name, case.name
+            ));
         }
     }
     out
@@ -30,18 +48,28 @@ fn check_http(case: &HttpCase, obs: &Observation) -> Vec<String> {
     }
     let x: &Expect = &case.expect;
     if obs.status != x.status {
-        p.push(format!("status {} (expected {}), body {:?}", obs.status, x.status, clip(&obs.body)));
+        p.push(format!(
+            "status {} (expected {}), body {:?}",
+            obs.status,
+            x.status,
+            clip(&obs.body)
+        ));
     }
     match (&x.backend, &obs.echo) {
-        (Some(b), Some(e)) if b == "none" => p.push(format!("reached backend {} (expected none)", e.backend)),
-        (Some(b), Some(e)) if *b != e.backend => p.push(format!("backend {} (expected {b})", e.backend)),
+        (Some(b), Some(e)) if b == "none" => {
+            p.push(format!("reached backend {} (expected none)", e.backend))
+        }
+        (Some(b), Some(e)) if *b != e.backend => {
+            p.push(format!("backend {} (expected {b})", e.backend))
+        }
         (Some(b), None) if b != "none" => p.push(format!("no backend answered (expected {b})")),
         _ => {}
     }
     let needs_echo = x.path.is_some()
         || x.host.is_some()
         || !x.request_headers.is_empty()
-        || !x.request_headers_absent.is_empty();
+        || !x.request_headers_absent.is_empty()
+        || !x.request_headers_not.is_empty();
     if let Some(echo) = &obs.echo {
         if let Some(path) = &x.path {
             if *path != echo.path {
@@ -54,6 +82,7 @@ fn check_http(case: &HttpCase, obs: &Observation) -> Vec<String> {
             }
         }
         for (n, want) in &x.request_headers {
+            let want = &expand(want);
             match echo.header(n) {
                 None => p.push(format!("upstream header {n} missing (expected {want:?})")),
                 Some(got) if want != "*" && got != want => {
@@ -62,15 +91,25 @@ fn check_http(case: &HttpCase, obs: &Observation) -> Vec<String> {
                 _ => {}
             }
         }
+        for (n, not) in &x.request_headers_not {
+            if echo.header(n) == Some(not.as_str()) {
+                p.push(format!(
+                    "upstream header {n} is {not:?}, expected another value"
+                ));
+            }
+        }
         for n in &x.request_headers_absent {
             if let Some(v) = echo.header(n) {
-                p.push(format!("upstream header {n} present ({v:?}), expected absent"));
+                p.push(format!(
+                    "upstream header {n} present ({v:?}), expected absent"
+                ));
             }
         }
     } else if needs_echo {
         p.push("no echo body to check upstream path/host/headers".to_string());
     }
     for (n, want) in &x.response_headers {
+        let want = &expand(want);
         let got = obs.response_headers.get(n).map(|v| v.join(","));
         match got {
             None => p.push(format!("response header {n} missing (expected {want:?})")),
@@ -82,7 +121,9 @@ fn check_http(case: &HttpCase, obs: &Observation) -> Vec<String> {
     }
     for n in &x.response_headers_absent {
         if let Some(v) = obs.response_headers.get(n) {
-            p.push(format!("response header {n} present ({v:?}), expected absent"));
+            p.push(format!(
+                "response header {n} present ({v:?}), expected absent"
+            ));
         }
     }
     if let Some(body) = &x.body {
@@ -92,7 +133,10 @@ fn check_http(case: &HttpCase, obs: &Observation) -> Vec<String> {
     }
     if let Some(part) = &x.body_contains {
         if !obs.body.contains(part.as_str()) {
-            p.push(format!("body {:?} does not contain {part:?}", clip(&obs.body)));
+            p.push(format!(
+                "body {:?} does not contain {part:?}",
+                clip(&obs.body)
+            ));
         }
     }
     if let Some(loc) = &x.location {
@@ -101,7 +145,18 @@ fn check_http(case: &HttpCase, obs: &Observation) -> Vec<String> {
             got => p.push(format!("location {got:?} (expected {loc:?})")),
         }
     }
-    p.extend(check_shares(&case.expect_share, case.tolerance, &obs.shares, obs.sent));
+    p.extend(check_shares(
+        &case.expect_share,
+        case.tolerance,
+        &obs.shares,
+        obs.sent,
+    ));
+    if let (Some(h), n @ 1..) = (&case.header_names_backend, obs.backend_header_mismatches) {
+        p.push(format!(
+            "{n} of {} responses had an upstream {h} not naming their backend",
+            obs.sent
+        ));
+    }
     p
 }
 
@@ -109,12 +164,23 @@ fn check_tcp(case: &TcpCase, obs: &TcpObservation) -> Vec<String> {
     let mut p = Vec::new();
     if case.expect_closed {
         if obs.echoed > 0 {
-            p.push(format!("{} connections echoed (expected all closed)", obs.echoed));
+            p.push(format!(
+                "{} connections echoed (expected all closed)",
+                obs.echoed
+            ));
         }
     } else if obs.echoed != case.connections {
-        p.push(format!("{} of {} connections echoed", obs.echoed, case.connections));
+        p.push(format!(
+            "{} of {} connections echoed",
+            obs.echoed, case.connections
+        ));
     }
-    p.extend(check_shares(&case.expect_share, case.tolerance, &obs.shares, case.connections));
+    p.extend(check_shares(
+        &case.expect_share,
+        case.tolerance,
+        &obs.shares,
+        case.connections,
+    ));
     p
 }
 
@@ -141,7 +207,10 @@ pub fn compare(fixture: &Fixture, a: &FixtureRun, b: &FixtureRun) -> Vec<String>
     let mut out = Vec::new();
     for ((case, x), y) in fixture.cases.cases.iter().zip(&a.http).zip(&b.http) {
         let mut say = |what: String| {
-            out.push(format!("[{} vs {}] {} / {}: {what}", a.kind, b.kind, fixture.name, case.name));
+            out.push(format!(
+                "[{} vs {}] {} / {}: {what}",
+                a.kind, b.kind, fixture.name, case.name
+            ));
         };
         if x.error.is_some() != y.error.is_some() {
             say(format!("transport error {:?} vs {:?}", x.error, y.error));
@@ -165,10 +234,21 @@ pub fn compare(fixture: &Fixture, a: &FixtureRun, b: &FixtureRun) -> Vec<String>
                         say(format!("upstream {field} {l:?} vs {r:?}"));
                     }
                 }
-                let (hx, hy) = (x.comparable_request_headers(), y.comparable_request_headers());
-                for name in hx.keys().chain(hy.keys()).collect::<std::collections::BTreeSet<_>>() {
+                let (hx, hy) = (
+                    x.comparable_request_headers(),
+                    y.comparable_request_headers(),
+                );
+                for name in hx
+                    .keys()
+                    .chain(hy.keys())
+                    .collect::<std::collections::BTreeSet<_>>()
+                {
                     if hx.get(name) != hy.get(name) {
-                        say(format!("upstream header {name}: {:?} vs {:?}", hx.get(name), hy.get(name)));
+                        say(format!(
+                            "upstream header {name}: {:?} vs {:?}",
+                            hx.get(name),
+                            hy.get(name)
+                        ));
                     }
                 }
             }
@@ -183,10 +263,21 @@ pub fn compare(fixture: &Fixture, a: &FixtureRun, b: &FixtureRun) -> Vec<String>
                 ey.map(|e| &e.backend)
             )),
         }
-        let (rx, ry) = (x.comparable_response_headers(), y.comparable_response_headers());
-        for name in rx.keys().chain(ry.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let (rx, ry) = (
+            x.comparable_response_headers(),
+            y.comparable_response_headers(),
+        );
+        for name in rx
+            .keys()
+            .chain(ry.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
             if rx.get(name) != ry.get(name) {
-                say(format!("response header {name}: {:?} vs {:?}", rx.get(name), ry.get(name)));
+                say(format!(
+                    "response header {name}: {:?} vs {:?}",
+                    rx.get(name),
+                    ry.get(name)
+                ));
             }
         }
     }

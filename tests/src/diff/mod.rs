@@ -30,7 +30,12 @@ impl Fixture {
             .iter()
             .map(|c| c.repeat.unwrap_or(1))
             .sum::<usize>()
-            + self.cases.tcp_cases.iter().map(|c| c.connections).sum::<usize>()
+            + self
+                .cases
+                .tcp_cases
+                .iter()
+                .map(|c| c.connections)
+                .sum::<usize>()
     }
 }
 

@@ -33,13 +33,18 @@ pub struct Observation {
     /// Requests per backend, for repeated cases.
     pub shares: BTreeMap<String, usize>,
     pub sent: usize,
+    /// Responses whose `header_names_backend` header did not name their backend.
+    pub backend_header_mismatches: usize,
 }
 
 impl Observation {
     pub fn from_response(r: &Response) -> Observation {
         let mut response_headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (n, v) in &r.headers {
-            response_headers.entry(n.clone()).or_default().push(v.clone());
+            response_headers
+                .entry(n.clone())
+                .or_default()
+                .push(v.clone());
         }
         Observation {
             status: r.status,
@@ -49,6 +54,7 @@ impl Observation {
             error: None,
             shares: BTreeMap::new(),
             sent: 1,
+            backend_header_mismatches: 0,
         }
     }
 

@@ -43,7 +43,10 @@ async fn environment(template: &str) -> Env {
             let echo = TcpEcho::start().await;
             env.vars.set(&name, echo.port());
             env.tcp.push((t.to_string(), echo));
-        } else if name.starts_with("listener_port") || name == "admin_port" || name.starts_with("dead_port") {
+        } else if name.starts_with("listener_port")
+            || name == "admin_port"
+            || name.starts_with("dead_port")
+        {
             env.vars.set(&name, ports::free_port());
         } else {
             panic!("unknown placeholder {{{{{name}}}}}");
@@ -96,6 +99,7 @@ async fn http_case(env: &Env, case: &HttpCase) -> Observation {
     let repeat = case.repeat.unwrap_or(1);
     let mut first: Option<Observation> = None;
     let mut shares: BTreeMap<String, usize> = BTreeMap::new();
+    let mut mismatches = 0;
     for _ in 0..repeat {
         let obs = match client.send(&req).await {
             Ok(r) => Observation::from_response(&r),
@@ -103,12 +107,18 @@ async fn http_case(env: &Env, case: &HttpCase) -> Observation {
         };
         if let Some(echo) = &obs.echo {
             *shares.entry(echo.backend.clone()).or_default() += 1;
+            if let Some(h) = &case.header_names_backend {
+                if echo.header(h) != Some(echo.backend.as_str()) {
+                    mismatches += 1;
+                }
+            }
         }
         first.get_or_insert(obs);
     }
     let mut obs = first.unwrap_or_default();
     obs.shares = shares;
     obs.sent = repeat;
+    obs.backend_header_mismatches = mismatches;
     obs
 }
 
