@@ -12,6 +12,7 @@ pub mod bins;
 pub mod client;
 pub mod curl;
 pub mod diff;
+pub mod exec;
 pub mod ports;
 pub mod proxy;
 pub mod select;
