@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod bins;
@@ -16,6 +17,7 @@ pub mod exec;
 pub mod ports;
 pub mod proxy;
 pub mod select;
+pub mod stack;
 pub mod tempdir;
 pub mod template;
 

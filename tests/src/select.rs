@@ -34,3 +34,27 @@ pub fn diff_kinds() -> Vec<Kind> {
     }
     kinds()
 }
+
+/// Run `test` once per selected kind, each in its own task so a failing remora run does not hide
+/// Envoy's verdict; panics afterwards with every kind's failure.
+pub async fn for_each_kind<F, Fut>(test: F)
+where
+    F: Fn(Kind) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut failures = Vec::new();
+    for kind in kinds() {
+        if let Err(e) = tokio::spawn(test(kind)).await {
+            let msg = match e.try_into_panic() {
+                Ok(p) => p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into()),
+                Err(e) => e.to_string(),
+            };
+            failures.push(format!("[{kind}] {msg}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

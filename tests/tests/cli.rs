@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use remora_tests::bins::{self, ENVOY_SKIP};
 use remora_tests::exec::{self, Outcome};
-use remora_tests::template::{render, Vars};
 use remora_tests::tempdir::TempDir;
-use remora_tests::{fixture, ports, Kind};
+use remora_tests::template::{render, Vars};
+use remora_tests::{fixture, ports, select, Kind};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -76,7 +75,13 @@ fn run(kind: Kind, args: &[&str]) -> Outcome {
     let binary = kind.binary().expect("binary");
     let base_id = (std::process::id() % 20_000 + 30_000).to_string();
     let mut full: Vec<&str> = args.to_vec();
-    full.extend(["--disable-hot-restart", "-l", "warning", "--concurrency", "1"]);
+    full.extend([
+        "--disable-hot-restart",
+        "-l",
+        "warning",
+        "--concurrency",
+        "1",
+    ]);
     if kind == Kind::Envoy {
         full.extend(["--base-id", &base_id]);
     }
@@ -84,11 +89,17 @@ fn run(kind: Kind, args: &[&str]) -> Outcome {
 }
 
 fn explain(o: &Outcome) -> String {
-    format!("exit {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}", o.code, o.stderr, o.stdout)
+    format!(
+        "exit {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+        o.code, o.stderr, o.stdout
+    )
 }
 
 #[test]
 fn bad_configs_are_rejected_naming_the_path() {
+    if !select::kinds().contains(&Kind::Remora) {
+        return;
+    }
     let dir = TempDir::new("cli");
     let mut problems = Vec::new();
     for bad in BAD {
@@ -101,12 +112,20 @@ fn bad_configs_are_rejected_naming_the_path() {
                 None => o.failed(),
             };
             if !code_ok {
-                problems.push(format!("{} ({mode}): expected a failing exit, {}", bad.fixture, explain(&o)));
+                problems.push(format!(
+                    "{} ({mode}): expected a failing exit, {}",
+                    bad.fixture,
+                    explain(&o)
+                ));
                 continue;
             }
             for f in bad.fragments {
                 if !o.stderr.contains(f) {
-                    problems.push(format!("{} ({mode}): stderr lacks {f:?}: {}", bad.fixture, explain(&o)));
+                    problems.push(format!(
+                        "{} ({mode}): stderr lacks {f:?}: {}",
+                        bad.fixture,
+                        explain(&o)
+                    ));
                 }
             }
         }
@@ -116,8 +135,7 @@ fn bad_configs_are_rejected_naming_the_path() {
 
 #[test]
 fn envoy_agrees_on_which_configs_are_bad() {
-    if bins::envoy().is_none() {
-        println!("{ENVOY_SKIP}");
+    if !select::kinds().contains(&Kind::Envoy) {
         return;
     }
     let dir = TempDir::new("cli-envoy");
@@ -125,11 +143,28 @@ fn envoy_agrees_on_which_configs_are_bad() {
         let path = write_config(&dir, bad.fixture);
         let o = run(Kind::Envoy, &["-c", &path, "--mode", "validate"]);
         if bad.envoy_rejects {
-            assert_eq!(o.code, Some(1), "envoy should reject {}: {}", bad.fixture, explain(&o));
+            assert_eq!(
+                o.code,
+                Some(1),
+                "envoy should reject {}: {}",
+                bad.fixture,
+                explain(&o)
+            );
             let served = run(Kind::Envoy, &["-c", &path]);
-            assert!(served.failed(), "envoy should not serve {}: {}", bad.fixture, explain(&served));
+            assert!(
+                served.failed(),
+                "envoy should not serve {}: {}",
+                bad.fixture,
+                explain(&served)
+            );
         } else {
-            assert_eq!(o.code, Some(0), "envoy 1.40 accepts {}: {}", bad.fixture, explain(&o));
+            assert_eq!(
+                o.code,
+                Some(0),
+                "envoy 1.40 accepts {}: {}",
+                bad.fixture,
+                explain(&o)
+            );
         }
     }
 }
@@ -142,26 +177,21 @@ fn validate_accepts_a_good_config_without_binding() {
     let text = std::fs::read_to_string(&path).expect("read");
     let (listeners, _) = remora_tests::proxy::ports_of(&text);
     let _held = std::net::TcpListener::bind(("127.0.0.1", listeners[0])).expect("hold port");
-    let mut kinds = vec![Kind::Remora];
-    if bins::envoy().is_some() {
-        kinds.push(Kind::Envoy);
-    } else {
-        println!("{ENVOY_SKIP}");
-    }
-    for kind in kinds {
+    for kind in select::kinds() {
         let o = run(kind, &["-c", &path, "--mode", "validate"]);
-        assert_eq!(o.code, Some(0), "{kind} --mode validate on a good config: {}", explain(&o));
+        assert_eq!(
+            o.code,
+            Some(0),
+            "{kind} --mode validate on a good config: {}",
+            explain(&o)
+        );
     }
 }
 
 #[test]
 fn missing_config_file_names_the_file() {
     let path = "/nonexistent/remora-tests/bootstrap.yaml";
-    let mut kinds = vec![Kind::Remora];
-    if bins::envoy().is_some() {
-        kinds.push(Kind::Envoy);
-    }
-    for kind in kinds {
+    for kind in select::kinds() {
         let o = run(kind, &["-c", path]);
         assert!(o.failed(), "{kind} with a missing config: {}", explain(&o));
         assert!(
@@ -174,11 +204,7 @@ fn missing_config_file_names_the_file() {
 
 #[test]
 fn unknown_flag_is_an_error() {
-    let mut kinds = vec![Kind::Remora];
-    if bins::envoy().is_some() {
-        kinds.push(Kind::Envoy);
-    }
-    for kind in kinds {
+    for kind in select::kinds() {
         let o = run(kind, &["--no-such-flag"]);
         assert!(o.failed(), "{kind} --no-such-flag: {}", explain(&o));
         assert!(

@@ -8,11 +8,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::case::{HttpCase, TcpCase};
 use super::observe::{Observation, TcpObservation};
 use super::Fixture;
-use crate::backend::{HttpBackend, TcpEcho};
 use crate::client::{Client, Protocol, Request};
 use crate::ports;
 use crate::proxy::{Kind, Proxy};
-use crate::template::{placeholders, render, Vars};
+use crate::stack::Env;
+use crate::template::render;
 
 /// Everything one proxy answered for one fixture, case by case.
 #[derive(Debug)]
@@ -22,42 +22,9 @@ pub struct FixtureRun {
     pub tcp: Vec<TcpObservation>,
 }
 
-struct Env {
-    vars: Vars,
-    http: Vec<HttpBackend>,
-    tcp: Vec<(String, TcpEcho)>,
-}
-
-async fn environment(template: &str) -> Env {
-    let mut env = Env {
-        vars: Vars::new(),
-        http: Vec::new(),
-        tcp: Vec::new(),
-    };
-    for name in placeholders(template) {
-        if let Some(b) = name.strip_prefix("backend_") {
-            let backend = HttpBackend::start(b).await;
-            env.vars.set(&name, backend.port());
-            env.http.push(backend);
-        } else if let Some(t) = name.strip_prefix("tcp_") {
-            let echo = TcpEcho::start().await;
-            env.vars.set(&name, echo.port());
-            env.tcp.push((t.to_string(), echo));
-        } else if name.starts_with("listener_port")
-            || name == "admin_port"
-            || name.starts_with("dead_port")
-        {
-            env.vars.set(&name, ports::free_port());
-        } else {
-            panic!("unknown placeholder {{{{{name}}}}}");
-        }
-    }
-    env
-}
-
 /// Start `kind` on the fixture and observe every case, in order.
 pub async fn run_fixture(kind: Kind, fixture: &Fixture) -> FixtureRun {
-    let env = environment(&fixture.template).await;
+    let env = Env::for_template(&fixture.template).await;
     let config = render(&fixture.template, &env.vars);
     let proxy = Proxy::start(kind, &config).await;
     let mut http = Vec::new();
