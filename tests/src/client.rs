@@ -1,0 +1,227 @@
+//! Downstream client: HTTP/1.1 and h2c (prior knowledge) over hyper, one connection per `Client`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// How long any one exchange may take before the test gives up on it.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    H2c,
+}
+
+/// A request as a test writes it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// Path with query, `/a/b?c=d`.
+    pub path: String,
+    /// `Host` (HTTP/1.1) or `:authority` (h2).
+    pub authority: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Request {
+    pub fn new(method: &str, path: &str) -> Self {
+        Self {
+            method: method.to_string(),
+            path: path.to_string(),
+            authority: "example.com".to_string(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn get(path: &str) -> Self {
+        Self::new("GET", path)
+    }
+
+    pub fn host(mut self, authority: &str) -> Self {
+        self.authority = authority.to_string();
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+}
+
+/// A response with lowercased header names, in arrival order.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Response {
+    /// The first value of `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The echo backend's JSON view of the request, when the response is one.
+    pub fn echo(&self) -> Option<crate::backend::Echo> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// One downstream connection, reopened transparently when the proxy closes it.
+pub struct Client {
+    addr: SocketAddr,
+    protocol: Protocol,
+    sender: Option<Sender>,
+    /// Connections opened so far (1 for a well-behaved keep-alive run).
+    pub connections: usize,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, protocol: Protocol) -> Self {
+        Self {
+            addr,
+            protocol,
+            sender: None,
+            connections: 0,
+        }
+    }
+
+    async fn connect(&mut self) -> anyhow::Result<()> {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .with_context(|| format!("connect {}", self.addr))?;
+        tcp.set_nodelay(true)?;
+        let io = TokioIo::new(tcp);
+        let sender = match self.protocol {
+            Protocol::Http1 => {
+                let (s, conn) = http1::handshake(io).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Sender::H1(s)
+            }
+            Protocol::H2c => {
+                let (s, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Sender::H2(s)
+            }
+        };
+        self.sender = Some(sender);
+        self.connections += 1;
+        Ok(())
+    }
+
+    fn usable(&self) -> bool {
+        match &self.sender {
+            Some(Sender::H1(s)) => !s.is_closed(),
+            Some(Sender::H2(s)) => !s.is_closed(),
+            None => false,
+        }
+    }
+
+    pub async fn send(&mut self, req: &Request) -> anyhow::Result<Response> {
+        tokio::time::timeout(EXCHANGE_TIMEOUT, self.send_inner(req))
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "no response within {EXCHANGE_TIMEOUT:?} for {} {}",
+                    req.method,
+                    req.path
+                )
+            })?
+    }
+
+    async fn send_inner(&mut self, req: &Request) -> anyhow::Result<Response> {
+        if !self.usable() {
+            self.connect().await?;
+        }
+        let mut b = hyper::Request::builder().method(req.method.as_str());
+        b = match self.protocol {
+            Protocol::Http1 => b
+                .uri(req.path.as_str())
+                .header("host", req.authority.as_str()),
+            Protocol::H2c => b.uri(format!("http://{}{}", req.authority, req.path)),
+        };
+        for (n, v) in &req.headers {
+            b = b.header(n.as_str(), v.as_str());
+        }
+        let hreq = b.body(Full::new(req.body.clone()))?;
+        let resp = match self.sender.as_mut() {
+            Some(Sender::H1(s)) => {
+                s.ready().await?;
+                s.send_request(hreq).await?
+            }
+            Some(Sender::H2(s)) => {
+                s.ready().await?;
+                s.send_request(hreq).await?
+            }
+            None => return Err(anyhow!("not connected")),
+        };
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Send one request on a fresh connection.
+pub async fn send(addr: SocketAddr, protocol: Protocol, req: &Request) -> anyhow::Result<Response> {
+    Client::new(addr, protocol).send(req).await
+}
+
+/// `GET path` over HTTP/1.1 on a fresh connection.
+pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Response> {
+    send(addr, Protocol::Http1, &Request::get(path)).await
+}

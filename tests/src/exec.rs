@@ -1,0 +1,51 @@
+//! One-shot runs of a binary with a deadline: for CLI checks that must exit on their own.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// `None` when it had to be killed at the deadline.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn failed(&self) -> bool {
+        self.code.is_some_and(|c| c != 0)
+    }
+}
+
+/// Run `binary args…`, killing it after `deadline`; output is captured through files so a chatty
+/// process cannot block on a full pipe.
+pub fn run(binary: &Path, args: &[&str], deadline: Duration) -> Outcome {
+    let dir = crate::tempdir::TempDir::new("exec");
+    let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()));
+    let end = Instant::now() + deadline;
+    let code = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.code().or(Some(-1)),
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    Outcome {
+        code,
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
