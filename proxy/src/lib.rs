@@ -7,11 +7,14 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod drain;
+pub mod echo;
 pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod stats;
+pub mod tcp;
 pub mod upstream;

@@ -133,11 +133,6 @@ fn logger(
         return None;
     };
     let tc = path.field("typed_config");
-    // envoy-types generates its own `Any`; the config parser works on prost's.
-    let any = &prost_types::Any {
-        type_url: any.type_url.clone(),
-        value: any.value.clone(),
-    };
     let unpack_err = |e: crate::config::ConfigError| e.message;
     let (dest, sfs, legacy): (String, Option<SubstitutionFormatString>, Option<LineFormat>) =
         match any_type_name(any).as_str() {

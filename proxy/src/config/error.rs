@@ -110,6 +110,12 @@ impl fmt::Display for Path {
     }
 }
 
+impl From<Path> for String {
+    fn from(p: Path) -> String {
+        p.0
+    }
+}
+
 impl From<&Path> for String {
     fn from(p: &Path) -> String {
         p.0.clone()

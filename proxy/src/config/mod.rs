@@ -1,6 +1,50 @@
 //! Configuration: Envoy v3 protos in, a validated immutable model out.
+//!
+//! Translation happens once per configuration, in one pass that reports every error with its path; the
+//! data path only ever sees the resulting [`Snapshot`].
 
+pub mod bootstrap;
 pub mod error;
+pub mod hcm;
+pub mod network;
 pub mod parse;
+pub mod tcp_proxy;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use bootstrap::Snapshot;
 pub use error::{ConfigError, ConfigErrors, Path};
+pub use parse::ParseOptions;
+
+use crate::access_log::Writers;
+use crate::http::stats::ClusterHttpStats;
+use crate::stats::Store;
+use crate::upstream::ClusterManager;
+
+/// What the translation of listeners needs from the rest of the configuration.
+pub struct BuildContext<'a> {
+    pub clusters: &'a Arc<ClusterManager>,
+    pub cluster_stats: &'a Arc<ClusterHttpStats>,
+    pub stats: &'a Store,
+    pub opts: ParseOptions,
+    pub log_writers: &'a Writers,
+}
+
+impl BuildContext<'_> {
+    pub fn cluster_exists(&self, name: &str) -> bool {
+        self.clusters.contains(name)
+    }
+}
+
+/// A protobuf duration as a std one (negative durations are clamped to zero).
+pub fn to_std(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
+    let secs = u64::try_from(d.seconds).unwrap_or(0);
+    let nanos = u32::try_from(d.nanos).unwrap_or(0);
+    Duration::new(secs, nanos)
+}
+
+/// An optional protobuf duration as a std one.
+pub fn duration(d: &Option<envoy_types::pb::google::protobuf::Duration>) -> Option<Duration> {
+    d.as_ref().map(to_std)
+}

@@ -11,6 +11,8 @@ use prost_reflect::{
     DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, ReflectMessage,
 };
 
+use envoy_types::pb::google::protobuf as pb;
+
 use super::error::ConfigError;
 
 static DESCRIPTORS: &[u8] = include_bytes!(env!("REMORA_ENVOY_DESCRIPTORS"));
@@ -109,7 +111,7 @@ pub fn type_name(type_url: &str) -> &str {
 /// Unpacks an `Any` into `M`, accepting `udpa.type.v1.TypedStruct` / `xds.type.v3.TypedStruct` wrappers
 /// (a JSON `Struct` plus the real type URL) as Envoy does.
 pub fn unpack_any<M: Message + Name + Default>(
-    any: &prost_types::Any,
+    any: &pb::Any,
     opts: ParseOptions,
 ) -> Result<M, ConfigError> {
     let got = type_name(&any.type_url);
@@ -147,11 +149,11 @@ struct TypedStruct {
     #[prost(string, tag = "1")]
     type_url: String,
     #[prost(message, optional, tag = "2")]
-    value: Option<prost_types::Struct>,
+    value: Option<pb::Struct>,
 }
 
 /// The real type name behind an `Any`, looking through TypedStruct wrappers.
-pub fn any_type_name(any: &prost_types::Any) -> String {
+pub fn any_type_name(any: &pb::Any) -> String {
     let got = type_name(&any.type_url);
     if got == "udpa.type.v1.TypedStruct" || got == "xds.type.v3.TypedStruct" {
         if let Ok(ts) = TypedStruct::decode(any.value.as_slice()) {
@@ -176,7 +178,7 @@ pub fn to_json<M: Message + Name>(msg: &M) -> serde_json::Value {
 }
 
 /// `google.protobuf.Struct` as a JSON value.
-pub fn struct_to_json(s: prost_types::Struct) -> serde_json::Value {
+pub fn struct_to_json(s: pb::Struct) -> serde_json::Value {
     serde_json::Value::Object(
         s.fields
             .into_iter()
@@ -185,8 +187,8 @@ pub fn struct_to_json(s: prost_types::Struct) -> serde_json::Value {
     )
 }
 
-fn value_to_json(v: prost_types::Value) -> serde_json::Value {
-    use prost_types::value::Kind;
+fn value_to_json(v: pb::Value) -> serde_json::Value {
+    use pb::value::Kind;
     match v.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
         Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n)

@@ -1,4 +1,12 @@
 //! HTTP: the connection manager's server side, the route table, and the proxying of one request.
 
 pub mod body;
+pub mod completion;
+pub mod forward;
+pub mod headers;
+pub mod local_reply;
+pub mod proxy;
 pub mod route;
+pub mod server;
+pub mod stats;
+pub mod upgrade;

@@ -234,11 +234,7 @@ fn stat_prefix(configured: &str, address: &ListenAddress) -> String {
     }
 }
 
-fn duration(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
-    let secs = u64::try_from(d.seconds).unwrap_or(0);
-    let nanos = u32::try_from(d.nanos).unwrap_or(0);
-    Duration::new(secs, nanos)
-}
+use crate::config::to_std as duration;
 
 fn tcp_keepalive(k: &TcpKeepaliveProto) -> TcpKeepalive {
     TcpKeepalive {

@@ -122,11 +122,6 @@ pub fn from_proto(f: &ListenerFilterProto, path: &Path) -> Result<ListenerFilter
         )),
         // The type URL decides, as in Envoy; the name only when there is no typed_config.
         Some(listener_filter::ConfigType::TypedConfig(any)) => {
-            let any = prost_types::Any {
-                type_url: any.type_url.clone(),
-                value: any.value.clone(),
-            };
-            let any = &any;
             let tpath = path.field("typed_config");
             let ty = any_type_name(any);
             if ty == TlsInspectorProto::full_name() {

@@ -3,7 +3,7 @@
 mod operator;
 #[cfg(test)]
 mod tests;
-mod time;
+pub mod time;
 
 use std::fmt::Write as _;
 

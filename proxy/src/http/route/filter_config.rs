@@ -56,10 +56,7 @@ impl FilterConfigs {
                     (Some(any.clone()), false, false)
                 };
             if let Some(c) = &config {
-                let real = any_type_name(&prost_types::Any {
-                    type_url: c.type_url.clone(),
-                    value: c.value.clone(),
-                });
+                let real = any_type_name(c);
                 if !(fctx.known)(&real) {
                     if optional {
                         tracing::debug!(path = %p, r#type = %real, "skipping optional per-filter config of an unknown type");

@@ -94,7 +94,7 @@ pub(super) fn from_cluster(
                 ROUND_ROBIN => chosen = Some(LbPolicy::RoundRobin),
                 RANDOM => chosen = Some(LbPolicy::Random),
                 LEAST_REQUEST => {
-                    match unpack_any::<LeastRequest>(&super::any(any), ParseOptions::default()) {
+                    match unpack_any::<LeastRequest>(any, ParseOptions::default()) {
                         Ok(l) => {
                             chosen = Some(LbPolicy::LeastRequest {
                                 choice_count: l.choice_count.map(|v| v.value).unwrap_or(2).max(2),

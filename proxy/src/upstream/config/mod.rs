@@ -13,7 +13,6 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
 };
 use envoy_types::pb::envoy::config::cluster::v3::{circuit_breakers, Cluster};
 use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
-use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use tracing::warn;
 
 use crate::config::parse::any_type_name;
@@ -95,22 +94,12 @@ pub struct ClusterSpec {
 }
 
 /// envoy-types has its own `Any`; the parser works on prost's.
-pub(crate) fn any(a: &envoy_types::pb::google::protobuf::Any) -> prost_types::Any {
-    prost_types::Any {
-        type_url: a.type_url.clone(),
-        value: a.value.clone(),
-    }
-}
 
 pub(crate) fn type_of(a: &envoy_types::pb::google::protobuf::Any) -> String {
-    any_type_name(&any(a))
+    any_type_name(a)
 }
 
-pub(crate) fn duration(d: &PbDuration) -> Duration {
-    let secs = u64::try_from(d.seconds).unwrap_or(0);
-    let nanos = u32::try_from(d.nanos).unwrap_or(0);
-    Duration::new(secs, nanos)
-}
+pub(crate) use crate::config::to_std as duration;
 
 impl ClusterSpec {
     #[allow(deprecated)]

@@ -111,7 +111,7 @@ pub(super) fn from_cluster(c: &Cluster, path: &Path, errs: &mut ConfigErrors) ->
                 if c.http2_protocol_options.is_some() || c.common_http_protocol_options.is_some() {
                     errs.push(&kp, "cannot combine HttpProtocolOptions with the deprecated cluster protocol fields");
                 }
-                match unpack_any::<HttpProtocolOptions>(&super::any(any), ParseOptions::default()) {
+                match unpack_any::<HttpProtocolOptions>(any, ParseOptions::default()) {
                     Ok(o) => apply_http_options(&mut spec, &o, c, &kp, errs),
                     Err(e) => errs.push(&kp.field(&e.path), e.message),
                 }

@@ -1,0 +1,167 @@
+//! Wiring: the snapshot's listeners, clusters and admin become running tasks; signals become a drain.
+
+mod hooks;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use hooks::AppHooks;
+
+use anyhow::Context;
+
+use crate::access_log::Writers;
+use crate::admin::{self, AdminState, ServerInfo, ServerState, ServerStateCell};
+use crate::config::parse::to_json;
+use crate::cli::ServerArgs;
+use crate::config::network::NetworkStack;
+use crate::config::{self, ParseOptions, Snapshot};
+use crate::drain;
+use crate::http::server::ConnInfo;
+use crate::listener::{self, Accepted, ActiveListener};
+use crate::logging::LogControl;
+use crate::stats::Store;
+
+/// What `/server_info` and `server.version` report.
+pub const VERSION: &str = concat!("remora/", env!("CARGO_PKG_VERSION"));
+
+/// The flags in the shape of Envoy's `CommandLineOptions` (the fields launchers read).
+fn command_line_json(args: &ServerArgs) -> serde_json::Value {
+    serde_json::json!({
+        "config_path": args.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        "config_yaml": args.config_yaml.clone().unwrap_or_default(),
+        "concurrency": workers(args),
+        "log_level": args.log_level,
+        "component_log_level": args.component_log_level.clone().unwrap_or_default(),
+        "drain_time": format!("{}s", args.drain_time_s),
+        "parent_shutdown_time": format!("{}s", args.parent_shutdown_time_s),
+        "drain_strategy": format!("{:?}", args.drain_strategy),
+        "service_node": args.service_node.clone().unwrap_or_default(),
+        "service_cluster": args.service_cluster.clone().unwrap_or_default(),
+        "mode": format!("{:?}", args.mode),
+        "disable_hot_restart": args.disable_hot_restart,
+        "file_flush_interval": format!("{}s", args.file_flush_interval_msec as f64 / 1000.0),
+    })
+}
+
+pub fn parse_options(args: &ServerArgs) -> ParseOptions {
+    ParseOptions { allow_unknown_fields: args.allow_unknown_static_fields }
+}
+
+/// Loads and validates the bootstrap named by the flags.
+pub fn load(args: &ServerArgs, stats: &Store, writers: &Writers) -> Result<Snapshot, config::ConfigErrors> {
+    let opts = parse_options(args);
+    let bootstrap = config::bootstrap::load(args.config_path.as_deref(), args.config_yaml.as_deref(), opts)?;
+    config::bootstrap::build(bootstrap, stats, opts, writers)
+}
+
+/// The worker count: `--concurrency`, or one per core as Envoy does.
+pub fn workers(args: &ServerArgs) -> usize {
+    args.concurrency
+        .filter(|c| *c > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// Runs the proxy until a signal or `/quitquitquit`, then drains.
+pub async fn run(args: ServerArgs, snapshot: Snapshot, stats: Store, writers: Writers, log: LogControl) -> anyhow::Result<()> {
+    let workers = workers(&args);
+    let (drain_signal, drain_watch) = drain::channel();
+    let Snapshot { bootstrap, admin: admin_addr, clusters, listeners } = snapshot;
+    clusters.start();
+    clusters.initialized().await;
+
+    // Bind everything before serving anything, so a bad address fails the start as a whole.
+    let mut bound = Vec::new();
+    for cfg in listeners {
+        let sockets = listener::bind(&cfg, workers).with_context(|| format!("binding listener \"{}\"", cfg.name))?;
+        bound.push((ActiveListener::new(cfg, &stats), sockets));
+    }
+    let listener_info = bound.iter().map(|(l, _)| (l.config.name.clone(), l.config.address)).collect();
+    let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(None);
+    let server = ServerInfo {
+        version: VERSION.to_string(),
+        state: ServerStateCell::new(ServerState::PreInitializing),
+        started: Instant::now(),
+        command_line_options: command_line_json(&args),
+        node: bootstrap.node.as_ref().map(to_json).unwrap_or(serde_json::Value::Null),
+    };
+    let hooks = AppHooks { bootstrap, clusters: clusters.clone(), listeners: listener_info, drain: drain_tx, loaded: SystemTime::now() };
+    let server_stats = admin::register_server_stats(&stats, workers, VERSION);
+    let state = Arc::new(AdminState::new(stats.clone(), server.clone(), Arc::new(hooks), log).with_server_stats(server_stats));
+    let mut shutdown_rx = state.shutdown_requested();
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = admin_addr {
+        let admin_listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding admin address {addr}"))?;
+        tokio::spawn(admin::serve(admin_listener, state.clone(), async move {
+            let _ = admin_stop_rx.await;
+        }));
+    }
+    let listener_count = bound.len();
+    for (active, sockets) in bound {
+        for b in sockets {
+            let socket = tokio::net::TcpListener::from_std(b.listener)?;
+            tokio::spawn(listener::serve(socket, active.clone(), serve_connection, drain_watch.clone()));
+        }
+    }
+    server.state.set(ServerState::Live);
+    tracing::info!(listeners = listener_count, clusters = clusters.iter().count(), workers, "remora is ready");
+
+    let graceful = tokio::select! {
+        _ = terminate() => {
+            tracing::info!("signal received; draining");
+            true
+        }
+        _ = shutdown_rx.wait_for(|v| *v) => {
+            tracing::info!("quitquitquit received; exiting");
+            false
+        }
+        _ = drain_rx.wait_for(|d| d.is_some_and(|d| !d.skip_exit)) => {
+            tracing::info!("drain_listeners received; draining");
+            true
+        }
+    };
+    server.state.set(ServerState::Draining);
+    drain_signal.drain();
+    if graceful {
+        let drained = drain_signal.wait_idle(Duration::from_secs(args.drain_time_s)).await;
+        if !drained {
+            tracing::warn!(drain_time_s = args.drain_time_s, "drain time elapsed with connections still open");
+        }
+    }
+    let _ = admin_stop_tx.send(());
+    let flush_writers = writers.clone();
+    let _ = tokio::task::spawn_blocking(move || flush_writers.flush(Duration::from_secs(2))).await;
+    Ok(())
+}
+
+/// Hands an accepted connection to its chain's terminal filter.
+async fn serve_connection(mut acc: Accepted<NetworkStack>) {
+    if acc.chain.is_none() {
+        // Listener filters (TLS and HTTP inspection) come with a later stage; until then the chain is
+        // chosen from what the accept stage knows.
+        let input = acc.raw_match_input();
+        if acc.select(&input).is_none() {
+            return;
+        }
+    }
+    let Some(stack) = acc.chain().cloned() else {
+        return;
+    };
+    match stack {
+        NetworkStack::Http(rt) => {
+            let info = ConnInfo { id: acc.id, peer: acc.peer, local: acc.local, scheme: "http" };
+            crate::http::server::serve(acc.stream, info, rt, acc.drain).await;
+        }
+        NetworkStack::Tcp(rt) => crate::tcp::serve(acc.stream, acc.peer, acc.local, acc.id, rt).await,
+    }
+}
+
+async fn terminate() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

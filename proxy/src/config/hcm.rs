@@ -1,0 +1,233 @@
+//! `envoy.filters.network.http_connection_manager` → the validated connection-manager model.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::{CodecType, RouteSpecifier, ServerHeaderTransformation},
+    HttpConnectionManager,
+};
+
+use super::{duration, BuildContext, ConfigErrors, Path};
+use crate::access_log::AccessLogs;
+use crate::http::route::{RouteContext, RouteTable};
+
+pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
+
+/// Which HTTP versions a connection manager speaks downstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// HTTP/1.1 or h2 prior knowledge, detected from the first bytes.
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// What to do with the `server` response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerHeader {
+    Overwrite,
+    AppendIfAbsent,
+    PassThrough,
+}
+
+/// The validated connection manager: everything the HTTP stages read for one filter chain.
+#[derive(Debug)]
+pub struct HcmConfig {
+    pub stat_prefix: String,
+    pub codec: Codec,
+    pub routes: Arc<RouteTable>,
+    pub server_name: String,
+    pub server_header: ServerHeader,
+    /// Zero means disabled, as in Envoy.
+    pub stream_idle_timeout: Option<Duration>,
+    pub request_timeout: Option<Duration>,
+    pub request_headers_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub max_connection_duration: Option<Duration>,
+    pub max_headers_count: usize,
+    pub max_request_headers_kb: u32,
+    pub use_remote_address: bool,
+    pub xff_num_trusted_hops: u32,
+    pub skip_xff_append: bool,
+    pub via: Option<String>,
+    pub generate_request_id: bool,
+    pub preserve_external_request_id: bool,
+    pub always_set_request_id_in_response: bool,
+    pub websocket: bool,
+    /// Upgrade types other than websocket that are enabled (lowercase).
+    pub upgrades: Vec<String>,
+    pub strip_matching_host_port: bool,
+    pub strip_any_host_port: bool,
+    pub merge_slashes: bool,
+    pub access_logs: AccessLogs,
+    pub drain_timeout: Duration,
+}
+
+fn enabled(d: Option<Duration>) -> Option<Duration> {
+    d.filter(|d| !d.is_zero())
+}
+
+/// Translates one connection manager (`path` points at its `typed_config`).
+pub fn build(hcm: &HttpConnectionManager, path: &Path, ctx: &BuildContext<'_>) -> Result<HcmConfig, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    let codec = match CodecType::try_from(hcm.codec_type) {
+        Ok(CodecType::Auto) => Codec::Auto,
+        Ok(CodecType::Http1) => Codec::Http1,
+        Ok(CodecType::Http2) => Codec::Http2,
+        Ok(CodecType::Http3) => {
+            errors.push(path.field("codec_type"), "HTTP3 is not supported");
+            Codec::Auto
+        }
+        Err(_) => {
+            errors.push(path.field("codec_type"), format!("unknown codec type {}", hcm.codec_type));
+            Codec::Auto
+        }
+    };
+    if hcm.stat_prefix.is_empty() {
+        errors.push(path.field("stat_prefix"), "value length must be at least 1 characters");
+    }
+    check_http_filters(hcm, path, &mut errors);
+    let routes = match &hcm.route_specifier {
+        Some(RouteSpecifier::RouteConfig(rc)) => {
+            let rctx = RouteContext {
+                cluster_exists: &|name: &str| ctx.cluster_exists(name),
+                validate_clusters: rc.validate_clusters.map(|v| v.value).unwrap_or(true),
+                // No HTTP filter besides the router takes per-route configuration yet.
+                filter_config_known: &|_| false,
+            };
+            match RouteTable::from_proto(rc, &path.field("route_config"), &rctx) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    errors.extend(e);
+                    None
+                }
+            }
+        }
+        Some(RouteSpecifier::Rds(_)) => {
+            errors.push(path.field("rds"), "RDS is not supported yet; use an inline route_config");
+            None
+        }
+        Some(RouteSpecifier::ScopedRoutes(_)) => {
+            errors.push(path.field("scoped_routes"), "scoped routes are not supported");
+            None
+        }
+        None => {
+            errors.push(path, "one of route_config, rds or scoped_routes is required");
+            None
+        }
+    };
+    for (field, set) in [
+        ("local_reply_config", hcm.local_reply_config.is_some()),
+        ("request_id_extension", hcm.request_id_extension.is_some()),
+        ("original_ip_detection_extensions", !hcm.original_ip_detection_extensions.is_empty()),
+        ("early_header_mutation_extensions", !hcm.early_header_mutation_extensions.is_empty()),
+        ("forward_client_cert_details", hcm.forward_client_cert_details != 0),
+    ] {
+        if set {
+            errors.push(path.field(field), "not supported yet");
+        }
+    }
+    if hcm.tracing.is_some() {
+        tracing::warn!(path = %path, "tracing is not supported; requests are proxied without spans");
+    }
+
+    let mut websocket = false;
+    let mut upgrades = Vec::new();
+    for (i, u) in hcm.upgrade_configs.iter().enumerate() {
+        let p = path.field("upgrade_configs").index(i);
+        if !u.filters.is_empty() {
+            errors.push(p.field("filters"), "per-upgrade filter chains are not supported");
+        }
+        if u.enabled.map(|b| b.value).unwrap_or(true) {
+            let t = u.upgrade_type.to_ascii_lowercase();
+            if t == "websocket" {
+                websocket = true;
+            } else if t == "connect" {
+                errors.push(p.field("upgrade_type"), "CONNECT upgrades are not supported yet");
+            } else {
+                upgrades.push(t);
+            }
+        }
+    }
+
+    let common = hcm.common_http_protocol_options.clone().unwrap_or_default();
+    let access_logs = match AccessLogs::from_protos(&hcm.access_log, &path.field("access_log"), ctx.log_writers) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            errors.extend(e);
+            None
+        }
+    };
+    let server_header = match ServerHeaderTransformation::try_from(hcm.server_header_transformation) {
+        Ok(ServerHeaderTransformation::AppendIfAbsent) => ServerHeader::AppendIfAbsent,
+        Ok(ServerHeaderTransformation::PassThrough) => ServerHeader::PassThrough,
+        _ => ServerHeader::Overwrite,
+    };
+    let strip_any_host_port = matches!(
+        hcm.strip_port_mode,
+        Some(envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::StripPortMode::StripAnyHostPort(true))
+    );
+
+    let (Some(routes), Some(access_logs)) = (routes, access_logs) else {
+        return Err(errors);
+    };
+    errors.finish(HcmConfig {
+        stat_prefix: hcm.stat_prefix.clone(),
+        codec,
+        routes,
+        server_name: if hcm.server_name.is_empty() { "envoy".into() } else { hcm.server_name.clone() },
+        server_header,
+        stream_idle_timeout: enabled(duration(&hcm.stream_idle_timeout).or(Some(Duration::from_secs(300)))),
+        request_timeout: enabled(duration(&hcm.request_timeout)),
+        request_headers_timeout: enabled(duration(&hcm.request_headers_timeout)),
+        idle_timeout: enabled(duration(&common.idle_timeout).or(Some(Duration::from_secs(3600)))),
+        max_connection_duration: enabled(duration(&common.max_connection_duration)),
+        max_headers_count: common.max_headers_count.map(|v| v.value as usize).unwrap_or(100),
+        max_request_headers_kb: hcm.max_request_headers_kb.map(|v| v.value).unwrap_or(60),
+        use_remote_address: hcm.use_remote_address.map(|v| v.value).unwrap_or(false),
+        xff_num_trusted_hops: hcm.xff_num_trusted_hops,
+        skip_xff_append: hcm.skip_xff_append,
+        via: (!hcm.via.is_empty()).then(|| hcm.via.clone()),
+        generate_request_id: hcm.generate_request_id.map(|v| v.value).unwrap_or(true),
+        preserve_external_request_id: hcm.preserve_external_request_id,
+        always_set_request_id_in_response: hcm.always_set_request_id_in_response,
+        websocket,
+        upgrades,
+        strip_matching_host_port: hcm.strip_matching_host_port,
+        strip_any_host_port,
+        merge_slashes: hcm.merge_slashes,
+        access_logs,
+        drain_timeout: duration(&hcm.drain_timeout).unwrap_or(Duration::from_secs(5)),
+    })
+}
+
+/// The filter list must end in the router; filters remora does not implement are errors unless optional.
+fn check_http_filters(hcm: &HttpConnectionManager, path: &Path, errors: &mut ConfigErrors) {
+    let fpath = path.field("http_filters");
+    let last = hcm.http_filters.iter().rposition(|f| !f.disabled);
+    for (i, f) in hcm.http_filters.iter().enumerate() {
+        let p = fpath.index(i);
+        let type_name = f.config_type.as_ref().and_then(|c| match c {
+            envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(any) => Some(super::parse::any_type_name(any)),
+            _ => None,
+        });
+        let is_router = f.name == ROUTER_FILTER || type_name.as_deref() == Some(ROUTER_TYPE);
+        if is_router {
+            if Some(i) != last {
+                errors.push(p, "the router filter must be the last HTTP filter");
+            }
+            continue;
+        }
+        let what = type_name.unwrap_or_else(|| f.name.clone());
+        if f.is_optional || f.disabled {
+            tracing::warn!(filter = %f.name, path = %p, "optional HTTP filter {what} is not implemented and is skipped");
+        } else {
+            errors.push(p, format!("unknown HTTP filter \"{}\" ({what})", f.name));
+        }
+    }
+    if last.is_none() {
+        errors.push(fpath, "the HTTP filter chain must end with envoy.filters.http.router");
+    }
+}

@@ -1,0 +1,110 @@
+//! A filter chain's network filters → the stack that serves its connections.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::listener::v3::{filter, FilterChain};
+use envoy_types::pb::envoy::extensions::filters::network::{
+    http_connection_manager::v3::HttpConnectionManager, tcp_proxy::v3::TcpProxy,
+};
+use prost::Name;
+
+use super::hcm::HcmConfig;
+use super::parse::{any_type_name, unpack_any};
+use super::tcp_proxy::TcpProxyConfig;
+use crate::http::proxy::HttpRuntime;
+use crate::http::stats::HttpStats;
+use crate::tcp::{TcpRuntime, TcpStats};
+use super::{hcm, tcp_proxy, BuildContext, ConfigError, ConfigErrors, Path};
+
+const HCM_NAME: &str = "envoy.filters.network.http_connection_manager";
+const TCP_PROXY_NAME: &str = "envoy.filters.network.tcp_proxy";
+
+/// The terminal network filter of a chain, which owns the connection once the chain is picked, with
+/// what its connections share (stats handles, clusters).
+#[derive(Clone)]
+pub enum NetworkStack {
+    Http(Arc<HttpRuntime>),
+    Tcp(Arc<TcpRuntime>),
+}
+
+impl std::fmt::Debug for NetworkStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetworkStack::Http(rt) => write!(f, "http_connection_manager({})", rt.cfg.stat_prefix),
+            NetworkStack::Tcp(rt) => write!(f, "tcp_proxy({})", rt.cfg.stat_prefix),
+        }
+    }
+}
+
+fn http_runtime(cfg: HcmConfig, ctx: &BuildContext<'_>) -> NetworkStack {
+    NetworkStack::Http(Arc::new(HttpRuntime {
+        stats: HttpStats::new(ctx.stats, &cfg.stat_prefix),
+        cfg: Arc::new(cfg),
+        clusters: ctx.clusters.clone(),
+        cluster_stats: ctx.cluster_stats.clone(),
+    }))
+}
+
+fn tcp_runtime(cfg: TcpProxyConfig, ctx: &BuildContext<'_>) -> NetworkStack {
+    NetworkStack::Tcp(Arc::new(TcpRuntime {
+        stats: TcpStats::new(ctx.stats, &cfg.stat_prefix),
+        cfg: Arc::new(cfg),
+        clusters: ctx.clusters.clone(),
+    }))
+}
+
+/// Builds the stack of one filter chain (`path` points at the chain).
+pub fn build_chain(chain: &FilterChain, path: &Path, ctx: &BuildContext<'_>) -> Result<NetworkStack, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    if chain.transport_socket.is_some() {
+        errors.push(path.field("transport_socket"), "transport sockets (TLS) are not supported yet");
+    }
+    let fpath = path.field("filters");
+    if chain.filters.is_empty() {
+        errors.push(fpath.clone(), "a filter chain needs a terminal filter (http_connection_manager or tcp_proxy)");
+    }
+    let mut stack = None;
+    for (i, f) in chain.filters.iter().enumerate() {
+        let p = fpath.index(i);
+        let any = match &f.config_type {
+            Some(filter::ConfigType::TypedConfig(any)) => any,
+            Some(filter::ConfigType::ConfigDiscovery(_)) => {
+                errors.push(p.field("config_discovery"), "filter config discovery is not supported yet");
+                continue;
+            }
+            None => {
+                errors.push(p.field("typed_config"), format!("filter \"{}\" needs a typed_config", f.name));
+                continue;
+            }
+        };
+        let type_name = any_type_name(any);
+        let tpath = p.field("typed_config");
+        let built = if f.name == HCM_NAME || type_name == HttpConnectionManager::full_name() {
+            unpack_any::<HttpConnectionManager>(any, ctx.opts)
+                .map_err(|e| ConfigErrors::from(ConfigError::new(&tpath, e.message)))
+                .and_then(|m| hcm::build(&m, &tpath, ctx))
+                .map(|c| http_runtime(c, ctx))
+        } else if f.name == TCP_PROXY_NAME || type_name == TcpProxy::full_name() {
+            unpack_any::<TcpProxy>(any, ctx.opts)
+                .map_err(|e| ConfigErrors::from(ConfigError::new(&tpath, e.message)))
+                .and_then(|m| tcp_proxy::build(&m, &tpath, ctx))
+                .map(|c| tcp_runtime(c, ctx))
+        } else {
+            errors.push(&p, format!("unknown filter \"{}\" ({type_name})", f.name));
+            continue;
+        };
+        match built {
+            Ok(s) => {
+                if i + 1 != chain.filters.len() {
+                    errors.push(&p, format!("terminal filter \"{}\" must be the last in the chain", f.name));
+                }
+                stack = Some(s);
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    match stack {
+        Some(s) if errors.is_empty() => Ok(s),
+        _ => Err(errors),
+    }
+}

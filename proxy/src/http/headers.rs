@@ -1,0 +1,232 @@
+//! Header preparation the connection manager does on every request and response: hop-by-hop removal,
+//! `x-forwarded-*`, `x-request-id`, `server`.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, SERVER, TE, TRANSFER_ENCODING, UPGRADE};
+
+use crate::config::hcm::{HcmConfig, ServerHeader};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+pub static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+pub static X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes the headers that describe one hop only. `keep_upgrade` keeps `connection: upgrade` and
+/// `upgrade` for a WebSocket that is being forwarded.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers named by `connection` are hop-by-hop too (RFC 9110 §7.6.1).
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == UPGRADE))
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    if let Some(te) = headers.get(TE) {
+        // Only `te: trailers` may cross a proxy.
+        if !te.to_str().map(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("trailers"))).unwrap_or(false) {
+            headers.remove(TE);
+        } else {
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+/// Whether a request asks for a WebSocket upgrade (HTTP/1.1 `Upgrade: websocket`).
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers.get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let connection = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    upgrade && connection
+}
+
+/// Loopback, RFC 1918, unique-local and link-local addresses count as internal, as in Envoy.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00
+        }
+    }
+}
+
+/// The client address Envoy trusts for a request: the peer with `use_remote_address`, else the
+/// `xff_num_trusted_hops + 1`-th address from the right of `x-forwarded-for`.
+pub fn trusted_client(headers: &HeaderMap, peer: IpAddr, cfg: &HcmConfig) -> IpAddr {
+    let from_right = cfg.xff_num_trusted_hops as usize + usize::from(!cfg.use_remote_address);
+    if from_right == 0 {
+        return peer;
+    }
+    let xff: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    xff.len()
+        .checked_sub(from_right)
+        .and_then(|i| xff.get(i))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(peer)
+}
+
+/// Applies the connection manager's request-side header policy.
+pub fn prepare_request(headers: &mut HeaderMap, peer: IpAddr, scheme: &'static str, cfg: &HcmConfig) {
+    let client = trusted_client(headers, peer, cfg);
+    let internal = is_internal(client);
+    if cfg.use_remote_address {
+        if !cfg.skip_xff_append {
+            append_xff(headers, peer);
+        }
+        headers.remove(&X_ENVOY_EXTERNAL_ADDRESS);
+        if internal {
+            headers.insert(&X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
+        } else {
+            headers.remove(&X_ENVOY_INTERNAL);
+            if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+                headers.insert(&X_ENVOY_EXTERNAL_ADDRESS, v);
+            }
+        }
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    } else if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    }
+    if cfg.generate_request_id {
+        let edge_reset = cfg.use_remote_address && !internal && !cfg.preserve_external_request_id;
+        if edge_reset || !headers.contains_key(&X_REQUEST_ID) {
+            if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
+                headers.insert(&X_REQUEST_ID, v);
+            }
+        }
+    }
+    if let Some(via) = &cfg.via {
+        append_via(headers, via);
+    }
+}
+
+fn append_xff(headers: &mut HeaderMap, peer: IpAddr) {
+    let ip = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
+        v4 => v4,
+    };
+    let joined = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
+        _ => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+}
+
+fn append_via(headers: &mut HeaderMap, via: &str) {
+    static VIA: HeaderName = HeaderName::from_static("via");
+    let joined = match headers.get(&VIA).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}, {via}"),
+        _ => via.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(&VIA, v);
+    }
+}
+
+/// Applies the `server` header policy to a response (upstream or local).
+pub fn set_server(headers: &mut HeaderMap, cfg: &HcmConfig) {
+    match cfg.server_header {
+        ServerHeader::PassThrough => {}
+        ServerHeader::AppendIfAbsent if headers.contains_key(SERVER) => {}
+        _ => {
+            if let Ok(v) = HeaderValue::from_str(&cfg.server_name) {
+                headers.insert(SERVER, v);
+            }
+        }
+    }
+}
+
+/// Strips the port from the Host header when asked (`strip_matching_host_port`, `strip_any_host_port`).
+pub fn strip_host_port(headers: &mut HeaderMap, local_port: u16, cfg: &HcmConfig) {
+    if !cfg.strip_any_host_port && !cfg.strip_matching_host_port {
+        return;
+    }
+    let Some(host) = headers.get(HOST).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let (name, port) = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => (&host[..i], &host[i + 1..]),
+        _ => return,
+    };
+    let strip = cfg.strip_any_host_port || port.parse::<u16>().ok() == Some(local_port);
+    if strip {
+        if let Ok(v) = HeaderValue::from_str(name) {
+            headers.insert(HOST, v);
+        }
+    }
+}
+
+/// A random UUID (version 4) in its canonical text form.
+pub fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TE, HeaderValue::from_static("gzip"));
+        h.insert("x-end", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-end"));
+    }
+
+    #[test]
+    fn uuid_shape() {
+        let u = uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+    }
+
+    #[test]
+    fn internal_addresses() {
+        assert!(is_internal("127.0.0.1".parse().expect("ip")));
+        assert!(is_internal("10.1.2.3".parse().expect("ip")));
+        assert!(!is_internal("8.8.8.8".parse().expect("ip")));
+        assert!(is_internal("::1".parse().expect("ip")));
+    }
+}

@@ -1,0 +1,274 @@
+//! Proxy one request: prepare headers → route → (direct response | redirect | forward to a cluster),
+//! then the response path and the access log.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::HOST;
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body::BoxBody;
+use super::completion::Counted;
+use super::forward::{self, Forwarded};
+use super::headers;
+use super::local_reply::{self, LocalReason};
+use super::route::{Action, HeaderVars};
+use super::server::ConnInfo;
+use super::stats::{ClusterHttpStats, HttpStats};
+use crate::access_log::LogContext;
+use crate::config::hcm::HcmConfig;
+use crate::upstream::ClusterManager;
+
+/// Everything a connection manager's requests share: its config, the clusters, its stats.
+pub struct HttpRuntime {
+    pub cfg: Arc<HcmConfig>,
+    pub clusters: Arc<ClusterManager>,
+    pub cluster_stats: Arc<ClusterHttpStats>,
+    pub stats: HttpStats,
+}
+
+/// Per-connection state shared by its requests.
+pub struct Downstream {
+    pub info: ConnInfo,
+    /// Requests in flight on this connection (for the idle timeout).
+    pub active: Arc<AtomicUsize>,
+    pub activity: Arc<tokio::sync::Notify>,
+    pub counted_protocol: AtomicBool,
+}
+
+/// What the access log and stats learn about a request as it proceeds.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub flags: &'static str,
+    pub cluster: Option<String>,
+    pub upstream_host: Option<std::net::SocketAddr>,
+    pub route_name: Option<String>,
+    pub attempts: u32,
+    pub details: &'static str,
+    /// The request headers as the connection manager and route left them (for `%REQ()%`), kept only
+    /// when an access log is configured.
+    pub log_headers: Option<http::HeaderMap>,
+    pub log_wanted: bool,
+}
+
+struct ActiveGuard {
+    down: Arc<Downstream>,
+    stats: HttpStats,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.stats.rq_active.dec();
+        if self.down.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.down.activity.notify_waiters();
+        }
+    }
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Serves one request; never fails (errors become local replies).
+pub async fn handle(req: Request<Incoming>, rt: Arc<HttpRuntime>, down: Arc<Downstream>) -> Response<BoxBody> {
+    let start = Instant::now();
+    let start_time = SystemTime::now();
+    let stats = rt.stats.clone();
+    stats.rq_total.inc();
+    stats.rq_active.inc();
+    down.active.fetch_add(1, Ordering::AcqRel);
+    down.activity.notify_waiters();
+    let guard = ActiveGuard { down: down.clone(), stats: stats.clone() };
+    let version = req.version();
+    if version == Version::HTTP_2 {
+        stats.rq_http2_total.inc();
+    } else {
+        stats.rq_http1_total.inc();
+    }
+    if !down.counted_protocol.swap(true, Ordering::Relaxed) {
+        if version == Version::HTTP_2 {
+            stats.cx_http2_total.inc();
+        } else {
+            stats.cx_http1_total.inc();
+        }
+    }
+
+    let mut req = req;
+    let on_upgrade = headers::is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    normalize_authority(&mut parts);
+    let log_wanted = !rt.cfg.access_logs.is_empty();
+    let method = parts.method.clone();
+    let original_path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    headers::strip_host_port(&mut parts.headers, down.info.local.port(), &rt.cfg);
+
+    let received = Arc::new(AtomicU64::new(0));
+    let rx = received.clone();
+    let body = Counted::new(body, move |n, _| rx.store(n, Ordering::Relaxed)).boxed();
+
+    let mut outcome = Outcome { log_wanted, ..Outcome::default() };
+    let mut resp = route_and_forward(&rt, &down, parts, body, on_upgrade, start_time, &mut outcome).await;
+    headers::set_server(resp.headers_mut(), &rt.cfg);
+    let status = resp.status().as_u16();
+    stats.response(status);
+
+    // The access log and the end of the request wait for the response body to finish.
+    let logs_rt = rt.clone();
+    let info = down.info.clone();
+    let resp_headers = log_wanted.then(|| resp.headers().clone());
+    let (parts, body) = resp.into_parts();
+    let body = Counted::new(body, move |sent, _complete| {
+        drop(guard);
+        if let Some(req_headers) = outcome.log_headers.take() {
+            let resp_headers = resp_headers.unwrap_or_default();
+            let authority = req_headers.get(HOST).and_then(|v| v.to_str().ok());
+            let ctx = LogContext {
+                duration: Some(start.elapsed()),
+                method: Some(method.as_str()),
+                path: Some(original_path.as_str()),
+                authority,
+                scheme: Some(info.scheme),
+                protocol: Some(protocol(version)),
+                request_headers: Some(&req_headers),
+                response_headers: Some(&resp_headers),
+                response_code: Some(status),
+                response_code_details: Some(outcome.details),
+                response_flags: outcome.flags,
+                bytes_received: received.load(Ordering::Relaxed),
+                bytes_sent: sent,
+                upstream_host: outcome.upstream_host,
+                upstream_cluster: outcome.cluster.as_deref(),
+                route_name: outcome.route_name.as_deref(),
+                downstream_remote_address: Some(info.peer),
+                downstream_local_address: Some(info.local),
+                downstream_direct_remote_address: Some(info.peer),
+                connection_id: Some(info.id),
+                upstream_request_attempt_count: (outcome.attempts > 0).then_some(outcome.attempts),
+                ..LogContext::new(start_time)
+            };
+            logs_rt.cfg.access_logs.log(&ctx);
+        }
+    });
+    Response::from_parts(parts, body.boxed())
+}
+
+/// HTTP/2 requests carry the host in `:authority`; HTTP/1.1 upstreams need it in `Host` and an
+/// origin-form target.
+fn normalize_authority(parts: &mut http::request::Parts) {
+    if let Some(auth) = parts.uri.authority() {
+        if !parts.headers.contains_key(HOST) {
+            if let Ok(v) = http::HeaderValue::from_str(auth.as_str()) {
+                parts.headers.insert(HOST, v);
+            }
+        }
+    }
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if let Ok(u) = pq.parse::<Uri>() {
+            parts.uri = u;
+        }
+    }
+}
+
+async fn route_and_forward(
+    rt: &HttpRuntime,
+    down: &Downstream,
+    mut parts: http::request::Parts,
+    body: BoxBody,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    start_time: SystemTime,
+    outcome: &mut Outcome,
+) -> Response<BoxBody> {
+    let websocket = on_upgrade.is_some();
+    // The route table reads `:scheme` from the URI or a sanitised x-forwarded-proto, so the connection
+    // manager's header policy runs first, as in Envoy.
+    headers::prepare_request(&mut parts.headers, down.info.peer.ip(), down.info.scheme, &rt.cfg);
+    if outcome.log_wanted {
+        outcome.log_headers = Some(parts.headers.clone());
+    }
+    let Some(selected) = rt.cfg.routes.select(&parts) else {
+        rt.stats.no_route.inc();
+        outcome.flags = LocalReason::NoRoute.flag();
+        outcome.details = "route_not_found";
+        return local_reply::response(LocalReason::NoRoute);
+    };
+    outcome.route_name = Some(selected.route.name().to_string()).filter(|n| !n.is_empty());
+    let request_headers = parts.headers.clone();
+    let mut vars = HeaderVars {
+        downstream_remote: Some(down.info.peer),
+        downstream_local: Some(down.info.local),
+        upstream_remote: None,
+        protocol: Some(parts.version),
+        start_time: Some(start_time),
+        request_headers: Some(&request_headers),
+    };
+    match selected.route.action() {
+        Action::DirectResponse(direct) => {
+            rt.stats.rq_direct_response.inc();
+            outcome.details = "direct_response";
+            let mut resp = direct.response(&parts);
+            selected.apply_response_headers(None, resp.headers_mut(), &vars);
+            resp
+        }
+        Action::Redirect(redirect) => {
+            rt.stats.rq_redirect.inc();
+            outcome.details = "direct_response";
+            let mut resp = redirect.response(&parts);
+            selected.apply_response_headers(None, resp.headers_mut(), &vars);
+            resp
+        }
+        Action::Forward(fwd) => {
+            let upgrade_allowed = fwd.upgrade_override("websocket").unwrap_or(true) && rt.cfg.websocket;
+            if websocket && !upgrade_allowed {
+                rt.stats.rq_ws_on_non_ws_route.inc();
+                outcome.details = "upgrade_failed";
+                return local_reply::response(LocalReason::WebSocketNotAllowed);
+            }
+            let picked = fwd.pick_cluster(&parts.headers, &mut rand::rng());
+            let cluster = picked.as_ref().and_then(|p| {
+                outcome.cluster = Some(p.cluster.to_string());
+                rt.clusters.get(&p.cluster)
+            });
+            let Some(cluster) = cluster else {
+                rt.stats.no_cluster.inc();
+                outcome.flags = LocalReason::NoCluster.flag();
+                outcome.details = "cluster_not_found";
+                let mut resp = local_reply::text_response(fwd.cluster_not_found_status(), String::new());
+                selected.apply_response_headers(picked.as_ref(), resp.headers_mut(), &vars);
+                return resp;
+            };
+            selected.apply_request_headers(picked.as_ref(), &mut parts.headers, &vars);
+            fwd.rewrite(&mut parts, picked.as_ref(), &vars, true);
+            if outcome.log_wanted {
+                outcome.log_headers = Some(parts.headers.clone());
+            }
+            headers::strip_hop_by_hop(&mut parts.headers, websocket);
+            let forwarded = forward::forward(rt, &cluster, fwd, parts, body, outcome).await;
+            let mut resp = match forwarded {
+                Forwarded::Response { mut response, upstream } => {
+                    vars.upstream_remote = Some(upstream);
+                    let upgraded = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                    headers::strip_hop_by_hop(response.headers_mut(), upgraded);
+                    response
+                }
+                Forwarded::Local(reason) => local_reply::response(reason),
+                Forwarded::Failed(e) => local_reply::text_response(e.status(), e.local_reply_body()),
+            };
+            selected.apply_response_headers(picked.as_ref(), resp.headers_mut(), &vars);
+            if let Some(downstream) = on_upgrade {
+                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    super::upgrade::bridge(downstream, hyper::upgrade::on(&mut resp), rt.stats.clone());
+                }
+            }
+            resp
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Serve: one downstream HTTP connection (HTTP/1.1, h2c prior knowledge, or either), its timeouts and
+//! its drain.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::proxy::{self, Downstream, HttpRuntime};
+use crate::config::hcm::Codec;
+use crate::drain;
+
+/// What the connection manager knows about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// `https` when the connection is TLS (a later stage), `http` otherwise.
+    pub scheme: &'static str,
+}
+
+fn builder(rt: &HttpRuntime) -> auto::Builder<TokioExecutor> {
+    let cfg = &rt.cfg;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b = match cfg.codec {
+        Codec::Http1 => b.http1_only(),
+        Codec::Http2 => b.http2_only(),
+        Codec::Auto => b,
+    };
+    b.http1()
+        .timer(TokioTimer::new())
+        .max_headers(cfg.max_headers_count)
+        .max_buf_size((cfg.max_request_headers_kb as usize * 1024).max(8192))
+        .header_read_timeout(cfg.request_headers_timeout)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(cfg.max_request_headers_kb * 1024)
+        .max_concurrent_streams(2_147_483_647u32)
+        .enable_connect_protocol();
+    b
+}
+
+/// Serves one connection until the peer closes it, it idles out, or a drain closes it gracefully.
+pub async fn serve<I>(io: I, info: ConnInfo, rt: Arc<HttpRuntime>, drain: drain::Watch)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stats = rt.stats.clone();
+    stats.cx_total.inc();
+    stats.cx_active.inc();
+    let active = Arc::new(AtomicUsize::new(0));
+    let activity = Arc::new(tokio::sync::Notify::new());
+    let down = Arc::new(Downstream {
+        info,
+        active: active.clone(),
+        activity: activity.clone(),
+        counted_protocol: Default::default(),
+    });
+    let svc_rt = rt.clone();
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let rt = svc_rt.clone();
+        let down = down.clone();
+        async move { Ok::<_, Infallible>(proxy::handle(req, rt, down).await) }
+    });
+    let builder = builder(&rt);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let idle = rt.cfg.idle_timeout;
+    let max_duration = rt.cfg.max_connection_duration;
+    let lifetime = async {
+        match max_duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(lifetime);
+    let mut draining = false;
+    loop {
+        let idle_wait = idle_timer(idle, &active, &activity);
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "downstream connection ended with an error");
+                }
+                break;
+            }
+            _ = drain.signaled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut lifetime, if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            timed_out = idle_wait, if !draining => {
+                if timed_out {
+                    stats.cx_idle_timeout.inc();
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+    stats.cx_active.dec();
+    stats.cx_destroy.inc();
+}
+
+/// Resolves `true` once the connection had no active request for `idle`, `false` when there was
+/// activity (the caller loops and waits again).
+async fn idle_timer(idle: Option<Duration>, active: &AtomicUsize, activity: &tokio::sync::Notify) -> bool {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    let notified = activity.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    if active.load(Ordering::Acquire) > 0 {
+        notified.await;
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(idle) => active.load(Ordering::Acquire) == 0,
+        _ = notified => false,
+    }
+}

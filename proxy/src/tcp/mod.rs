@@ -1,0 +1,179 @@
+//! TCP proxy: connect to the cluster picked for the connection and pipe bytes both ways until either
+//! side closes or the connection idles out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::access_log::LogContext;
+use crate::config::tcp_proxy::TcpProxyConfig;
+use crate::stats::{Counter, Gauge, Store};
+use crate::upstream::{ClusterManager, ConnectContext};
+
+const BUFFER: usize = 16 * 1024;
+
+/// Stats under `tcp.<stat_prefix>.`, as Envoy names them.
+#[derive(Debug, Clone)]
+pub struct TcpStats {
+    pub cx_total: Counter,
+    pub cx_no_route: Counter,
+    pub cx_rx_bytes: Counter,
+    pub cx_tx_bytes: Counter,
+    pub idle_timeout: Counter,
+    pub max_duration_reached: Counter,
+    pub upstream_flush_active: Gauge,
+}
+
+impl TcpStats {
+    pub fn new(store: &Store, prefix: &str) -> Self {
+        let s = store.scope(format!("tcp.{prefix}."));
+        Self {
+            cx_total: s.counter("downstream_cx_total"),
+            cx_no_route: s.counter("downstream_cx_no_route"),
+            cx_rx_bytes: s.counter("downstream_cx_rx_bytes_total"),
+            cx_tx_bytes: s.counter("downstream_cx_tx_bytes_total"),
+            idle_timeout: s.counter("idle_timeout"),
+            max_duration_reached: s.counter("max_downstream_connection_duration"),
+            upstream_flush_active: s.gauge("upstream_flush_active"),
+        }
+    }
+}
+
+/// What every connection of one TCP proxy filter shares.
+pub struct TcpRuntime {
+    pub cfg: Arc<TcpProxyConfig>,
+    pub clusters: Arc<ClusterManager>,
+    pub stats: TcpStats,
+}
+
+/// Proxies one downstream connection.
+/// TCP proxy connections are not cut short by a drain; they end when either side closes.
+pub async fn serve(mut down: TcpStream, peer: SocketAddr, local: SocketAddr, id: u64, rt: Arc<TcpRuntime>) {
+    let start = Instant::now();
+    let start_time = SystemTime::now();
+    rt.stats.cx_total.inc();
+    let cluster_name = rt.cfg.target.pick().to_string();
+    let mut flags = "";
+    let mut upstream_host = None;
+    let (mut rx, mut tx) = (0u64, 0u64);
+    match rt.clusters.get(&cluster_name) {
+        None => {
+            rt.stats.cx_no_route.inc();
+            flags = "NC";
+        }
+        Some(cluster) => {
+            let mut connected = None;
+            let mut last_err = None;
+            for _ in 0..rt.cfg.max_connect_attempts {
+                match cluster.connect_tcp(&ConnectContext::default()).await {
+                    Ok(pair) => {
+                        connected = Some(pair);
+                        break;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            match connected {
+                Some(mut conn) => {
+                    upstream_host = Some(conn.upstream);
+                    let (r, t) = pipe(&mut down, &mut conn.stream, &rt).await;
+                    rx = r;
+                    tx = t;
+                }
+                None => {
+                    if let Some(e) = last_err {
+                        tracing::debug!(cluster = %cluster_name, error = %e, "tcp upstream connect failed");
+                        flags = e.response_flag();
+                    }
+                }
+            }
+        }
+    }
+    rt.stats.cx_rx_bytes.add(rx);
+    rt.stats.cx_tx_bytes.add(tx);
+    if !rt.cfg.access_logs.is_empty() {
+        let ctx = LogContext {
+            duration: Some(start.elapsed()),
+            response_flags: flags,
+            bytes_received: rx,
+            bytes_sent: tx,
+            upstream_host,
+            upstream_cluster: Some(cluster_name.as_str()),
+            downstream_remote_address: Some(peer),
+            downstream_local_address: Some(local),
+            downstream_direct_remote_address: Some(peer),
+            connection_id: Some(id),
+            ..LogContext::new(start_time)
+        };
+        rt.cfg.access_logs.log(&ctx);
+    }
+}
+
+/// Copies both ways; returns (bytes from downstream, bytes to downstream).
+async fn pipe(down: &mut TcpStream, up: &mut TcpStream, rt: &TcpRuntime) -> (u64, u64) {
+    let (mut dr, mut dw) = down.split();
+    let (mut ur, mut uw) = up.split();
+    let mut b1 = vec![0u8; BUFFER];
+    let mut b2 = vec![0u8; BUFFER];
+    let (mut rx, mut tx) = (0u64, 0u64);
+    let (mut down_eof, mut up_eof) = (false, false);
+    let idle = rt.cfg.idle_timeout;
+    let max = rt.cfg.max_downstream_connection_duration.map(|d| tokio::time::Instant::now() + d);
+    let mut idle_at = idle.map(|d| tokio::time::Instant::now() + d);
+    loop {
+        if down_eof && up_eof {
+            break;
+        }
+        let idle_sleep = async {
+            match idle_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let max_sleep = async {
+            match max {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = dr.read(&mut b1), if !down_eof => match r {
+                Ok(0) | Err(_) => {
+                    down_eof = true;
+                    let _ = uw.shutdown().await;
+                }
+                Ok(n) => {
+                    rx += n as u64;
+                    if uw.write_all(&b1[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            },
+            r = ur.read(&mut b2), if !up_eof => match r {
+                Ok(0) | Err(_) => {
+                    up_eof = true;
+                    let _ = dw.shutdown().await;
+                }
+                Ok(n) => {
+                    tx += n as u64;
+                    if dw.write_all(&b2[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            },
+            _ = idle_sleep => {
+                rt.stats.idle_timeout.inc();
+                return (rx, tx);
+            }
+            _ = max_sleep => {
+                rt.stats.max_duration_reached.inc();
+                break;
+            }
+        }
+        idle_at = idle.map(|d| tokio::time::Instant::now() + d);
+    }
+    (rx, tx)
+}
