@@ -11,6 +11,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use super::{duration, BuildContext, ConfigErrors, Path};
 use crate::access_log::AccessLogs;
 use crate::http::route::{RouteContext, RouteTable};
+use crate::listener::address::cidr;
+use crate::listener::Cidr;
 
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
@@ -61,8 +63,18 @@ pub struct HcmConfig {
     pub strip_matching_host_port: bool,
     pub strip_any_host_port: bool,
     pub merge_slashes: bool,
+    pub normalize_path: bool,
+    /// `internal_address_config.cidr_ranges`; empty means no address is internal (Envoy's default).
+    pub internal_cidrs: Vec<Cidr>,
     pub access_logs: AccessLogs,
     pub drain_timeout: Duration,
+}
+
+impl HcmConfig {
+    /// Whether a trusted client address counts as internal.
+    pub fn is_internal(&self, ip: std::net::IpAddr) -> bool {
+        self.internal_cidrs.iter().any(|c| c.contains(ip))
+    }
 }
 
 fn enabled(d: Option<Duration>) -> Option<Duration> {
@@ -170,6 +182,20 @@ pub fn build(hcm: &HttpConnectionManager, path: &Path, ctx: &BuildContext<'_>) -
         Some(envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::StripPortMode::StripAnyHostPort(true))
     );
 
+    let mut internal_cidrs = Vec::new();
+    if let Some(iac) = &hcm.internal_address_config {
+        let ipath = path.field("internal_address_config").field("cidr_ranges");
+        for (i, r) in iac.cidr_ranges.iter().enumerate() {
+            match cidr(r, &ipath.index(i)) {
+                Ok(c) => internal_cidrs.push(c),
+                Err(e) => errors.0.push(e),
+            }
+        }
+    }
+    if hcm.path_with_escaped_slashes_action > 1 {
+        errors.push(path.field("path_with_escaped_slashes_action"), "only KEEP_UNCHANGED is supported yet");
+    }
+
     let (Some(routes), Some(access_logs)) = (routes, access_logs) else {
         return Err(errors);
     };
@@ -198,6 +224,8 @@ pub fn build(hcm: &HttpConnectionManager, path: &Path, ctx: &BuildContext<'_>) -
         strip_matching_host_port: hcm.strip_matching_host_port,
         strip_any_host_port,
         merge_slashes: hcm.merge_slashes,
+        normalize_path: hcm.normalize_path.map(|v| v.value).unwrap_or(false),
+        internal_cidrs,
         access_logs,
         drain_timeout: duration(&hcm.drain_timeout).unwrap_or(Duration::from_secs(5)),
     })

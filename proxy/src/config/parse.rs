@@ -78,8 +78,16 @@ pub fn from_value<M: Message + Name + Default>(
     let de = serde_path_to_error::Deserializer::new(value, &mut track);
     let dynamic = DynamicMessage::deserialize_with_options(desc, de, &de_opts).map_err(|e| {
         let path = track.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        ConfigError::new(path, e.to_string())
+        let mut path = if path == "." { String::new() } else { path };
+        let message = e.to_string();
+        // An unknown field is reported at its parent; name the field itself, as a user reads it.
+        if let Some(field) = message
+            .strip_prefix("unrecognized field name '")
+            .and_then(|rest| rest.split('\'').next())
+        {
+            path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+        }
+        ConfigError::new(path, message)
     })?;
     transcode(&dynamic)
 }

@@ -3,16 +3,19 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use super::body::{self, BoxBody};
-use super::headers::{X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, X_ENVOY_UPSTREAM_SERVICE_TIME};
+use super::headers::{
+    X_ENVOY_ATTEMPT_COUNT, X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS,
+    X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS, X_ENVOY_UPSTREAM_SERVICE_TIME,
+};
 use super::local_reply::LocalReason;
 use super::proxy::{HttpRuntime, Outcome};
 use super::route::{Forward, RetryPolicy};
@@ -25,7 +28,8 @@ const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
 pub enum Forwarded {
     Response { response: Response<BoxBody>, upstream: SocketAddr },
     Local(LocalReason),
-    Failed(UpstreamError),
+    /// The last attempt failed before a response; `retried` when it was not the first.
+    Failed { error: UpstreamError, retried: bool },
 }
 
 enum Attempt {
@@ -44,11 +48,25 @@ fn rebuild(parts: &http::request::Parts, body: BoxBody) -> Request<BoxBody> {
     req
 }
 
+/// The virtual host's `x-envoy-attempt-count` options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttemptCount {
+    pub request: bool,
+    pub response: bool,
+}
+
+/// A timeout in milliseconds from a request header the router consumes.
+fn header_ms(headers: &mut http::HeaderMap, name: &HeaderName) -> Option<Duration> {
+    let v = headers.remove(name)?;
+    v.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_millis)
+}
+
 /// Sends the request, retrying as the route's policy allows.
 pub async fn forward(
     rt: &HttpRuntime,
     cluster: &Arc<Cluster>,
     fwd: &Forward,
+    attempt_count: AttemptCount,
     mut parts: http::request::Parts,
     body: BoxBody,
     outcome: &mut Outcome,
@@ -56,11 +74,14 @@ pub async fn forward(
     let cstats = rt.cluster_stats.get(cluster.name());
     let policy = RetryPolicy::with_request_headers(fwd.retry_policy(), &parts.headers);
     let policy = policy.as_deref();
-    let timeout = fwd.timeout();
-    let per_try = policy.and_then(|p| p.per_try_timeout());
-    if let Some(t) = per_try.or(timeout) {
-        parts.headers.insert(&X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(t.as_millis() as u64));
-    }
+    // The connection manager already stripped these from edge requests; what is left is trusted.
+    let timeout = match header_ms(&mut parts.headers, &X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS) {
+        Some(t) => Some(t).filter(|t| !t.is_zero()),
+        None => fwd.timeout(),
+    };
+    let per_try = header_ms(&mut parts.headers, &X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS)
+        .filter(|t| !t.is_zero())
+        .or_else(|| policy.and_then(|p| p.per_try_timeout()));
 
     // A retry needs the body again: keep small bodies; stream large or unknown ones once.
     let mut once = Some(body);
@@ -85,18 +106,32 @@ pub async fn forward(
 
     let started = Instant::now();
     let deadline = timeout.map(|t| started + t);
-    let ctx = SendContext { downstream_version: Some(parts.version), auto_host_rewrite: fwd.auto_host_rewrite() };
+    let ctx = SendContext {
+        downstream_version: Some(parts.version),
+        auto_host_rewrite: fwd.auto_host_rewrite(),
+        append_x_forwarded_host: fwd.append_x_forwarded_host(),
+    };
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
         outcome.attempts = attempt;
+        let remaining = if attempt == 1 { timeout } else { deadline.map(|d| d.saturating_duration_since(Instant::now())) };
+        let expected = match (per_try, remaining) {
+            (Some(p), Some(r)) => Some(p.min(r)),
+            (p, r) => p.or(r),
+        };
+        if let Some(t) = expected {
+            parts.headers.insert(&X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(t.as_millis() as u64));
+        }
+        if attempt_count.request {
+            parts.headers.insert(&X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
+        }
         let req_body = match &replay {
             Some(b) if b.is_empty() => body::empty(),
             Some(b) => body::full(b.clone()),
             None => once.take().unwrap_or_else(body::empty),
         };
         let req = rebuild(&parts, req_body);
-        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let limit = match (per_try, remaining) {
             (Some(p), Some(r)) => Some((p.min(r), p < r)),
             (Some(p), None) => Some((p, true)),
@@ -161,6 +196,9 @@ pub async fn forward(
                 let mut response = sent.response.map(|b| b.map_err(Into::into).boxed());
                 let ms = started.elapsed().as_millis() as u64;
                 response.headers_mut().insert(&X_ENVOY_UPSTREAM_SERVICE_TIME, HeaderValue::from(ms));
+                if attempt_count.response {
+                    response.headers_mut().insert(&X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
+                }
                 Forwarded::Response { response, upstream: sent.upstream }
             }
             Attempt::Failed(e) => {
@@ -171,7 +209,7 @@ pub async fn forward(
                 outcome.upstream_host = e.endpoint();
                 outcome.details = "upstream_reset_before_response_started";
                 cstats.response(e.status().as_u16());
-                Forwarded::Failed(e)
+                Forwarded::Failed { error: e, retried: attempt > 1 }
             }
             Attempt::PerTryTimeout | Attempt::GlobalTimeout => {
                 cstats.rq_timeout.inc();

@@ -2,6 +2,7 @@
 //! `x-forwarded-*`, `x-request-id`, `server`.
 
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, SERVER, TE, TRANSFER_ENCODING, UPGRADE};
 
@@ -14,6 +15,9 @@ pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-inter
 pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
 pub static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+pub static X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
+pub static X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
 pub static X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -63,64 +67,109 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     upgrade && connection
 }
 
-/// Loopback, RFC 1918, unique-local and link-local addresses count as internal, as in Envoy.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal(IpAddr::V4(v4));
-            }
-            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00
-        }
+/// Headers only trusted from internal requests; stripped from every other one, as Envoy's
+/// connection manager does before routing.
+static INTERNAL_ONLY: [HeaderName; 15] = [
+    HeaderName::from_static("x-envoy-decorator-operation"),
+    HeaderName::from_static("x-envoy-downstream-service-cluster"),
+    HeaderName::from_static("x-envoy-downstream-service-node"),
+    HeaderName::from_static("x-envoy-retry-on"),
+    HeaderName::from_static("x-envoy-retry-grpc-on"),
+    HeaderName::from_static("x-envoy-max-retries"),
+    HeaderName::from_static("x-envoy-upstream-alt-stat-name"),
+    HeaderName::from_static("x-envoy-upstream-rq-timeout-ms"),
+    HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms"),
+    HeaderName::from_static("x-envoy-upstream-rq-timeout-alt-response"),
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
+    HeaderName::from_static("x-envoy-force-trace"),
+    HeaderName::from_static("x-envoy-ip-tags"),
+    HeaderName::from_static("x-envoy-original-url"),
+    HeaderName::from_static("x-envoy-hedge-on-per-try-timeout"),
+];
+
+/// The machine's first non-loopback address of the peer's family: what Envoy appends to
+/// `x-forwarded-for` for a loopback peer when it uses the remote address.
+fn local_host_address(v6: bool) -> Option<IpAddr> {
+    static ADDRS: OnceLock<(Option<IpAddr>, Option<IpAddr>)> = OnceLock::new();
+    let (v4, v6addr) = ADDRS.get_or_init(|| {
+        let ifaces = if_addrs::get_if_addrs().unwrap_or_default();
+        let pick = |want_v6: bool| ifaces.iter().map(|i| i.ip()).find(|ip| !ip.is_loopback() && ip.is_ipv6() == want_v6);
+        (pick(false), pick(true))
+    });
+    if v6 {
+        *v6addr
+    } else {
+        *v4
     }
 }
 
-/// The client address Envoy trusts for a request: the peer with `use_remote_address`, else the
-/// `xff_num_trusted_hops + 1`-th address from the right of `x-forwarded-for`.
-pub fn trusted_client(headers: &HeaderMap, peer: IpAddr, cfg: &HcmConfig) -> IpAddr {
-    let from_right = cfg.xff_num_trusted_hops as usize + usize::from(!cfg.use_remote_address);
-    if from_right == 0 {
-        return peer;
-    }
-    let xff: Vec<&str> = headers
+fn xff_entries(headers: &HeaderMap) -> Vec<&str> {
+    headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .collect();
-    xff.len()
-        .checked_sub(from_right)
-        .and_then(|i| xff.get(i))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(peer)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
-/// Applies the connection manager's request-side header policy.
-pub fn prepare_request(headers: &mut HeaderMap, peer: IpAddr, scheme: &'static str, cfg: &HcmConfig) {
-    let client = trusted_client(headers, peer, cfg);
-    let internal = is_internal(client);
-    if cfg.use_remote_address {
-        if !cfg.skip_xff_append {
-            append_xff(headers, peer);
-        }
-        headers.remove(&X_ENVOY_EXTERNAL_ADDRESS);
-        if internal {
-            headers.insert(&X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
+/// Applies the connection manager's request-side header policy (Envoy's `mutateRequestHeaders`):
+/// `x-forwarded-for` / `-proto`, internal or edge classification, internal-only header stripping,
+/// `x-envoy-external-address`, `x-request-id`, `via`.
+pub fn prepare_request(headers: &mut HeaderMap, peer: IpAddr, scheme: &'static str, cfg: &HcmConfig, internal_only: &[HeaderName]) {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
+        v4 => v4,
+    };
+    let (trusted, single) = if cfg.use_remote_address {
+        let trusted = if cfg.xff_num_trusted_hops == 0 {
+            Some(peer)
         } else {
-            headers.remove(&X_ENVOY_INTERNAL);
-            if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+            let xff = xff_entries(headers);
+            xff.len()
+                .checked_sub(cfg.xff_num_trusted_hops as usize)
+                .and_then(|i| xff.get(i))
+                .and_then(|s| s.parse().ok())
+        };
+        if !cfg.skip_xff_append {
+            let appended = if peer.is_loopback() { local_host_address(peer.is_ipv6()).unwrap_or(peer) } else { peer };
+            append_xff(headers, appended);
+        }
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+        (trusted, xff_entries(headers).len() == 1)
+    } else {
+        let xff = xff_entries(headers);
+        let from_right = cfg.xff_num_trusted_hops as usize + 1;
+        let trusted: Option<IpAddr> =
+            xff.len().checked_sub(from_right).and_then(|i| xff.get(i)).and_then(|s| s.parse().ok());
+        let single = xff.len() == 1;
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+        }
+        (trusted, single)
+    };
+    let internal = single && trusted.is_some_and(|ip| cfg.is_internal(ip));
+    let edge = !internal && cfg.use_remote_address;
+    if internal {
+        headers.insert(&X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
+    } else {
+        headers.remove(&X_ENVOY_INTERNAL);
+        for h in INTERNAL_ONLY.iter().chain(internal_only) {
+            headers.remove(h);
+        }
+    }
+    headers.remove(&X_ENVOY_EXTERNAL_ADDRESS);
+    if edge {
+        if let Some(ip) = trusted {
+            if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
                 headers.insert(&X_ENVOY_EXTERNAL_ADDRESS, v);
             }
         }
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
-    } else if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     }
     if cfg.generate_request_id {
-        let edge_reset = cfg.use_remote_address && !internal && !cfg.preserve_external_request_id;
-        if edge_reset || !headers.contains_key(&X_REQUEST_ID) {
+        let reset = edge && !cfg.preserve_external_request_id;
+        if reset || !headers.contains_key(&X_REQUEST_ID) {
             if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
                 headers.insert(&X_REQUEST_ID, v);
             }
@@ -131,11 +180,15 @@ pub fn prepare_request(headers: &mut HeaderMap, peer: IpAddr, scheme: &'static s
     }
 }
 
-fn append_xff(headers: &mut HeaderMap, peer: IpAddr) {
-    let ip = match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
-        v4 => v4,
-    };
+/// Adds the connection manager's `via` to a response, as Envoy does on both directions.
+pub fn prepare_response(headers: &mut HeaderMap, cfg: &HcmConfig) {
+    if let Some(via) = &cfg.via {
+        append_via(headers, via);
+    }
+    set_server(headers, cfg);
+}
+
+fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
     let joined = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
         _ => ip.to_string(),
@@ -222,11 +275,4 @@ mod tests {
         assert_eq!(&u[14..15], "4");
     }
 
-    #[test]
-    fn internal_addresses() {
-        assert!(is_internal("127.0.0.1".parse().expect("ip")));
-        assert!(is_internal("10.1.2.3".parse().expect("ip")));
-        assert!(!is_internal("8.8.8.8".parse().expect("ip")));
-        assert!(is_internal("::1".parse().expect("ip")));
-    }
 }

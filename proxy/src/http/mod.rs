@@ -5,6 +5,7 @@ pub mod completion;
 pub mod forward;
 pub mod headers;
 pub mod local_reply;
+pub mod normalize;
 pub mod proxy;
 pub mod route;
 pub mod server;

@@ -7,12 +7,13 @@ use std::time::{Instant, SystemTime};
 
 use http::header::HOST;
 use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::BoxBody;
 use super::completion::Counted;
-use super::forward::{self, Forwarded};
+use super::forward::{self, AttemptCount, Forwarded};
 use super::headers;
 use super::local_reply::{self, LocalReason};
 use super::route::{Action, HeaderVars};
@@ -52,6 +53,8 @@ pub struct Outcome {
     /// when an access log is configured.
     pub log_headers: Option<http::HeaderMap>,
     pub log_wanted: bool,
+    /// The response came from upstream (not a local reply).
+    pub from_upstream: bool,
 }
 
 struct ActiveGuard {
@@ -111,12 +114,22 @@ pub async fn handle(req: Request<Incoming>, rt: Arc<HttpRuntime>, down: Arc<Down
     headers::strip_host_port(&mut parts.headers, down.info.local.port(), &rt.cfg);
 
     let received = Arc::new(AtomicU64::new(0));
-    let rx = received.clone();
-    let body = Counted::new(body, move |n, _| rx.store(n, Ordering::Relaxed)).boxed();
+    let body_done = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let (rx, done) = (received.clone(), body_done.clone());
+    let body = Counted::new(body, move |n, complete| {
+        rx.store(n, Ordering::Relaxed);
+        if complete {
+            done.store(true, Ordering::Relaxed);
+        }
+    })
+    .boxed();
 
     let mut outcome = Outcome { log_wanted, ..Outcome::default() };
     let mut resp = route_and_forward(&rt, &down, parts, body, on_upgrade, start_time, &mut outcome).await;
-    headers::set_server(resp.headers_mut(), &rt.cfg);
+    headers::prepare_response(resp.headers_mut(), &rt.cfg);
+    if !outcome.from_upstream {
+        local_reply_framing(&mut resp, version, body_done.load(Ordering::Relaxed));
+    }
     let status = resp.status().as_u16();
     stats.response(status);
 
@@ -160,6 +173,19 @@ pub async fn handle(req: Request<Incoming>, rt: Arc<HttpRuntime>, down: Arc<Down
     Response::from_parts(parts, body.boxed())
 }
 
+/// Envoy closes an HTTP/1 connection when it answers before reading the whole request (the unread
+/// body would be taken for the next request), and sends no `content-length: 0` on HTTP/2.
+fn local_reply_framing(resp: &mut Response<BoxBody>, version: Version, request_read: bool) {
+    use http::header::{CONNECTION, CONTENT_LENGTH};
+    if version == Version::HTTP_2 {
+        if resp.headers().get(CONTENT_LENGTH).is_some_and(|v| v == "0") {
+            resp.headers_mut().remove(CONTENT_LENGTH);
+        }
+    } else if !request_read {
+        resp.headers_mut().insert(CONNECTION, http::HeaderValue::from_static("close"));
+    }
+}
+
 /// HTTP/2 requests carry the host in `:authority`; HTTP/1.1 upstreams need it in `Host` and an
 /// origin-form target.
 fn normalize_authority(parts: &mut http::request::Parts) {
@@ -190,7 +216,20 @@ async fn route_and_forward(
     let websocket = on_upgrade.is_some();
     // The route table reads `:scheme` from the URI or a sanitised x-forwarded-proto, so the connection
     // manager's header policy runs first, as in Envoy.
-    headers::prepare_request(&mut parts.headers, down.info.peer.ip(), down.info.scheme, &rt.cfg);
+    if rt.cfg.normalize_path || rt.cfg.merge_slashes {
+        if let Some(path) = super::normalize::normalize(parts.uri.path(), rt.cfg.normalize_path, rt.cfg.merge_slashes) {
+            let target = match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            match target.parse::<Uri>() {
+                Ok(u) => parts.uri = u,
+                Err(_) => return local_reply::response(LocalReason::BadRequest),
+            }
+        }
+    }
+    let internal_only = rt.cfg.routes.internal_only_headers();
+    headers::prepare_request(&mut parts.headers, down.info.peer.ip(), down.info.scheme, &rt.cfg, internal_only);
     if outcome.log_wanted {
         outcome.log_headers = Some(parts.headers.clone());
     }
@@ -251,16 +290,27 @@ async fn route_and_forward(
                 outcome.log_headers = Some(parts.headers.clone());
             }
             headers::strip_hop_by_hop(&mut parts.headers, websocket);
-            let forwarded = forward::forward(rt, &cluster, fwd, parts, body, outcome).await;
+            let attempts = AttemptCount {
+                request: selected.vhost.include_request_attempt_count(),
+                response: selected.vhost.include_attempt_count_in_response(),
+            };
+            let forwarded = forward::forward(rt, &cluster, fwd, attempts, parts, body, outcome).await;
             let mut resp = match forwarded {
                 Forwarded::Response { mut response, upstream } => {
+                    outcome.from_upstream = true;
                     vars.upstream_remote = Some(upstream);
                     let upgraded = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
                     headers::strip_hop_by_hop(response.headers_mut(), upgraded);
                     response
                 }
                 Forwarded::Local(reason) => local_reply::response(reason),
-                Forwarded::Failed(e) => local_reply::text_response(e.status(), e.local_reply_body()),
+                Forwarded::Failed { error, retried } => {
+                    let mut text = error.local_reply_body();
+                    if retried {
+                        text = text.replacen("reset reason:", "retried and the latest reset reason:", 1);
+                    }
+                    local_reply::text_response(error.status(), text)
+                }
             };
             selected.apply_response_headers(picked.as_ref(), resp.headers_mut(), &vars);
             if let Some(downstream) = on_upgrade {

@@ -37,8 +37,11 @@ pub(crate) struct Shared {
 pub struct SendContext {
     /// The downstream protocol for `use_downstream_protocol_config` (default: the request's version).
     pub downstream_version: Option<Version>,
-    /// `auto_host_rewrite`: set Host to the picked endpoint's hostname, when it has one.
+    /// `auto_host_rewrite`: set Host to the picked endpoint's hostname, when it has one. The old
+    /// host goes to `x-envoy-original-host`, as Envoy's router does.
     pub auto_host_rewrite: bool,
+    /// With `auto_host_rewrite`: also append the old host to `x-forwarded-host`.
+    pub append_x_forwarded_host: bool,
 }
 
 /// Per-connection inputs of `connect_tcp`.
@@ -183,7 +186,7 @@ impl Cluster {
                 .as_deref()
                 .and_then(|h| HeaderValue::from_str(h).ok())
             {
-                req.headers_mut().insert(HOST, v);
+                rewrite_host(req.headers_mut(), v, ctx.append_x_forwarded_host);
             }
         }
         let h2 = match shared.spec.protocol.protocol {
@@ -260,5 +263,23 @@ impl Cluster {
 
     pub(crate) fn mark_started(&self) -> bool {
         !self.started.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// Replaces Host, keeping the old one in `x-envoy-original-host` (and `x-forwarded-host` if asked).
+fn rewrite_host(headers: &mut http::HeaderMap, host: HeaderValue, append_forwarded: bool) {
+    static ORIGINAL_HOST: http::HeaderName = http::HeaderName::from_static("x-envoy-original-host");
+    static FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+    if let Some(old) = headers.insert(HOST, host) {
+        if append_forwarded {
+            let joined = match headers.get(&FORWARDED_HOST).and_then(|v| v.to_str().ok()) {
+                Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev},{}", old.to_str().unwrap_or(""))).ok(),
+                _ => Some(old.clone()),
+            };
+            if let Some(v) = joined {
+                headers.insert(&FORWARDED_HOST, v);
+            }
+        }
+        headers.insert(&ORIGINAL_HOST, old);
     }
 }

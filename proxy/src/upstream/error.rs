@@ -141,9 +141,10 @@ impl UpstreamError {
         match self {
             Self::Overflow { .. } => "upstream connect error or disconnect/reset before headers. reset reason: overflow".into(),
             Self::NoHealthyUpstream { .. } => "no healthy upstream".into(),
-            Self::ConnectFailure { source, .. } => format!(
-                "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: {source}"
-            ),
+            // Envoy names the transport failure only for TLS handshakes; a refused TCP connect reads so.
+            Self::ConnectFailure { .. } => {
+                "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure".into()
+            }
             Self::ConnectTimeout { .. } => "upstream connect error or disconnect/reset before headers. reset reason: connection timeout".into(),
             Self::Handshake { .. } | Self::ConnectionTermination { .. } => "upstream connect error or disconnect/reset before headers. reset reason: connection termination".into(),
             Self::Reset { .. } => "upstream connect error or disconnect/reset before headers. reset reason: remote reset".into(),
