@@ -309,7 +309,11 @@ async fn route_and_forward(
                     if retried {
                         text = text.replacen("reset reason:", "retried and the latest reset reason:", 1);
                     }
-                    local_reply::text_response(error.status(), text)
+                    let mut resp = local_reply::text_response(error.status(), text);
+                    if error.is_overflow() {
+                        resp.headers_mut().insert(headers::X_ENVOY_OVERLOADED.clone(), http::HeaderValue::from_static("true"));
+                    }
+                    resp
                 }
             };
             selected.apply_response_headers(picked.as_ref(), resp.headers_mut(), &vars);

@@ -172,8 +172,8 @@ impl Cluster {
         let shared = &self.shared;
         let requests = &shared.breakers.requests;
         if requests.in_use() >= requests.max() {
-            // Envoy counts a max_requests overflow as a pending overflow.
-            shared.stats.upstream_rq_pending_overflow.inc();
+            // Envoy 1.40 counts a max_requests overflow as an active-request overflow.
+            shared.stats.upstream_rq_active_overflow.inc();
             return Err(UpstreamError::Overflow {
                 cluster: shared.spec.name.clone(),
                 limit: "max_requests",

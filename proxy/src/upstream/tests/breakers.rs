@@ -37,7 +37,7 @@ async fn max_requests_overflow_is_uo() {
     assert!(!e.is_retryable_connect_failure() && !e.is_reset());
     assert_eq!(
         store
-            .counter("cluster.c.upstream_rq_pending_overflow")
+            .counter("cluster.c.upstream_rq_active_overflow")
             .get(),
         1
     );
