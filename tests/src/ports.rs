@@ -11,17 +11,27 @@ fn claim(port: u16) -> bool {
     HANDED_OUT[usize::from(port / 64)].fetch_or(bit, Ordering::Relaxed) & bit == 0
 }
 
-/// A loopback port that was free a moment ago (bind 127.0.0.1:0, read, close).
+/// Ports are taken below the kernel's ephemeral range (32768–60999 by default), so that no client
+/// socket opened meanwhile by this or another process can take a port before the proxy binds it.
+const FIRST: u16 = 20_000;
+const LAST: u16 = 32_000;
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A loopback port that is free now and never handed out twice by one test process.
 ///
-/// Parallel tests in the same binary never receive the same port; another process may still take
-/// it in the window before the proxy binds, which the kernel makes unlikely by not reusing
-/// ephemeral ports right away.
+/// Each process starts at an offset derived from its pid, so concurrent test processes (nextest)
+/// walk different stretches of the range.
 pub fn free_port() -> u16 {
+    let span = u64::from(LAST - FIRST);
+    let start = u64::from(std::process::id()).wrapping_mul(2_654_435_761) % span;
     loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().expect("local_addr").port();
-        drop(l);
-        if claim(port) {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + ((start + n) % span) as u16;
+        if !claim(port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
