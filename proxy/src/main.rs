@@ -40,7 +40,10 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         let stats = Store::new();
-        let writers = Writers::new(&stats, std::time::Duration::from_millis(args.file_flush_interval_msec));
+        let writers = Writers::new(
+            &stats,
+            std::time::Duration::from_millis(args.file_flush_interval_msec),
+        );
         let snapshot = match app::load(&args, &stats, &writers) {
             Ok(s) => s,
             Err(errors) => {

@@ -71,7 +71,7 @@ pub struct Comparison {
 impl Comparison {
     fn from_proto(c: Option<&ComparisonFilter>, path: &Path, errors: &mut ConfigErrors) -> Self {
         let Some(c) = c else {
-            errors.push(&path.field("comparison"), "comparison is required");
+            errors.push(path.field("comparison"), "comparison is required");
             return Comparison {
                 op: Op::Eq,
                 value: 0,
@@ -84,7 +84,7 @@ impl Comparison {
             Ok(comparison_filter::Op::Ne) => Op::Ne,
             Err(_) => {
                 errors.push(
-                    &path.field("comparison").field("op"),
+                    path.field("comparison").field("op"),
                     format!("unknown op {}", c.op),
                 );
                 Op::Eq
@@ -141,7 +141,7 @@ pub struct HeaderMatch {
 impl HeaderMatch {
     fn from_proto(m: &HeaderMatcher, path: &Path, errors: &mut ConfigErrors) -> Option<Self> {
         if m.name.is_empty() {
-            errors.push(&path.field("name"), "header name is required");
+            errors.push(path.field("name"), "header name is required");
             return None;
         }
         let regex =
@@ -249,7 +249,7 @@ fn string_match(
         }
         Some(MatchPattern::Custom(_)) => {
             errors.push(
-                &path.field("custom"),
+                path.field("custom"),
                 "custom string matchers are not supported",
             );
             return None;
@@ -308,7 +308,7 @@ impl Filter {
                 let p = path.field("response_flag_filter").field("flags");
                 for (i, flag) in r.flags.iter().enumerate() {
                     if long_flag(flag).is_none() {
-                        errors.push(&p.index(i), format!("unknown response flag {flag:?}"));
+                        errors.push(p.index(i), format!("unknown response flag {flag:?}"));
                     }
                 }
                 Filter::ResponseFlag(r.flags.clone())
@@ -337,7 +337,7 @@ impl Filter {
                     FilterSpecifier::LogTypeFilter(_) => "log_type_filter",
                     _ => "filter",
                 };
-                errors.push(&path.field(name), format!("{name} is not supported"));
+                errors.push(path.field(name), format!("{name} is not supported"));
                 return None;
             }
             None => {

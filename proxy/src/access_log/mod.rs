@@ -129,7 +129,7 @@ fn logger(
         .as_ref()
         .map(|f| Filter::from_proto(f, &path.field("filter"), errors));
     let Some(ConfigType::TypedConfig(any)) = &proto.config_type else {
-        errors.push(&path.field("typed_config"), "typed_config is required");
+        errors.push(path.field("typed_config"), "typed_config is required");
         return None;
     };
     let tc = path.field("typed_config");
@@ -145,7 +145,7 @@ fn logger(
                     }
                 };
                 if cfg.path.is_empty() {
-                    errors.push(&tc.field("path"), "path must not be empty");
+                    errors.push(tc.field("path"), "path must not be empty");
                     return None;
                 }
                 #[allow(deprecated)]
@@ -200,7 +200,7 @@ fn logger(
     let sink = match writers.open(&dest) {
         Ok(s) => s,
         Err(e) => {
-            errors.push(&tc.field("path"), format!("cannot open {dest:?}: {e}"));
+            errors.push(tc.field("path"), format!("cannot open {dest:?}: {e}"));
             return None;
         }
     };
@@ -244,7 +244,7 @@ fn substitution_format(
 ) -> Option<LineFormat> {
     if !sfs.formatters.is_empty() {
         errors.push(
-            &path.field("formatters"),
+            path.field("formatters"),
             "formatter extensions are not supported",
         );
         return None;

@@ -35,7 +35,10 @@ impl AdminHooks for AppHooks {
             .map(|c| {
                 let mut v = to_json(c);
                 if let Some(o) = v.as_object_mut() {
-                    o.insert("@type".into(), json!("type.googleapis.com/envoy.config.cluster.v3.Cluster"));
+                    o.insert(
+                        "@type".into(),
+                        json!("type.googleapis.com/envoy.config.cluster.v3.Cluster"),
+                    );
                 }
                 json!({ "cluster": v, "last_updated": updated })
             })
@@ -46,7 +49,10 @@ impl AdminHooks for AppHooks {
             .map(|l| {
                 let mut v = to_json(l);
                 if let Some(o) = v.as_object_mut() {
-                    o.insert("@type".into(), json!("type.googleapis.com/envoy.config.listener.v3.Listener"));
+                    o.insert(
+                        "@type".into(),
+                        json!("type.googleapis.com/envoy.config.listener.v3.Listener"),
+                    );
                 }
                 json!({ "listener": v, "last_updated": updated })
             })
@@ -90,9 +96,13 @@ impl AdminHooks for AppHooks {
                     })
                 })
                 .collect();
-            serde_json::to_string_pretty(&json!({ "listener_statuses": statuses })).unwrap_or_default()
+            serde_json::to_string_pretty(&json!({ "listener_statuses": statuses }))
+                .unwrap_or_default()
         } else {
-            self.listeners.iter().map(|(name, addr)| format!("{name}::{addr}\n")).collect()
+            self.listeners
+                .iter()
+                .map(|(name, addr)| format!("{name}::{addr}\n"))
+                .collect()
         }
     }
 

@@ -11,9 +11,9 @@ use anyhow::Context;
 
 use crate::access_log::Writers;
 use crate::admin::{self, AdminState, ServerInfo, ServerState, ServerStateCell};
-use crate::config::parse::to_json;
 use crate::cli::ServerArgs;
 use crate::config::network::NetworkStack;
+use crate::config::parse::to_json;
 use crate::config::{self, ParseOptions, Snapshot};
 use crate::drain;
 use crate::http::server::ConnInfo;
@@ -44,53 +44,95 @@ fn command_line_json(args: &ServerArgs) -> serde_json::Value {
 }
 
 pub fn parse_options(args: &ServerArgs) -> ParseOptions {
-    ParseOptions { allow_unknown_fields: args.allow_unknown_static_fields }
+    ParseOptions {
+        allow_unknown_fields: args.allow_unknown_static_fields,
+    }
 }
 
 /// Loads and validates the bootstrap named by the flags.
-pub fn load(args: &ServerArgs, stats: &Store, writers: &Writers) -> Result<Snapshot, config::ConfigErrors> {
+pub fn load(
+    args: &ServerArgs,
+    stats: &Store,
+    writers: &Writers,
+) -> Result<Snapshot, config::ConfigErrors> {
     let opts = parse_options(args);
-    let bootstrap = config::bootstrap::load(args.config_path.as_deref(), args.config_yaml.as_deref(), opts)?;
+    let bootstrap = config::bootstrap::load(
+        args.config_path.as_deref(),
+        args.config_yaml.as_deref(),
+        opts,
+    )?;
     config::bootstrap::build(bootstrap, stats, opts, writers)
 }
 
 /// The worker count: `--concurrency`, or one per core as Envoy does.
 pub fn workers(args: &ServerArgs) -> usize {
-    args.concurrency
-        .filter(|c| *c > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    args.concurrency.filter(|c| *c > 0).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }
 
 /// Runs the proxy until a signal or `/quitquitquit`, then drains.
-pub async fn run(args: ServerArgs, snapshot: Snapshot, stats: Store, writers: Writers, log: LogControl) -> anyhow::Result<()> {
+pub async fn run(
+    args: ServerArgs,
+    snapshot: Snapshot,
+    stats: Store,
+    writers: Writers,
+    log: LogControl,
+) -> anyhow::Result<()> {
     let workers = workers(&args);
     let (drain_signal, drain_watch) = drain::channel();
-    let Snapshot { bootstrap, admin: admin_addr, clusters, listeners } = snapshot;
+    let Snapshot {
+        bootstrap,
+        admin: admin_addr,
+        clusters,
+        listeners,
+    } = snapshot;
     clusters.start();
     clusters.initialized().await;
 
     // Bind everything before serving anything, so a bad address fails the start as a whole.
     let mut bound = Vec::new();
     for cfg in listeners {
-        let sockets = listener::bind(&cfg, workers).with_context(|| format!("binding listener \"{}\"", cfg.name))?;
+        let sockets = listener::bind(&cfg, workers)
+            .with_context(|| format!("binding listener \"{}\"", cfg.name))?;
         bound.push((ActiveListener::new(cfg, &stats), sockets));
     }
-    let listener_info = bound.iter().map(|(l, _)| (l.config.name.clone(), l.config.address)).collect();
+    let listener_info = bound
+        .iter()
+        .map(|(l, _)| (l.config.name.clone(), l.config.address))
+        .collect();
     let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(None);
     let server = ServerInfo {
         version: VERSION.to_string(),
         state: ServerStateCell::new(ServerState::PreInitializing),
         started: Instant::now(),
         command_line_options: command_line_json(&args),
-        node: bootstrap.node.as_ref().map(to_json).unwrap_or(serde_json::Value::Null),
+        node: bootstrap
+            .node
+            .as_ref()
+            .map(to_json)
+            .unwrap_or(serde_json::Value::Null),
     };
-    let hooks = AppHooks { bootstrap, clusters: clusters.clone(), listeners: listener_info, drain: drain_tx, loaded: SystemTime::now() };
+    let hooks = AppHooks {
+        bootstrap,
+        clusters: clusters.clone(),
+        listeners: listener_info,
+        drain: drain_tx,
+        loaded: SystemTime::now(),
+    };
     let server_stats = admin::register_server_stats(&stats, workers, VERSION);
-    let state = Arc::new(AdminState::new(stats.clone(), server.clone(), Arc::new(hooks), log).with_server_stats(server_stats));
+    let state = Arc::new(
+        AdminState::new(stats.clone(), server.clone(), Arc::new(hooks), log)
+            .with_server_stats(server_stats),
+    );
     let mut shutdown_rx = state.shutdown_requested();
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(addr) = admin_addr {
-        let admin_listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding admin address {addr}"))?;
+        let admin_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding admin address {addr}"))?;
         tokio::spawn(admin::serve(admin_listener, state.clone(), async move {
             let _ = admin_stop_rx.await;
         }));
@@ -99,11 +141,21 @@ pub async fn run(args: ServerArgs, snapshot: Snapshot, stats: Store, writers: Wr
     for (active, sockets) in bound {
         for b in sockets {
             let socket = tokio::net::TcpListener::from_std(b.listener)?;
-            tokio::spawn(listener::serve(socket, active.clone(), serve_connection, drain_watch.clone()));
+            tokio::spawn(listener::serve(
+                socket,
+                active.clone(),
+                serve_connection,
+                drain_watch.clone(),
+            ));
         }
     }
     server.state.set(ServerState::Live);
-    tracing::info!(listeners = listener_count, clusters = clusters.iter().count(), workers, "remora is ready");
+    tracing::info!(
+        listeners = listener_count,
+        clusters = clusters.iter().count(),
+        workers,
+        "remora is ready"
+    );
 
     let graceful = tokio::select! {
         _ = terminate() => {
@@ -122,9 +174,14 @@ pub async fn run(args: ServerArgs, snapshot: Snapshot, stats: Store, writers: Wr
     server.state.set(ServerState::Draining);
     drain_signal.drain();
     if graceful {
-        let drained = drain_signal.wait_idle(Duration::from_secs(args.drain_time_s)).await;
+        let drained = drain_signal
+            .wait_idle(Duration::from_secs(args.drain_time_s))
+            .await;
         if !drained {
-            tracing::warn!(drain_time_s = args.drain_time_s, "drain time elapsed with connections still open");
+            tracing::warn!(
+                drain_time_s = args.drain_time_s,
+                "drain time elapsed with connections still open"
+            );
         }
     }
     let _ = admin_stop_tx.send(());
@@ -148,16 +205,26 @@ async fn serve_connection(mut acc: Accepted<NetworkStack>) {
     };
     match stack {
         NetworkStack::Http(rt) => {
-            let info = ConnInfo { id: acc.id, peer: acc.peer, local: acc.local, scheme: "http" };
+            let info = ConnInfo {
+                id: acc.id,
+                peer: acc.peer,
+                local: acc.local,
+                scheme: "http",
+            };
             crate::http::server::serve(acc.stream, info, rt, acc.drain).await;
         }
-        NetworkStack::Tcp(rt) => crate::tcp::serve(acc.stream, acc.peer, acc.local, acc.id, rt).await,
+        NetworkStack::Tcp(rt) => {
+            crate::tcp::serve(acc.stream, acc.peer, acc.local, acc.id, rt).await
+        }
     }
 }
 
 async fn terminate() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

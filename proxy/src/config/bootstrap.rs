@@ -25,14 +25,25 @@ pub struct Snapshot {
 
 /// Reads the bootstrap as Envoy does: the file (JSON by extension `.json`, else YAML), then
 /// `--config-yaml` merged over it.
-pub fn load(path: Option<&std::path::Path>, overlay: Option<&str>, opts: ParseOptions) -> Result<Bootstrap, ConfigError> {
+pub fn load(
+    path: Option<&std::path::Path>,
+    overlay: Option<&str>,
+    opts: ParseOptions,
+) -> Result<Bootstrap, ConfigError> {
     let base = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| ConfigError::new("", format!("unable to read file {}: {e}", p.display())))?;
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                ConfigError::new("", format!("unable to read file {}: {e}", p.display()))
+            })?;
             let is_json = p.extension().and_then(|e| e.to_str()) == Some("json");
-            let parsed = if is_json { parse::from_json(&text, opts) } else { parse::from_yaml(&text, opts) };
-            Some(parsed.map_err(|e| ConfigError::new(e.path, format!("{} (in {})", e.message, p.display())))?)
+            let parsed = if is_json {
+                parse::from_json(&text, opts)
+            } else {
+                parse::from_yaml(&text, opts)
+            };
+            Some(parsed.map_err(|e| {
+                ConfigError::new(e.path, format!("{} (in {})", e.message, p.display()))
+            })?)
         }
         None => None,
     };
@@ -46,23 +57,38 @@ pub fn load(path: Option<&std::path::Path>, overlay: Option<&str>, opts: ParseOp
         (Some(b), Some(o)) => parse::merge(&b, &o),
         (Some(b), None) => Ok(b),
         (None, Some(o)) => Ok(o),
-        (None, None) => Err(ConfigError::new("", "at least one of --config-path or --config-yaml is required")),
+        (None, None) => Err(ConfigError::new(
+            "",
+            "at least one of --config-path or --config-yaml is required",
+        )),
     }
 }
 
 /// Translates a bootstrap, reporting every error with its path.
-pub fn build(bootstrap: Bootstrap, stats: &Store, opts: ParseOptions, writers: &Writers) -> Result<Snapshot, ConfigErrors> {
+pub fn build(
+    bootstrap: Bootstrap,
+    stats: &Store,
+    opts: ParseOptions,
+    writers: &Writers,
+) -> Result<Snapshot, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let root = Path::default();
     if bootstrap.dynamic_resources.is_some() {
-        errors.push(root.field("dynamic_resources"), "dynamic resources (xDS) are not supported yet");
+        errors.push(
+            root.field("dynamic_resources"),
+            "dynamic resources (xDS) are not supported yet",
+        );
     }
     let res = bootstrap.static_resources.clone().unwrap_or_default();
     let spath = root.field("static_resources");
     if !res.secrets.is_empty() {
-        errors.push(spath.field("secrets"), "static secrets are not supported yet");
+        errors.push(
+            spath.field("secrets"),
+            "static secrets are not supported yet",
+        );
     }
-    let clusters = match ClusterManager::from_protos(&res.clusters, &spath.field("clusters"), stats) {
+    let clusters = match ClusterManager::from_protos(&res.clusters, &spath.field("clusters"), stats)
+    {
         Ok(c) => Some(c),
         Err(e) => {
             errors.extend(e);
@@ -73,13 +99,23 @@ pub fn build(bootstrap: Bootstrap, stats: &Store, opts: ParseOptions, writers: &
     // listener errors.
     let translated = clusters.is_some();
     let clusters = Arc::new(clusters.unwrap_or_default());
-    let cluster_stats = Arc::new(ClusterHttpStats::new(stats, clusters.iter().map(|c| c.name())));
-    let ctx = BuildContext { clusters: &clusters, cluster_stats: &cluster_stats, stats, opts, log_writers: writers };
+    let cluster_stats = Arc::new(ClusterHttpStats::new(
+        stats,
+        clusters.iter().map(|c| c.name()),
+    ));
+    let ctx = BuildContext {
+        clusters: &clusters,
+        cluster_stats: &cluster_stats,
+        stats,
+        opts,
+        log_writers: writers,
+    };
     let lpath = spath.field("listeners");
     let mut listeners = Vec::new();
     for (i, l) in res.listeners.iter().enumerate() {
         let p = lpath.index(i);
-        let mut chain = |fc: &envoy_types::pb::envoy::config::listener::v3::FilterChain, path: &Path| build_chain(fc, path, &ctx);
+        let mut chain = |fc: &envoy_types::pb::envoy::config::listener::v3::FilterChain,
+                         path: &Path| build_chain(fc, path, &ctx);
         match listener::from_proto(l, &p, &mut chain) {
             Ok(cfg) => listeners.push(cfg),
             Err(e) => errors.extend(e),
@@ -114,21 +150,35 @@ pub fn socket_address(a: &Address, path: &Path) -> Result<SocketAddr, ConfigErro
     use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
     let sa = match &a.address {
         Some(address::Address::SocketAddress(sa)) => sa,
-        Some(_) => return Err(ConfigError::new(path, "only socket_address is supported here")),
+        Some(_) => {
+            return Err(ConfigError::new(
+                path,
+                "only socket_address is supported here",
+            ))
+        }
         None => return Err(ConfigError::new(path, "an address is required")),
     };
     let spath = path.field("socket_address");
     let port = match sa.port_specifier {
-        Some(PortSpecifier::PortValue(p)) => u16::try_from(p)
-            .map_err(|_| ConfigError::new(spath.field("port_value"), format!("port {p} is out of range (0-65535)")))?,
+        Some(PortSpecifier::PortValue(p)) => u16::try_from(p).map_err(|_| {
+            ConfigError::new(
+                spath.field("port_value"),
+                format!("port {p} is out of range (0-65535)"),
+            )
+        })?,
         Some(PortSpecifier::NamedPort(_)) => {
-            return Err(ConfigError::new(spath.field("named_port"), "named ports are not supported"))
+            return Err(ConfigError::new(
+                spath.field("named_port"),
+                "named ports are not supported",
+            ))
         }
         None => 0,
     };
-    let ip: std::net::IpAddr = sa
-        .address
-        .parse()
-        .map_err(|_| ConfigError::new(spath.field("address"), format!("malformed IP address: {}", sa.address)))?;
+    let ip: std::net::IpAddr = sa.address.parse().map_err(|_| {
+        ConfigError::new(
+            spath.field("address"),
+            format!("malformed IP address: {}", sa.address),
+        )
+    })?;
     Ok(SocketAddr::new(ip, port))
 }

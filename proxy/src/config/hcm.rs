@@ -82,7 +82,11 @@ fn enabled(d: Option<Duration>) -> Option<Duration> {
 }
 
 /// Translates one connection manager (`path` points at its `typed_config`).
-pub fn build(hcm: &HttpConnectionManager, path: &Path, ctx: &BuildContext<'_>) -> Result<HcmConfig, ConfigErrors> {
+pub fn build(
+    hcm: &HttpConnectionManager,
+    path: &Path,
+    ctx: &BuildContext<'_>,
+) -> Result<HcmConfig, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let codec = match CodecType::try_from(hcm.codec_type) {
         Ok(CodecType::Auto) => Codec::Auto,
@@ -93,12 +97,18 @@ pub fn build(hcm: &HttpConnectionManager, path: &Path, ctx: &BuildContext<'_>) -
             Codec::Auto
         }
         Err(_) => {
-            errors.push(path.field("codec_type"), format!("unknown codec type {}", hcm.codec_type));
+            errors.push(
+                path.field("codec_type"),
+                format!("unknown codec type {}", hcm.codec_type),
+            );
             Codec::Auto
         }
     };
     if hcm.stat_prefix.is_empty() {
-        errors.push(path.field("stat_prefix"), "value length must be at least 1 characters");
+        errors.push(
+            path.field("stat_prefix"),
+            "value length must be at least 1 characters",
+        );
     }
     check_http_filters(hcm, path, &mut errors);
     let routes = match &hcm.route_specifier {
@@ -118,24 +128,42 @@ pub fn build(hcm: &HttpConnectionManager, path: &Path, ctx: &BuildContext<'_>) -
             }
         }
         Some(RouteSpecifier::Rds(_)) => {
-            errors.push(path.field("rds"), "RDS is not supported yet; use an inline route_config");
+            errors.push(
+                path.field("rds"),
+                "RDS is not supported yet; use an inline route_config",
+            );
             None
         }
         Some(RouteSpecifier::ScopedRoutes(_)) => {
-            errors.push(path.field("scoped_routes"), "scoped routes are not supported");
+            errors.push(
+                path.field("scoped_routes"),
+                "scoped routes are not supported",
+            );
             None
         }
         None => {
-            errors.push(path, "one of route_config, rds or scoped_routes is required");
+            errors.push(
+                path,
+                "one of route_config, rds or scoped_routes is required",
+            );
             None
         }
     };
     for (field, set) in [
         ("local_reply_config", hcm.local_reply_config.is_some()),
         ("request_id_extension", hcm.request_id_extension.is_some()),
-        ("original_ip_detection_extensions", !hcm.original_ip_detection_extensions.is_empty()),
-        ("early_header_mutation_extensions", !hcm.early_header_mutation_extensions.is_empty()),
-        ("forward_client_cert_details", hcm.forward_client_cert_details != 0),
+        (
+            "original_ip_detection_extensions",
+            !hcm.original_ip_detection_extensions.is_empty(),
+        ),
+        (
+            "early_header_mutation_extensions",
+            !hcm.early_header_mutation_extensions.is_empty(),
+        ),
+        (
+            "forward_client_cert_details",
+            hcm.forward_client_cert_details != 0,
+        ),
     ] {
         if set {
             errors.push(path.field(field), "not supported yet");
@@ -150,29 +178,40 @@ pub fn build(hcm: &HttpConnectionManager, path: &Path, ctx: &BuildContext<'_>) -
     for (i, u) in hcm.upgrade_configs.iter().enumerate() {
         let p = path.field("upgrade_configs").index(i);
         if !u.filters.is_empty() {
-            errors.push(p.field("filters"), "per-upgrade filter chains are not supported");
+            errors.push(
+                p.field("filters"),
+                "per-upgrade filter chains are not supported",
+            );
         }
         if u.enabled.map(|b| b.value).unwrap_or(true) {
             let t = u.upgrade_type.to_ascii_lowercase();
             if t == "websocket" {
                 websocket = true;
             } else if t == "connect" {
-                errors.push(p.field("upgrade_type"), "CONNECT upgrades are not supported yet");
+                errors.push(
+                    p.field("upgrade_type"),
+                    "CONNECT upgrades are not supported yet",
+                );
             } else {
                 upgrades.push(t);
             }
         }
     }
 
-    let common = hcm.common_http_protocol_options.clone().unwrap_or_default();
-    let access_logs = match AccessLogs::from_protos(&hcm.access_log, &path.field("access_log"), ctx.log_writers) {
+    let common = hcm.common_http_protocol_options.unwrap_or_default();
+    let access_logs = match AccessLogs::from_protos(
+        &hcm.access_log,
+        &path.field("access_log"),
+        ctx.log_writers,
+    ) {
         Ok(a) => Some(a),
         Err(e) => {
             errors.extend(e);
             None
         }
     };
-    let server_header = match ServerHeaderTransformation::try_from(hcm.server_header_transformation) {
+    let server_header = match ServerHeaderTransformation::try_from(hcm.server_header_transformation)
+    {
         Ok(ServerHeaderTransformation::AppendIfAbsent) => ServerHeader::AppendIfAbsent,
         Ok(ServerHeaderTransformation::PassThrough) => ServerHeader::PassThrough,
         _ => ServerHeader::Overwrite,
@@ -193,7 +232,10 @@ pub fn build(hcm: &HttpConnectionManager, path: &Path, ctx: &BuildContext<'_>) -
         }
     }
     if hcm.path_with_escaped_slashes_action > 1 {
-        errors.push(path.field("path_with_escaped_slashes_action"), "only KEEP_UNCHANGED is supported yet");
+        errors.push(
+            path.field("path_with_escaped_slashes_action"),
+            "only KEEP_UNCHANGED is supported yet",
+        );
     }
 
     let (Some(routes), Some(access_logs)) = (routes, access_logs) else {
@@ -203,14 +245,23 @@ pub fn build(hcm: &HttpConnectionManager, path: &Path, ctx: &BuildContext<'_>) -
         stat_prefix: hcm.stat_prefix.clone(),
         codec,
         routes,
-        server_name: if hcm.server_name.is_empty() { "envoy".into() } else { hcm.server_name.clone() },
+        server_name: if hcm.server_name.is_empty() {
+            "envoy".into()
+        } else {
+            hcm.server_name.clone()
+        },
         server_header,
-        stream_idle_timeout: enabled(duration(&hcm.stream_idle_timeout).or(Some(Duration::from_secs(300)))),
+        stream_idle_timeout: enabled(
+            duration(&hcm.stream_idle_timeout).or(Some(Duration::from_secs(300))),
+        ),
         request_timeout: enabled(duration(&hcm.request_timeout)),
         request_headers_timeout: enabled(duration(&hcm.request_headers_timeout)),
         idle_timeout: enabled(duration(&common.idle_timeout).or(Some(Duration::from_secs(3600)))),
         max_connection_duration: enabled(duration(&common.max_connection_duration)),
-        max_headers_count: common.max_headers_count.map(|v| v.value as usize).unwrap_or(100),
+        max_headers_count: common
+            .max_headers_count
+            .map(|v| v.value as usize)
+            .unwrap_or(100),
         max_request_headers_kb: hcm.max_request_headers_kb.map(|v| v.value).unwrap_or(60),
         use_remote_address: hcm.use_remote_address.map(|v| v.value).unwrap_or(false),
         xff_num_trusted_hops: hcm.xff_num_trusted_hops,
@@ -256,6 +307,9 @@ fn check_http_filters(hcm: &HttpConnectionManager, path: &Path, errors: &mut Con
         }
     }
     if last.is_none() {
-        errors.push(fpath, "the HTTP filter chain must end with envoy.filters.http.router");
+        errors.push(
+            fpath,
+            "the HTTP filter chain must end with envoy.filters.http.router",
+        );
     }
 }

@@ -11,10 +11,10 @@ use prost::Name;
 use super::hcm::HcmConfig;
 use super::parse::{any_type_name, unpack_any};
 use super::tcp_proxy::TcpProxyConfig;
+use super::{hcm, tcp_proxy, BuildContext, ConfigError, ConfigErrors, Path};
 use crate::http::proxy::HttpRuntime;
 use crate::http::stats::HttpStats;
 use crate::tcp::{TcpRuntime, TcpStats};
-use super::{hcm, tcp_proxy, BuildContext, ConfigError, ConfigErrors, Path};
 
 const HCM_NAME: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY_NAME: &str = "envoy.filters.network.tcp_proxy";
@@ -54,14 +54,24 @@ fn tcp_runtime(cfg: TcpProxyConfig, ctx: &BuildContext<'_>) -> NetworkStack {
 }
 
 /// Builds the stack of one filter chain (`path` points at the chain).
-pub fn build_chain(chain: &FilterChain, path: &Path, ctx: &BuildContext<'_>) -> Result<NetworkStack, ConfigErrors> {
+pub fn build_chain(
+    chain: &FilterChain,
+    path: &Path,
+    ctx: &BuildContext<'_>,
+) -> Result<NetworkStack, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     if chain.transport_socket.is_some() {
-        errors.push(path.field("transport_socket"), "transport sockets (TLS) are not supported yet");
+        errors.push(
+            path.field("transport_socket"),
+            "transport sockets (TLS) are not supported yet",
+        );
     }
     let fpath = path.field("filters");
     if chain.filters.is_empty() {
-        errors.push(fpath.clone(), "a filter chain needs a terminal filter (http_connection_manager or tcp_proxy)");
+        errors.push(
+            fpath.clone(),
+            "a filter chain needs a terminal filter (http_connection_manager or tcp_proxy)",
+        );
     }
     let mut stack = None;
     for (i, f) in chain.filters.iter().enumerate() {
@@ -69,11 +79,17 @@ pub fn build_chain(chain: &FilterChain, path: &Path, ctx: &BuildContext<'_>) -> 
         let any = match &f.config_type {
             Some(filter::ConfigType::TypedConfig(any)) => any,
             Some(filter::ConfigType::ConfigDiscovery(_)) => {
-                errors.push(p.field("config_discovery"), "filter config discovery is not supported yet");
+                errors.push(
+                    p.field("config_discovery"),
+                    "filter config discovery is not supported yet",
+                );
                 continue;
             }
             None => {
-                errors.push(p.field("typed_config"), format!("filter \"{}\" needs a typed_config", f.name));
+                errors.push(
+                    p.field("typed_config"),
+                    format!("filter \"{}\" needs a typed_config", f.name),
+                );
                 continue;
             }
         };
@@ -96,7 +112,13 @@ pub fn build_chain(chain: &FilterChain, path: &Path, ctx: &BuildContext<'_>) -> 
         match built {
             Ok(s) => {
                 if i + 1 != chain.filters.len() {
-                    errors.push(&p, format!("terminal filter \"{}\" must be the last in the chain", f.name));
+                    errors.push(
+                        &p,
+                        format!(
+                            "terminal filter \"{}\" must be the last in the chain",
+                            f.name
+                        ),
+                    );
                 }
                 stack = Some(s);
             }

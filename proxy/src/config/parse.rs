@@ -85,7 +85,11 @@ pub fn from_value<M: Message + Name + Default>(
             .strip_prefix("unrecognized field name '")
             .and_then(|rest| rest.split('\'').next())
         {
-            path = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+            path = if path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
         }
         ConfigError::new(path, message)
     })?;

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy::ClusterSpecifier, TcpProxy};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    tcp_proxy::ClusterSpecifier, TcpProxy,
+};
 
 use super::{duration, BuildContext, ConfigErrors, Path};
 use crate::access_log::AccessLogs;
@@ -26,10 +28,17 @@ pub struct TcpProxyConfig {
     pub access_logs: AccessLogs,
 }
 
-pub fn build(tp: &TcpProxy, path: &Path, ctx: &BuildContext<'_>) -> Result<TcpProxyConfig, ConfigErrors> {
+pub fn build(
+    tp: &TcpProxy,
+    path: &Path,
+    ctx: &BuildContext<'_>,
+) -> Result<TcpProxyConfig, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     if tp.stat_prefix.is_empty() {
-        errors.push(path.field("stat_prefix"), "value length must be at least 1 characters");
+        errors.push(
+            path.field("stat_prefix"),
+            "value length must be at least 1 characters",
+        );
     }
     let target = match &tp.cluster_specifier {
         Some(ClusterSpecifier::Cluster(c)) => {
@@ -47,7 +56,10 @@ pub fn build(tp: &TcpProxy, path: &Path, ctx: &BuildContext<'_>) -> Result<TcpPr
             let mut list = Vec::new();
             for (i, c) in w.clusters.iter().enumerate() {
                 if !ctx.cluster_exists(&c.name) {
-                    errors.push(wpath.index(i).field("name"), format!("unknown cluster \"{}\"", c.name));
+                    errors.push(
+                        wpath.index(i).field("name"),
+                        format!("unknown cluster \"{}\"", c.name),
+                    );
                 }
                 total += u64::from(c.weight);
                 list.push((c.name.clone(), c.weight));
@@ -71,7 +83,8 @@ pub fn build(tp: &TcpProxy, path: &Path, ctx: &BuildContext<'_>) -> Result<TcpPr
             errors.push(path.field(field), "not supported yet");
         }
     }
-    let access_logs = AccessLogs::from_protos(&tp.access_log, &path.field("access_log"), ctx.log_writers);
+    let access_logs =
+        AccessLogs::from_protos(&tp.access_log, &path.field("access_log"), ctx.log_writers);
     let access_logs = match access_logs {
         Ok(a) => a,
         Err(e) => {
@@ -86,7 +99,8 @@ pub fn build(tp: &TcpProxy, path: &Path, ctx: &BuildContext<'_>) -> Result<TcpPr
             .or(Some(Duration::from_secs(3600)))
             .filter(|d| !d.is_zero()),
         max_connect_attempts: tp.max_connect_attempts.map(|v| v.value).unwrap_or(1).max(1),
-        max_downstream_connection_duration: duration(&tp.max_downstream_connection_duration).filter(|d| !d.is_zero()),
+        max_downstream_connection_duration: duration(&tp.max_downstream_connection_duration)
+            .filter(|d| !d.is_zero()),
         access_logs,
     })
 }

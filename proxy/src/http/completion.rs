@@ -30,7 +30,11 @@ pin_project_lite::pin_project! {
 
 impl<B, F: FnOnce(u64, bool)> Counted<B, F> {
     pub fn new(inner: B, on_end: F) -> Self {
-        Self { inner, bytes: 0, on_end: Some(on_end) }
+        Self {
+            inner,
+            bytes: 0,
+            on_end: Some(on_end),
+        }
     }
 }
 
@@ -43,7 +47,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {

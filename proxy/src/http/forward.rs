@@ -26,10 +26,16 @@ const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
 
 /// The result of forwarding: an upstream response, or the reason for a local reply.
 pub enum Forwarded {
-    Response { response: Response<BoxBody>, upstream: SocketAddr },
+    Response {
+        response: Response<BoxBody>,
+        upstream: SocketAddr,
+    },
     Local(LocalReason),
     /// The last attempt failed before a response; `retried` when it was not the first.
-    Failed { error: UpstreamError, retried: bool },
+    Failed {
+        error: UpstreamError,
+        retried: bool,
+    },
 }
 
 enum Attempt {
@@ -58,7 +64,12 @@ pub struct AttemptCount {
 /// A timeout in milliseconds from a request header the router consumes.
 fn header_ms(headers: &mut http::HeaderMap, name: &HeaderName) -> Option<Duration> {
     let v = headers.remove(name)?;
-    v.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_millis)
+    v.to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_millis)
 }
 
 /// Sends the request, retrying as the route's policy allows.
@@ -87,7 +98,11 @@ pub async fn forward(
     let mut once = Some(body);
     let replay: Option<Bytes> = match (&policy, once.as_ref()) {
         (Some(_), Some(b)) if b.is_end_stream() => Some(Bytes::new()),
-        (Some(_), Some(b)) if b.size_hint().upper().is_some_and(|u| u <= RETRY_BUFFER_LIMIT) => {
+        (Some(_), Some(b))
+            if b.size_hint()
+                .upper()
+                .is_some_and(|u| u <= RETRY_BUFFER_LIMIT) =>
+        {
             match once.take().map(|b| b.collect()) {
                 Some(collect) => match collect.await {
                     Ok(c) => Some(c.to_bytes()),
@@ -100,7 +115,9 @@ pub async fn forward(
     };
     if let Some(b) = &replay {
         if !b.is_empty() {
-            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
         }
     }
 
@@ -115,16 +132,25 @@ pub async fn forward(
     loop {
         attempt += 1;
         outcome.attempts = attempt;
-        let remaining = if attempt == 1 { timeout } else { deadline.map(|d| d.saturating_duration_since(Instant::now())) };
+        let remaining = if attempt == 1 {
+            timeout
+        } else {
+            deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        };
         let expected = match (per_try, remaining) {
             (Some(p), Some(r)) => Some(p.min(r)),
             (p, r) => p.or(r),
         };
         if let Some(t) = expected {
-            parts.headers.insert(&X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(t.as_millis() as u64));
+            parts.headers.insert(
+                &X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
+                HeaderValue::from(t.as_millis() as u64),
+            );
         }
         if attempt_count.request {
-            parts.headers.insert(&X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
+            parts
+                .headers
+                .insert(&X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
         }
         let req_body = match &replay {
             Some(b) if b.is_empty() => body::empty(),
@@ -152,7 +178,9 @@ pub async fn forward(
         };
         let retries_left = policy.is_some_and(|p| attempt <= p.num_retries()) && (replay.is_some());
         let retriable = match (&result, policy) {
-            (Attempt::Sent(s), Some(p)) => p.should_retry_response(s.response.status().as_u16(), s.response.headers()),
+            (Attempt::Sent(s), Some(p)) => {
+                p.should_retry_response(s.response.status().as_u16(), s.response.headers())
+            }
             (Attempt::Failed(e), Some(p)) => {
                 if e.is_retryable_connect_failure() {
                     p.should_retry_connect_failure()
@@ -195,11 +223,18 @@ pub async fn forward(
                 outcome.upstream_host = Some(sent.upstream);
                 let mut response = sent.response.map(|b| b.map_err(Into::into).boxed());
                 let ms = started.elapsed().as_millis() as u64;
-                response.headers_mut().insert(&X_ENVOY_UPSTREAM_SERVICE_TIME, HeaderValue::from(ms));
+                response
+                    .headers_mut()
+                    .insert(&X_ENVOY_UPSTREAM_SERVICE_TIME, HeaderValue::from(ms));
                 if attempt_count.response {
-                    response.headers_mut().insert(&X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
+                    response
+                        .headers_mut()
+                        .insert(&X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
                 }
-                Forwarded::Response { response, upstream: sent.upstream }
+                Forwarded::Response {
+                    response,
+                    upstream: sent.upstream,
+                }
             }
             Attempt::Failed(e) => {
                 tracing::debug!(cluster = cluster.name(), error = %e, "upstream request failed");
@@ -209,7 +244,10 @@ pub async fn forward(
                 outcome.upstream_host = e.endpoint();
                 outcome.details = "upstream_reset_before_response_started";
                 cstats.response(e.status().as_u16());
-                Forwarded::Failed { error: e, retried: attempt > 1 }
+                Forwarded::Failed {
+                    error: e,
+                    retried: attempt > 1,
+                }
             }
             Attempt::PerTryTimeout | Attempt::GlobalTimeout => {
                 cstats.rq_timeout.inc();

@@ -4,7 +4,9 @@
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, SERVER, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, SERVER, TE, TRANSFER_ENCODING, UPGRADE,
+};
 
 use crate::config::hcm::{HcmConfig, ServerHeader};
 
@@ -12,10 +14,14 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
-pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
-pub static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
-pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
-pub static X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
+pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName =
+    HeaderName::from_static("x-envoy-external-address");
+pub static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+pub static X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
 pub static X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS: HeaderName =
     HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
 pub static X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
@@ -49,7 +55,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(TRANSFER_ENCODING);
     if let Some(te) = headers.get(TE) {
         // Only `te: trailers` may cross a proxy.
-        if !te.to_str().map(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("trailers"))).unwrap_or(false) {
+        if !te
+            .to_str()
+            .map(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("trailers"))
+            })
+            .unwrap_or(false)
+        {
             headers.remove(TE);
         } else {
             headers.insert(TE, HeaderValue::from_static("trailers"));
@@ -59,12 +72,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Whether a request asks for a WebSocket upgrade (HTTP/1.1 `Upgrade: websocket`).
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    let upgrade = headers.get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let upgrade = headers
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let connection = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
     upgrade && connection
 }
 
@@ -94,7 +113,12 @@ fn local_host_address(v6: bool) -> Option<IpAddr> {
     static ADDRS: OnceLock<(Option<IpAddr>, Option<IpAddr>)> = OnceLock::new();
     let (v4, v6addr) = ADDRS.get_or_init(|| {
         let ifaces = if_addrs::get_if_addrs().unwrap_or_default();
-        let pick = |want_v6: bool| ifaces.iter().map(|i| i.ip()).find(|ip| !ip.is_loopback() && ip.is_ipv6() == want_v6);
+        let pick = |want_v6: bool| {
+            ifaces
+                .iter()
+                .map(|i| i.ip())
+                .find(|ip| !ip.is_loopback() && ip.is_ipv6() == want_v6)
+        };
         (pick(false), pick(true))
     });
     if v6 {
@@ -118,7 +142,13 @@ fn xff_entries(headers: &HeaderMap) -> Vec<&str> {
 /// Applies the connection manager's request-side header policy (Envoy's `mutateRequestHeaders`):
 /// `x-forwarded-for` / `-proto`, internal or edge classification, internal-only header stripping,
 /// `x-envoy-external-address`, `x-request-id`, `via`.
-pub fn prepare_request(headers: &mut HeaderMap, peer: IpAddr, scheme: &'static str, cfg: &HcmConfig, internal_only: &[HeaderName]) {
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    scheme: &'static str,
+    cfg: &HcmConfig,
+    internal_only: &[HeaderName],
+) {
     let peer = match peer {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
         v4 => v4,
@@ -134,7 +164,11 @@ pub fn prepare_request(headers: &mut HeaderMap, peer: IpAddr, scheme: &'static s
                 .and_then(|s| s.parse().ok())
         };
         if !cfg.skip_xff_append {
-            let appended = if peer.is_loopback() { local_host_address(peer.is_ipv6()).unwrap_or(peer) } else { peer };
+            let appended = if peer.is_loopback() {
+                local_host_address(peer.is_ipv6()).unwrap_or(peer)
+            } else {
+                peer
+            };
             append_xff(headers, appended);
         }
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
@@ -142,8 +176,11 @@ pub fn prepare_request(headers: &mut HeaderMap, peer: IpAddr, scheme: &'static s
     } else {
         let xff = xff_entries(headers);
         let from_right = cfg.xff_num_trusted_hops as usize + 1;
-        let trusted: Option<IpAddr> =
-            xff.len().checked_sub(from_right).and_then(|i| xff.get(i)).and_then(|s| s.parse().ok());
+        let trusted: Option<IpAddr> = xff
+            .len()
+            .checked_sub(from_right)
+            .and_then(|i| xff.get(i))
+            .and_then(|s| s.parse().ok());
         let single = xff.len() == 1;
         if !headers.contains_key(&X_FORWARDED_PROTO) {
             headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
@@ -249,7 +286,14 @@ pub fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    )
 }
 
 #[cfg(test)]
@@ -275,5 +319,4 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
     }
-
 }

@@ -4,7 +4,11 @@
 
 /// The normalized form of `path` (which has no query), or `None` when it is unchanged.
 pub fn normalize(path: &str, rfc3986: bool, merge_slashes: bool) -> Option<String> {
-    let mut out = if rfc3986 { remove_dot_segments(&decode_unreserved(path)) } else { path.to_string() };
+    let mut out = if rfc3986 {
+        remove_dot_segments(&decode_unreserved(path))
+    } else {
+        path.to_string()
+    };
     if merge_slashes {
         let mut merged = String::with_capacity(out.len());
         let mut prev_slash = false;
@@ -87,7 +91,10 @@ mod tests {
     #[test]
     fn dot_segments_and_slashes() {
         assert_eq!(normalize("/a//b/../c", true, true).as_deref(), Some("/a/c"));
-        assert_eq!(normalize("/a//b/../c", true, false).as_deref(), Some("/a//c"));
+        assert_eq!(
+            normalize("/a//b/../c", true, false).as_deref(),
+            Some("/a//c")
+        );
         assert_eq!(normalize("/a/./b/", true, false).as_deref(), Some("/a/b/"));
         assert_eq!(normalize("/../../x", true, false).as_deref(), Some("/x"));
         assert_eq!(normalize("/a/b", true, true), None);

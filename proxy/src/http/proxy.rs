@@ -81,7 +81,11 @@ fn protocol(v: Version) -> &'static str {
 }
 
 /// Serves one request; never fails (errors become local replies).
-pub async fn handle(req: Request<Incoming>, rt: Arc<HttpRuntime>, down: Arc<Downstream>) -> Response<BoxBody> {
+pub async fn handle(
+    req: Request<Incoming>,
+    rt: Arc<HttpRuntime>,
+    down: Arc<Downstream>,
+) -> Response<BoxBody> {
     let start = Instant::now();
     let start_time = SystemTime::now();
     let stats = rt.stats.clone();
@@ -89,7 +93,10 @@ pub async fn handle(req: Request<Incoming>, rt: Arc<HttpRuntime>, down: Arc<Down
     stats.rq_active.inc();
     down.active.fetch_add(1, Ordering::AcqRel);
     down.activity.notify_waiters();
-    let guard = ActiveGuard { down: down.clone(), stats: stats.clone() };
+    let guard = ActiveGuard {
+        down: down.clone(),
+        stats: stats.clone(),
+    };
     let version = req.version();
     if version == Version::HTTP_2 {
         stats.rq_http2_total.inc();
@@ -105,12 +112,17 @@ pub async fn handle(req: Request<Incoming>, rt: Arc<HttpRuntime>, down: Arc<Down
     }
 
     let mut req = req;
-    let on_upgrade = headers::is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let on_upgrade =
+        headers::is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     normalize_authority(&mut parts);
     let log_wanted = !rt.cfg.access_logs.is_empty();
     let method = parts.method.clone();
-    let original_path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let original_path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
     headers::strip_host_port(&mut parts.headers, down.info.local.port(), &rt.cfg);
 
     let received = Arc::new(AtomicU64::new(0));
@@ -124,8 +136,20 @@ pub async fn handle(req: Request<Incoming>, rt: Arc<HttpRuntime>, down: Arc<Down
     })
     .boxed();
 
-    let mut outcome = Outcome { log_wanted, ..Outcome::default() };
-    let mut resp = route_and_forward(&rt, &down, parts, body, on_upgrade, start_time, &mut outcome).await;
+    let mut outcome = Outcome {
+        log_wanted,
+        ..Outcome::default()
+    };
+    let mut resp = route_and_forward(
+        &rt,
+        &down,
+        parts,
+        body,
+        on_upgrade,
+        start_time,
+        &mut outcome,
+    )
+    .await;
     headers::prepare_response(resp.headers_mut(), &rt.cfg);
     if !outcome.from_upstream {
         local_reply_framing(&mut resp, version, body_done.load(Ordering::Relaxed));
@@ -182,7 +206,8 @@ fn local_reply_framing(resp: &mut Response<BoxBody>, version: Version, request_r
             resp.headers_mut().remove(CONTENT_LENGTH);
         }
     } else if !request_read {
-        resp.headers_mut().insert(CONNECTION, http::HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(CONNECTION, http::HeaderValue::from_static("close"));
     }
 }
 
@@ -197,7 +222,11 @@ fn normalize_authority(parts: &mut http::request::Parts) {
         }
     }
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         if let Ok(u) = pq.parse::<Uri>() {
             parts.uri = u;
         }
@@ -217,7 +246,11 @@ async fn route_and_forward(
     // The route table reads `:scheme` from the URI or a sanitised x-forwarded-proto, so the connection
     // manager's header policy runs first, as in Envoy.
     if rt.cfg.normalize_path || rt.cfg.merge_slashes {
-        if let Some(path) = super::normalize::normalize(parts.uri.path(), rt.cfg.normalize_path, rt.cfg.merge_slashes) {
+        if let Some(path) = super::normalize::normalize(
+            parts.uri.path(),
+            rt.cfg.normalize_path,
+            rt.cfg.merge_slashes,
+        ) {
             let target = match parts.uri.query() {
                 Some(q) => format!("{path}?{q}"),
                 None => path,
@@ -229,7 +262,13 @@ async fn route_and_forward(
         }
     }
     let internal_only = rt.cfg.routes.internal_only_headers();
-    headers::prepare_request(&mut parts.headers, down.info.peer.ip(), down.info.scheme, &rt.cfg, internal_only);
+    headers::prepare_request(
+        &mut parts.headers,
+        down.info.peer.ip(),
+        down.info.scheme,
+        &rt.cfg,
+        internal_only,
+    );
     if outcome.log_wanted {
         outcome.log_headers = Some(parts.headers.clone());
     }
@@ -265,7 +304,8 @@ async fn route_and_forward(
             resp
         }
         Action::Forward(fwd) => {
-            let upgrade_allowed = fwd.upgrade_override("websocket").unwrap_or(true) && rt.cfg.websocket;
+            let upgrade_allowed =
+                fwd.upgrade_override("websocket").unwrap_or(true) && rt.cfg.websocket;
             if websocket && !upgrade_allowed {
                 rt.stats.rq_ws_on_non_ws_route.inc();
                 outcome.details = "upgrade_failed";
@@ -280,7 +320,8 @@ async fn route_and_forward(
                 rt.stats.no_cluster.inc();
                 outcome.flags = LocalReason::NoCluster.flag();
                 outcome.details = "cluster_not_found";
-                let mut resp = local_reply::text_response(fwd.cluster_not_found_status(), String::new());
+                let mut resp =
+                    local_reply::text_response(fwd.cluster_not_found_status(), String::new());
                 selected.apply_response_headers(picked.as_ref(), resp.headers_mut(), &vars);
                 return resp;
             };
@@ -294,9 +335,13 @@ async fn route_and_forward(
                 request: selected.vhost.include_request_attempt_count(),
                 response: selected.vhost.include_attempt_count_in_response(),
             };
-            let forwarded = forward::forward(rt, &cluster, fwd, attempts, parts, body, outcome).await;
+            let forwarded =
+                forward::forward(rt, &cluster, fwd, attempts, parts, body, outcome).await;
             let mut resp = match forwarded {
-                Forwarded::Response { mut response, upstream } => {
+                Forwarded::Response {
+                    mut response,
+                    upstream,
+                } => {
                     outcome.from_upstream = true;
                     vars.upstream_remote = Some(upstream);
                     let upgraded = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -307,11 +352,18 @@ async fn route_and_forward(
                 Forwarded::Failed { error, retried } => {
                     let mut text = error.local_reply_body();
                     if retried {
-                        text = text.replacen("reset reason:", "retried and the latest reset reason:", 1);
+                        text = text.replacen(
+                            "reset reason:",
+                            "retried and the latest reset reason:",
+                            1,
+                        );
                     }
                     let mut resp = local_reply::text_response(error.status(), text);
                     if error.is_overflow() {
-                        resp.headers_mut().insert(headers::X_ENVOY_OVERLOADED.clone(), http::HeaderValue::from_static("true"));
+                        resp.headers_mut().insert(
+                            headers::X_ENVOY_OVERLOADED.clone(),
+                            http::HeaderValue::from_static("true"),
+                        );
                     }
                     resp
                 }
@@ -319,7 +371,11 @@ async fn route_and_forward(
             selected.apply_response_headers(picked.as_ref(), resp.headers_mut(), &vars);
             if let Some(downstream) = on_upgrade {
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    super::upgrade::bridge(downstream, hyper::upgrade::on(&mut resp), rt.stats.clone());
+                    super::upgrade::bridge(
+                        downstream,
+                        hyper::upgrade::on(&mut resp),
+                        rt.stats.clone(),
+                    );
                 }
             }
             resp

@@ -116,7 +116,11 @@ where
 
 /// Resolves `true` once the connection had no active request for `idle`, `false` when there was
 /// activity (the caller loops and waits again).
-async fn idle_timer(idle: Option<Duration>, active: &AtomicUsize, activity: &tokio::sync::Notify) -> bool {
+async fn idle_timer(
+    idle: Option<Duration>,
+    active: &AtomicUsize,
+    activity: &tokio::sync::Notify,
+) -> bool {
     let Some(idle) = idle else {
         return std::future::pending().await;
     };

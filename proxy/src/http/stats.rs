@@ -64,7 +64,10 @@ impl HttpStats {
     /// Counts a response sent downstream.
     pub fn response(&self, status: u16) {
         self.rq_completed.inc();
-        if let Some(c) = self.rq_by_class.get(usize::from(status / 100).wrapping_sub(1)) {
+        if let Some(c) = self
+            .rq_by_class
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
             c.inc();
         }
     }
@@ -113,11 +116,18 @@ impl RouterClusterStats {
     /// Counts a response (from upstream, or a local reply on the cluster's behalf).
     pub fn response(&self, status: u16) {
         self.rq_completed.inc();
-        if let Some(c) = self.rq_by_class.get(usize::from(status / 100).wrapping_sub(1)) {
+        if let Some(c) = self
+            .rq_by_class
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
             c.inc();
         }
-        if let (Some(cell), Some(scope)) = (self.by_code.get(usize::from(status).wrapping_sub(100)), &self.scope) {
-            cell.get_or_init(|| scope.counter(&format!("upstream_rq_{status}"))).inc();
+        if let (Some(cell), Some(scope)) = (
+            self.by_code.get(usize::from(status).wrapping_sub(100)),
+            &self.scope,
+        ) {
+            cell.get_or_init(|| scope.counter(&format!("upstream_rq_{status}")))
+                .inc();
         }
     }
 }
@@ -125,7 +135,10 @@ impl RouterClusterStats {
 impl ClusterHttpStats {
     pub fn new<'a>(store: &Store, clusters: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
-            clusters: clusters.into_iter().map(|c| (c.to_string(), Arc::new(RouterClusterStats::new(store, c)))).collect(),
+            clusters: clusters
+                .into_iter()
+                .map(|c| (c.to_string(), Arc::new(RouterClusterStats::new(store, c))))
+                .collect(),
             detached: Arc::default(),
         }
     }

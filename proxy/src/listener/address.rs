@@ -31,11 +31,11 @@ pub fn listen_address(addr: &Address, path: &Path) -> Result<ListenAddress, Conf
             socket_address(sa, &path.field("socket_address"))
         }
         Some(address::Address::Pipe(_)) => Err(ConfigError::new(
-            &path.field("pipe"),
+            path.field("pipe"),
             "unix domain socket (pipe) listeners are not supported yet",
         )),
         Some(address::Address::EnvoyInternalAddress(_)) => Err(ConfigError::new(
-            &path.field("envoy_internal_address"),
+            path.field("envoy_internal_address"),
             "internal listener addresses are not supported yet",
         )),
         None => Err(ConfigError::new(path, "an address is required")),
@@ -45,19 +45,19 @@ pub fn listen_address(addr: &Address, path: &Path) -> Result<ListenAddress, Conf
 fn socket_address(sa: &SocketAddress, path: &Path) -> Result<ListenAddress, ConfigError> {
     if sa.protocol != socket_address::Protocol::Tcp as i32 {
         return Err(ConfigError::new(
-            &path.field("protocol"),
+            path.field("protocol"),
             "only TCP listeners are supported (UDP and QUIC listeners come later)",
         ));
     }
     if !sa.resolver_name.is_empty() {
         return Err(ConfigError::new(
-            &path.field("resolver_name"),
+            path.field("resolver_name"),
             format!("custom resolver \"{}\" is not supported", sa.resolver_name),
         ));
     }
     if !sa.network_namespace_filepath.is_empty() {
         return Err(ConfigError::new(
-            &path.field("network_namespace_filepath"),
+            path.field("network_namespace_filepath"),
             "network namespaces are not supported",
         ));
     }
@@ -65,7 +65,7 @@ fn socket_address(sa: &SocketAddress, path: &Path) -> Result<ListenAddress, Conf
         Some(socket_address::PortSpecifier::PortValue(p)) => port(*p, &path.field("port_value"))?,
         Some(socket_address::PortSpecifier::NamedPort(name)) => {
             return Err(ConfigError::new(
-                &path.field("named_port"),
+                path.field("named_port"),
                 format!("named port \"{name}\" is not supported; use port_value"),
             ))
         }
@@ -75,7 +75,7 @@ fn socket_address(sa: &SocketAddress, path: &Path) -> Result<ListenAddress, Conf
     // Listener addresses are never resolved: Envoy's default resolver only accepts IP literals.
     let ip: IpAddr = sa.address.parse().map_err(|_| {
         ConfigError::new(
-            &path.field("address"),
+            path.field("address"),
             format!("malformed IP address: \"{}\"", sa.address),
         )
     })?;
@@ -86,7 +86,7 @@ fn socket_address(sa: &SocketAddress, path: &Path) -> Result<ListenAddress, Conf
         };
         if !ok {
             return Err(ConfigError::new(
-                &path.field("ipv4_compat"),
+                path.field("ipv4_compat"),
                 format!(
                     "only the IPv6 address \"::\" or an IPv4-mapped IPv6 address can set ipv4_compat, not \"{}\"",
                     sa.address
@@ -178,7 +178,7 @@ fn mask(ip: IpAddr, len: u8) -> IpAddr {
 pub fn cidr(range: &CidrRange, path: &Path) -> Result<Cidr, ConfigError> {
     let ip: IpAddr = range.address_prefix.parse().map_err(|_| {
         ConfigError::new(
-            &path.field("address_prefix"),
+            path.field("address_prefix"),
             format!("malformed IP address: \"{}\"", range.address_prefix),
         )
     })?;
@@ -188,7 +188,7 @@ pub fn cidr(range: &CidrRange, path: &Path) -> Result<Cidr, ConfigError> {
         .and_then(|len| Cidr::new(ip, len))
         .ok_or_else(|| {
             ConfigError::new(
-                &path.field("prefix_len"),
+                path.field("prefix_len"),
                 format!("prefix length {len} is too long for {ip}"),
             )
         })

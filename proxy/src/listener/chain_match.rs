@@ -96,12 +96,12 @@ impl ChainMatch {
         let mut errors = ConfigErrors::default();
         if !m.address_suffix.is_empty() {
             errors.push(
-                &path.field("address_suffix"),
+                path.field("address_suffix"),
                 "not implemented (as in Envoy)",
             );
         }
         if m.suffix_len.is_some() {
-            errors.push(&path.field("suffix_len"), "not implemented (as in Envoy)");
+            errors.push(path.field("suffix_len"), "not implemented (as in Envoy)");
         }
         let destination_port = match &m.destination_port {
             Some(p) => address::port(p.value, &path.field("destination_port"))
@@ -135,7 +135,7 @@ impl ChainMatch {
         for (i, name) in m.server_names.iter().enumerate() {
             if name.contains('*') && !name.starts_with("*.") {
                 errors.push(
-                    &path.field("server_names").index(i),
+                    path.field("server_names").index(i),
                     format!("partial wildcards are not supported in \"server_names\": \"{name}\""),
                 );
             } else {
@@ -150,7 +150,7 @@ impl ChainMatch {
             Ok(filter_chain_match::ConnectionSourceType::External) => SourceType::External,
             Err(_) => {
                 errors.push(
-                    &path.field("source_type"),
+                    path.field("source_type"),
                     format!("unknown source type {}", m.source_type),
                 );
                 SourceType::Any

@@ -41,18 +41,18 @@ impl<C> FilterChains<C> {
         let mut errors = ConfigErrors::default();
         if l.filter_chain_matcher.is_some() {
             errors.push(
-                &path.field("filter_chain_matcher"),
+                path.field("filter_chain_matcher"),
                 "the filter chain matcher (xDS matcher tree) is not supported yet; use filter_chain_match",
             );
         }
         if l.fcds_config.is_some() {
             errors.push(
-                &path.field("fcds_config"),
+                path.field("fcds_config"),
                 "filter chain discovery is not supported",
             );
         }
         if l.filter_chains.is_empty() && l.default_filter_chain.is_none() {
-            errors.push(&path.field("filter_chains"), "no filter chains specified");
+            errors.push(path.field("filter_chains"), "no filter chains specified");
         }
         let chains_path = path.field("filter_chains");
         let mut chains = Vec::with_capacity(l.filter_chains.len());
@@ -65,7 +65,7 @@ impl<C> FilterChains<C> {
             let payload = build_chain(fc, &fc_path);
             if let Some(&(j, _)) = protos.iter().find(|(_, m)| *m == proto_match) {
                 errors.push(
-                    &fc_path.field("filter_chain_match"),
+                    fc_path.field("filter_chain_match"),
                     format!(
                         "multiple filter chains with the same matching rules are defined: {} and {}",
                         describe(l, j),
@@ -96,7 +96,7 @@ impl<C> FilterChains<C> {
                         && protos[i].1 != protos[j].1
                     {
                         errors.push(
-                            &chains_path.index(i).field("filter_chain_match"),
+                            chains_path.index(i).field("filter_chain_match"),
                             format!(
                                 "multiple filter chains with overlapping matching rules are defined: {} and {}",
                                 describe(l, j),

@@ -92,7 +92,7 @@ pub fn from_proto<C>(
             .map_err(|e| errors.0.push(e))
             .ok(),
         None => {
-            errors.push(&path.field("address"), "a listener needs an address");
+            errors.push(path.field("address"), "a listener needs an address");
             None
         }
     };
@@ -101,7 +101,7 @@ pub fn from_proto<C>(
         let p = path.field("additional_addresses").index(i);
         if extra.socket_options.is_some() {
             errors.push(
-                &p.field("socket_options"),
+                p.field("socket_options"),
                 "raw socket options are not supported",
             );
         }
@@ -110,7 +110,7 @@ pub fn from_proto<C>(
                 Ok(a) => additional_addresses.push(a),
                 Err(e) => errors.0.push(e),
             },
-            None => errors.push(&p.field("address"), "an address is required"),
+            None => errors.push(p.field("address"), "an address is required"),
         }
     }
 
@@ -133,8 +133,7 @@ pub fn from_proto<C>(
         Some(BalanceType::CpuLocalityBalance(_)) => ConnectionBalance::Kernel,
         Some(BalanceType::ExtendBalance(ext)) => {
             errors.push(
-                &path
-                    .field("connection_balance_config")
+                path.field("connection_balance_config")
                     .field("extend_balance"),
                 format!(
                     "no connection balancer extension \"{}\" is available",
@@ -202,7 +201,7 @@ pub fn from_proto<C>(
 fn unsupported(l: &Listener, path: &Path, errors: &mut ConfigErrors) {
     let mut reject = |set: bool, field: &str, what: &str| {
         if set {
-            errors.push(&path.field(field), format!("{what} is not supported yet"));
+            errors.push(path.field(field), format!("{what} is not supported yet"));
         }
     };
     reject(l.api_listener.is_some(), "api_listener", "an API listener");
@@ -326,7 +325,7 @@ pub fn validate_listener_set<C>(
             .filter(|_| !l.name.is_empty())
         {
             errors.push(
-                &path.index(i).field("name"),
+                path.index(i).field("name"),
                 format!("duplicate listener name \"{}\" (also {path}[{j}])", l.name),
             );
         }
@@ -339,7 +338,7 @@ pub fn validate_listener_set<C>(
             }
             if let Some(j) = addresses.insert(a.address, i).filter(|&j| j != i) {
                 errors.push(
-                    &path.index(i).field("address"),
+                    path.index(i).field("address"),
                     format!(
                         "listener \"{}\" has duplicate address {} as listener \"{}\" ({path}[{j}])",
                         l.name, a.address, listeners[j].name

@@ -117,7 +117,7 @@ pub fn from_proto(f: &ListenerFilterProto, path: &Path) -> Result<ListenerFilter
     let opts = ParseOptions::default();
     let kind = match &f.config_type {
         Some(listener_filter::ConfigType::ConfigDiscovery(_)) => Err(ConfigError::new(
-            &path.field("config_discovery"),
+            path.field("config_discovery"),
             "extension config discovery (ECDS) is not supported yet",
         )),
         // The type URL decides, as in Envoy; the name only when there is no typed_config.
@@ -147,7 +147,7 @@ pub fn from_proto(f: &ListenerFilterProto, path: &Path) -> Result<ListenerFilter
             HTTP_INSPECTOR => Ok(ListenerFilterKind::HttpInspector),
             ORIGINAL_DST => Ok(ListenerFilterKind::OriginalDst),
             other => Err(ConfigError::new(
-                &path.field("name"),
+                path.field("name"),
                 format!("unsupported listener filter \"{other}\" (and no typed_config)"),
             )),
         },

@@ -51,7 +51,13 @@ pub struct TcpRuntime {
 
 /// Proxies one downstream connection.
 /// TCP proxy connections are not cut short by a drain; they end when either side closes.
-pub async fn serve(mut down: TcpStream, peer: SocketAddr, local: SocketAddr, id: u64, rt: Arc<TcpRuntime>) {
+pub async fn serve(
+    mut down: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    id: u64,
+    rt: Arc<TcpRuntime>,
+) {
     let start = Instant::now();
     let start_time = SystemTime::now();
     rt.stats.cx_total.inc();
@@ -121,7 +127,10 @@ async fn pipe(down: &mut TcpStream, up: &mut TcpStream, rt: &TcpRuntime) -> (u64
     let (mut rx, mut tx) = (0u64, 0u64);
     let (mut down_eof, mut up_eof) = (false, false);
     let idle = rt.cfg.idle_timeout;
-    let max = rt.cfg.max_downstream_connection_duration.map(|d| tokio::time::Instant::now() + d);
+    let max = rt
+        .cfg
+        .max_downstream_connection_duration
+        .map(|d| tokio::time::Instant::now() + d);
     let mut idle_at = idle.map(|d| tokio::time::Instant::now() + d);
     loop {
         if down_eof && up_eof {

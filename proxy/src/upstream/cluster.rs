@@ -273,7 +273,9 @@ fn rewrite_host(headers: &mut http::HeaderMap, host: HeaderValue, append_forward
     if let Some(old) = headers.insert(HOST, host) {
         if append_forwarded {
             let joined = match headers.get(&FORWARDED_HOST).and_then(|v| v.to_str().ok()) {
-                Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev},{}", old.to_str().unwrap_or(""))).ok(),
+                Some(prev) if !prev.is_empty() => {
+                    HeaderValue::from_str(&format!("{prev},{}", old.to_str().unwrap_or(""))).ok()
+                }
                 _ => Some(old.clone()),
             };
             if let Some(v) = joined {

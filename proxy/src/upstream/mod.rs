@@ -60,7 +60,7 @@ impl ClusterManager {
             let p = path.index(i);
             if let Some(first) = seen.insert(&c.name, i) {
                 errs.push(
-                    &p.field("name"),
+                    p.field("name"),
                     format!(
                         "duplicate cluster {:?} (first defined at {})",
                         c.name,

@@ -250,7 +250,9 @@ pub fn compare(fixture: &Fixture, a: &FixtureRun, b: &FixtureRun) -> Vec<String>
                     .chain(hy.keys())
                     .collect::<std::collections::BTreeSet<_>>()
                 {
-                    if hx.get(name) != hy.get(name) && !within_timing_jitter(name, hx.get(name), hy.get(name)) {
+                    if hx.get(name) != hy.get(name)
+                        && !within_timing_jitter(name, hx.get(name), hy.get(name))
+                    {
                         say(format!(
                             "upstream header {name}: {:?} vs {:?}",
                             hx.get(name),
@@ -317,7 +319,10 @@ fn within_timing_jitter<T: AsRef<str>>(name: &str, a: Option<&T>, b: Option<&T>)
     if name != "x-envoy-expected-rq-timeout-ms" {
         return false;
     }
-    match (a.and_then(|v| v.as_ref().parse::<i64>().ok()), b.and_then(|v| v.as_ref().parse::<i64>().ok())) {
+    match (
+        a.and_then(|v| v.as_ref().parse::<i64>().ok()),
+        b.and_then(|v| v.as_ref().parse::<i64>().ok()),
+    ) {
         (Some(x), Some(y)) => (x - y).abs() <= 500,
         _ => false,
     }

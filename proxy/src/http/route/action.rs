@@ -126,14 +126,14 @@ impl Forward {
             }
             Some(ClusterSpecifierProto::ClusterSpecifierPlugin(_)) => {
                 b.errs.push(
-                    &path.field("cluster_specifier_plugin"),
+                    path.field("cluster_specifier_plugin"),
                     "cluster specifier plugins are not supported",
                 );
                 None
             }
             Some(ClusterSpecifierProto::InlineClusterSpecifierPlugin(_)) => {
                 b.errs.push(
-                    &path.field("inline_cluster_specifier_plugin"),
+                    path.field("inline_cluster_specifier_plugin"),
                     "cluster specifier plugins are not supported",
                 );
                 None
@@ -369,14 +369,14 @@ fn path_rewrite(ra: &RouteAction, path: &Path, b: &mut Build<'_>) -> Option<Path
         return match Formatter::parse(&ra.path_rewrite) {
             Ok(f) => Some(PathRewrite::Template(f)),
             Err(e) => {
-                b.errs.push(&path.field("path_rewrite"), e);
+                b.errs.push(path.field("path_rewrite"), e);
                 None
             }
         };
     }
     if ra.path_rewrite_policy.is_some() {
         b.errs.push(
-            &path.field("path_rewrite_policy"),
+            path.field("path_rewrite_policy"),
             "path rewrite policies are not supported",
         );
     }
@@ -413,7 +413,7 @@ fn host_rewrite(ra: &RouteAction, path: &Path, b: &mut Build<'_>) -> (Option<Hos
         Some(HostRewriteSpecifier::HostRewrite(t)) => match Formatter::parse(t) {
             Ok(f) => (Some(HostRewrite::Template(f)), false),
             Err(e) => {
-                b.errs.push(&path.field("host_rewrite"), e);
+                b.errs.push(path.field("host_rewrite"), e);
                 (None, false)
             }
         },
@@ -446,7 +446,7 @@ pub(crate) fn mirror_policies(
         };
         if !m.request_headers_mutations.is_empty() {
             b.errs.push(
-                &p.field("request_headers_mutations"),
+                p.field("request_headers_mutations"),
                 "mirror header mutations are not supported",
             );
         }
@@ -456,8 +456,7 @@ pub(crate) fn mirror_policies(
             match HeaderValue::try_from(m.host_rewrite_literal.as_str()) {
                 Ok(v) => Some(v),
                 Err(_) => {
-                    b.errs
-                        .push(&p.field("host_rewrite_literal"), "invalid host");
+                    b.errs.push(p.field("host_rewrite_literal"), "invalid host");
                     None
                 }
             }

@@ -45,32 +45,32 @@ impl<'a> Build<'a> {
     pub(crate) fn unsupported_route_action(&mut self, ra: &RouteAction, path: &Path) {
         if ra.metadata_match.is_some() {
             self.errs.push(
-                &path.field("metadata_match"),
+                path.field("metadata_match"),
                 "subset load balancing (metadata_match) is not supported",
             );
         }
         if ra.retry_policy_typed_config.is_some() {
             self.errs.push(
-                &path.field("retry_policy_typed_config"),
+                path.field("retry_policy_typed_config"),
                 "typed retry policies are not supported",
             );
         }
         if ra.internal_redirect_policy.is_some() {
             self.errs.push(
-                &path.field("internal_redirect_policy"),
+                path.field("internal_redirect_policy"),
                 "internal redirects are not supported",
             );
         }
         // HANDLE_INTERNAL_REDIRECT = 1 (deprecated field).
         if ra.internal_redirect_action == 1 {
             self.errs.push(
-                &path.field("internal_redirect_action"),
+                path.field("internal_redirect_action"),
                 "internal redirects are not supported",
             );
         }
         if ra.early_data_policy.is_some() {
             self.errs.push(
-                &path.field("early_data_policy"),
+                path.field("early_data_policy"),
                 "early data policies are not supported",
             );
         }

@@ -136,7 +136,7 @@ impl WeightedClusters {
             // Deprecated: Envoy now uses the sum, but still rejects a non-zero total that disagrees.
             if t.value > 0 && u64::from(t.value) != total {
                 errs.push(
-                    &path.field("total_weight"),
+                    path.field("total_weight"),
                     format!(
                         "the cluster weights add up to {total}, not total_weight {}",
                         t.value
@@ -153,7 +153,7 @@ impl WeightedClusters {
                     Ok(h) => Some(h),
                     Err(_) => {
                         errs.push(
-                            &path.field("header_name"),
+                            path.field("header_name"),
                             format!("invalid header name '{h}'"),
                         );
                         None
@@ -162,7 +162,7 @@ impl WeightedClusters {
             }
             Some(RandomValueSpecifier::UseHashPolicy(b)) if b.value => {
                 errs.push(
-                    &path.field("use_hash_policy"),
+                    path.field("use_hash_policy"),
                     "picking a weighted cluster by hash policy is not supported",
                 );
                 None
@@ -213,7 +213,7 @@ fn cluster_weight(
                 Ok(h) => Target::Header(h),
                 Err(_) => {
                     errs.push(
-                        &path.field("cluster_header"),
+                        path.field("cluster_header"),
                         format!("invalid header name '{}'", c.cluster_header),
                     );
                     return None;
@@ -235,7 +235,7 @@ fn cluster_weight(
                 Ok(v) => Some(v),
                 Err(_) => {
                     errs.push(
-                        &path.field("host_rewrite_literal"),
+                        path.field("host_rewrite_literal"),
                         format!("invalid host '{h}'"),
                     );
                     None
@@ -246,7 +246,7 @@ fn cluster_weight(
     };
     if c.metadata_match.is_some() {
         errs.push(
-            &path.field("metadata_match"),
+            path.field("metadata_match"),
             "subset load balancing (metadata_match) is not supported",
         );
     }

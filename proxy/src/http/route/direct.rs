@@ -32,7 +32,7 @@ impl Direct {
             Some(s) => StatusCode::from_u16(s).ok()?,
             None => {
                 b.errs.push(
-                    &path.field("status"),
+                    path.field("status"),
                     format!("status {} is not in [200, 600)", d.status),
                 );
                 return None;
@@ -40,7 +40,7 @@ impl Direct {
         };
         if d.body_format.is_some() {
             b.errs
-                .push(&path.field("body_format"), "body_format is not supported");
+                .push(path.field("body_format"), "body_format is not supported");
         }
         let bpath = path.field("body");
         let body: Bytes = match d.body.as_ref().and_then(|ds| ds.specifier.as_ref()) {
@@ -51,7 +51,7 @@ impl Direct {
                 Ok(v) => Bytes::from(v),
                 Err(e) => {
                     b.errs
-                        .push(&bpath.field("filename"), format!("reading '{f}': {e}"));
+                        .push(bpath.field("filename"), format!("reading '{f}': {e}"));
                     return None;
                 }
             },
@@ -59,7 +59,7 @@ impl Direct {
                 Ok(s) => Bytes::from(s),
                 Err(_) => {
                     b.errs.push(
-                        &bpath.field("environment_variable"),
+                        bpath.field("environment_variable"),
                         format!("environment variable '{v}' is not set"),
                     );
                     return None;

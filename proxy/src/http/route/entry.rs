@@ -52,7 +52,7 @@ impl Route {
         let matcher = match &r.r#match {
             Some(m) => RouteMatcher::from_proto(m, &path.field("match"), &mut b.errs),
             None => {
-                b.errs.push(&path.field("match"), "is required");
+                b.errs.push(path.field("match"), "is required");
                 None
             }
         };
@@ -78,14 +78,14 @@ impl Route {
             }
             (Some(ActionProto::FilterAction(_)), _) => {
                 b.errs.push(
-                    &path.field("filter_action"),
+                    path.field("filter_action"),
                     "filter actions are not supported",
                 );
                 None
             }
             (Some(ActionProto::NonForwardingAction(_)), _) => {
                 b.errs.push(
-                    &path.field("non_forwarding_action"),
+                    path.field("non_forwarding_action"),
                     "non-forwarding actions are not supported",
                 );
                 None
@@ -102,7 +102,7 @@ impl Route {
         };
         if !r.route_specifiers.is_empty() {
             b.errs.push(
-                &path.field("route_specifiers"),
+                path.field("route_specifiers"),
                 "route specifiers are not supported",
             );
         }

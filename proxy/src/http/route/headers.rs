@@ -150,7 +150,7 @@ fn modifiable_name(
 
 fn header_add(opt: &HeaderValueOption, path: &Path, errs: &mut ConfigErrors) -> Option<HeaderAdd> {
     let Some(h) = &opt.header else {
-        errs.push(&path.field("header"), "is required");
+        errs.push(path.field("header"), "is required");
         return None;
     };
     let name = modifiable_name(&h.key, &path.field("header").field("key"), "modified", errs)?;
@@ -167,7 +167,7 @@ fn header_add(opt: &HeaderValueOption, path: &Path, errs: &mut ConfigErrors) -> 
             Ok(a) => a,
             Err(_) => {
                 errs.push(
-                    &path.field("append_action"),
+                    path.field("append_action"),
                     format!("unknown append action {a}"),
                 );
                 return None;
@@ -176,7 +176,7 @@ fn header_add(opt: &HeaderValueOption, path: &Path, errs: &mut ConfigErrors) -> 
     };
     let raw = if !h.value.is_empty() && !h.raw_value.is_empty() {
         errs.push(
-            &path.field("header"),
+            path.field("header"),
             "only one of value or raw_value may be set",
         );
         return None;
@@ -187,7 +187,7 @@ fn header_add(opt: &HeaderValueOption, path: &Path, errs: &mut ConfigErrors) -> 
             Ok(s) => s,
             Err(_) => {
                 errs.push(
-                    &path.field("header").field("raw_value"),
+                    path.field("header").field("raw_value"),
                     "is not valid UTF-8",
                 );
                 return None;

@@ -97,7 +97,7 @@ impl RouteMatcher {
                 let valid = !p.is_empty() && !p.contains(['?', '#']) && !p.ends_with('/');
                 if !valid {
                     errs.push(
-                        &path.field("path_separated_prefix"),
+                        path.field("path_separated_prefix"),
                         format!(
                             "'{p}' must be non-empty, contain no '?' or '#' and not end with '/'"
                         ),
@@ -107,7 +107,7 @@ impl RouteMatcher {
             }
             Some(PathSpecifier::PathMatchPolicy(_)) => {
                 errs.push(
-                    &path.field("path_match_policy"),
+                    path.field("path_match_policy"),
                     "path match policies are not supported",
                 );
                 None
@@ -143,19 +143,19 @@ impl RouteMatcher {
             .collect();
         if m.tls_context.is_some() {
             errs.push(
-                &path.field("tls_context"),
+                path.field("tls_context"),
                 "matching on the client TLS context is not supported",
             );
         }
         if !m.dynamic_metadata.is_empty() {
             errs.push(
-                &path.field("dynamic_metadata"),
+                path.field("dynamic_metadata"),
                 "matching on dynamic metadata is not supported",
             );
         }
         if !m.filter_state.is_empty() {
             errs.push(
-                &path.field("filter_state"),
+                path.field("filter_state"),
                 "matching on filter state is not supported",
             );
         }
@@ -270,14 +270,14 @@ impl HeaderMatcher {
     ) -> Option<Self> {
         let Some(key) = HeaderKey::parse(&h.name) else {
             errs.push(
-                &path.field("name"),
+                path.field("name"),
                 format!("invalid header name '{}'", h.name),
             );
             return None;
         };
         let non_empty = |s: &String, field: &str, errs: &mut ConfigErrors| {
             if s.is_empty() {
-                errs.push(&path.field(field), "must not be empty");
+                errs.push(path.field(field), "must not be empty");
                 None
             } else {
                 Some(s.clone())
@@ -290,7 +290,7 @@ impl HeaderMatcher {
             ),
             Some(HeaderMatchSpecifier::RangeMatch(r)) => {
                 if r.start >= r.end {
-                    errs.push(&path.field("range_match"), "start must be less than end");
+                    errs.push(path.field("range_match"), "start must be less than end");
                     return None;
                 }
                 HeaderMatchKind::Range(r.start, r.end)
@@ -371,7 +371,7 @@ struct QueryMatcher {
 impl QueryMatcher {
     fn from_proto(q: &QueryParameterMatcher, path: &Path, errs: &mut ConfigErrors) -> Option<Self> {
         if q.name.is_empty() {
-            errs.push(&path.field("name"), "must not be empty");
+            errs.push(path.field("name"), "must not be empty");
             return None;
         }
         let value =
@@ -406,7 +406,7 @@ struct CookieMatcher {
 impl CookieMatcher {
     fn from_proto(c: &CookieMatcherProto, path: &Path, errs: &mut ConfigErrors) -> Option<Self> {
         let Some(sm) = &c.string_match else {
-            errs.push(&path.field("string_match"), "is required");
+            errs.push(path.field("string_match"), "is required");
             return None;
         };
         Some(CookieMatcher {

@@ -115,23 +115,23 @@ impl RouteTable {
             errs: ConfigErrors::default(),
         };
         if rc.vhds.is_some() {
-            b.errs.push(&path.field("vhds"), "VHDS is not supported");
+            b.errs.push(path.field("vhds"), "VHDS is not supported");
         }
         if !rc.cluster_specifier_plugins.is_empty() {
             b.errs.push(
-                &path.field("cluster_specifier_plugins"),
+                path.field("cluster_specifier_plugins"),
                 "cluster specifier plugins are not supported",
             );
         }
         if !rc.request_mirror_policies.is_empty() {
             b.errs.push(
-                &path.field("request_mirror_policies"),
+                path.field("request_mirror_policies"),
                 "route-configuration-wide mirror policies are not supported; set them on virtual hosts or routes",
             );
         }
         if !rc.route_specifiers.is_empty() {
             b.errs.push(
-                &path.field("route_specifiers"),
+                path.field("route_specifiers"),
                 "route specifiers are not supported",
             );
         }
@@ -145,11 +145,11 @@ impl RouteTable {
                 match domains.insert(&lower, i) {
                     Ok(()) => {}
                     Err(DomainError::Duplicate) => b.errs.push(
-                        &p.field("domains").index(j),
+                        p.field("domains").index(j),
                         format!("only unique values for domains are permitted: duplicate entry of domain '{lower}'"),
                     ),
                     Err(DomainError::SecondCatchAll) => {
-                        b.errs.push(&p.field("domains").index(j), "only a single wildcard ('*') domain is permitted")
+                        b.errs.push(p.field("domains").index(j), "only a single wildcard ('*') domain is permitted")
                     }
                 }
             }

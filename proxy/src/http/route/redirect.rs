@@ -64,7 +64,7 @@ impl Redirect {
             p @ 1..=65535 => Some(format!(":{p}")),
             p => {
                 b.errs
-                    .push(&path.field("port_redirect"), format!("invalid port {p}"));
+                    .push(path.field("port_redirect"), format!("invalid port {p}"));
                 None
             }
         };
@@ -86,7 +86,7 @@ impl Redirect {
                 match Formatter::parse(t) {
                     Ok(f) => PathRedirect::Template(f),
                     Err(e) => {
-                        b.errs.push(&path.field("path_rewrite"), e);
+                        b.errs.push(path.field("path_rewrite"), e);
                         PathRedirect::None
                     }
                 }
@@ -101,7 +101,7 @@ impl Redirect {
             Ok(RedirectResponseCode::PermanentRedirect) => StatusCode::PERMANENT_REDIRECT,
             Err(_) => {
                 b.errs.push(
-                    &path.field("response_code"),
+                    path.field("response_code"),
                     format!("unknown response code {}", r.response_code),
                 );
                 return None;

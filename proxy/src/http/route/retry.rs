@@ -143,7 +143,7 @@ impl RetryPolicy {
             match u16::try_from(*c) {
                 Ok(c) if (100..=599).contains(&c) => codes.push(c),
                 _ => errs.push(
-                    &path.field("retriable_status_codes").index(i),
+                    path.field("retriable_status_codes").index(i),
                     format!("invalid status code {c}"),
                 ),
             }
@@ -153,14 +153,14 @@ impl RetryPolicy {
             let bp = path.field("retry_back_off");
             match to_duration(b.base_interval.as_ref(), &bp.field("base_interval"), errs) {
                 Some(d) if d >= Duration::from_millis(1) => base = d,
-                Some(_) => errs.push(&bp.field("base_interval"), "must be at least 1ms"),
-                None => errs.push(&bp.field("base_interval"), "is required"),
+                Some(_) => errs.push(bp.field("base_interval"), "must be at least 1ms"),
+                None => errs.push(bp.field("base_interval"), "is required"),
             }
             max = to_duration(b.max_interval.as_ref(), &bp.field("max_interval"), errs);
             if let Some(m) = max {
                 if m < base {
                     errs.push(
-                        &bp.field("max_interval"),
+                        bp.field("max_interval"),
                         "must be greater than or equal to base_interval",
                     );
                 }

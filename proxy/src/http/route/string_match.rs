@@ -28,7 +28,7 @@ impl StringMatch {
         let ic = m.ignore_case;
         let non_empty = |s: &String, field: &str, errs: &mut ConfigErrors| {
             if s.is_empty() {
-                errs.push(&path.field(field), "must not be empty");
+                errs.push(path.field(field), "must not be empty");
                 None
             } else {
                 Some(s.clone())
@@ -50,7 +50,7 @@ impl StringMatch {
             }
             Some(MatchPattern::Custom(_)) => {
                 errs.push(
-                    &path.field("custom"),
+                    path.field("custom"),
                     "custom string matchers are not supported",
                 );
                 None
@@ -90,7 +90,7 @@ pub(crate) fn full_match_regex(
         Ok(re) => Some(re),
         Err(e) => {
             errs.push(
-                &path.field("regex"),
+                path.field("regex"),
                 format!("invalid regex '{}': {}", r.regex, first_line(&e)),
             );
             None
@@ -113,14 +113,14 @@ impl RegexRewrite {
         errs: &mut ConfigErrors,
     ) -> Option<Self> {
         let Some(pattern) = &m.pattern else {
-            errs.push(&path.field("pattern"), "is required");
+            errs.push(path.field("pattern"), "is required");
             return None;
         };
         let regex = match Regex::new(&pattern.regex) {
             Ok(re) => re,
             Err(e) => {
                 errs.push(
-                    &path.field("pattern").field("regex"),
+                    path.field("pattern").field("regex"),
                     format!("invalid regex '{}': {}", pattern.regex, first_line(&e)),
                 );
                 return None;
@@ -131,7 +131,7 @@ impl RegexRewrite {
         match convert_substitution(&m.substitution, groups) {
             Ok(replacement) => Some(RegexRewrite { regex, replacement }),
             Err(msg) => {
-                errs.push(&path.field("substitution"), msg);
+                errs.push(path.field("substitution"), msg);
                 None
             }
         }

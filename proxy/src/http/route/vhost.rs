@@ -45,27 +45,27 @@ impl VirtualHost {
     #[allow(deprecated)]
     pub(crate) fn from_proto(v: &VirtualHostProto, path: &Path, b: &mut Build<'_>) -> VirtualHost {
         if v.name.is_empty() {
-            b.errs.push(&path.field("name"), "must not be empty");
+            b.errs.push(path.field("name"), "must not be empty");
         }
         if v.domains.is_empty() {
             b.errs
-                .push(&path.field("domains"), "must name at least one domain");
+                .push(path.field("domains"), "must name at least one domain");
         }
         if v.matcher.is_some() {
             b.errs.push(
-                &path.field("matcher"),
+                path.field("matcher"),
                 "matcher trees are not supported; use routes",
             );
         }
         if v.retry_policy_typed_config.is_some() {
             b.errs.push(
-                &path.field("retry_policy_typed_config"),
+                path.field("retry_policy_typed_config"),
                 "typed retry policies are not supported",
             );
         }
         if !v.route_specifiers.is_empty() {
             b.errs.push(
-                &path.field("route_specifiers"),
+                path.field("route_specifiers"),
                 "route specifiers are not supported",
             );
         }

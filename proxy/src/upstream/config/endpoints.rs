@@ -87,14 +87,14 @@ pub(super) fn from_cluster(
         }
         if !policy.drop_overloads.is_empty() {
             errs.push(
-                &la_path.field("policy").field("drop_overloads"),
+                la_path.field("policy").field("drop_overloads"),
                 "drop_overloads are not supported yet",
             );
         }
     }
     if !la.named_endpoints.is_empty() {
         errs.push(
-            &la_path.field("named_endpoints"),
+            la_path.field("named_endpoints"),
             "named_endpoints are not supported yet",
         );
     }
@@ -112,7 +112,7 @@ pub(super) fn from_cluster(
         let locality_weight = loc.load_balancing_weight.map(|w| w.value);
         if locality_weight == Some(0) {
             errs.push(
-                &lp.field("load_balancing_weight"),
+                lp.field("load_balancing_weight"),
                 "value must be greater than or equal to 1",
             );
         }
@@ -128,7 +128,7 @@ pub(super) fn from_cluster(
             let weight = lbe.load_balancing_weight.map(|w| w.value).unwrap_or(1);
             if weight == 0 {
                 errs.push(
-                    &ep.field("load_balancing_weight"),
+                    ep.field("load_balancing_weight"),
                     "value must be greater than or equal to 1",
                 );
             }
@@ -136,13 +136,13 @@ pub(super) fn from_cluster(
                 Some(HostIdentifier::Endpoint(e)) => e,
                 Some(HostIdentifier::EndpointName(_)) => {
                     errs.push(
-                        &ep.field("endpoint_name"),
+                        ep.field("endpoint_name"),
                         "named endpoints are not supported yet",
                     );
                     continue;
                 }
                 None => {
-                    errs.push(&ep.field("endpoint"), "endpoint is required");
+                    errs.push(ep.field("endpoint"), "endpoint is required");
                     continue;
                 }
             };
@@ -190,14 +190,14 @@ fn target(
         Some(address::Address::SocketAddress(sa)) => sa,
         Some(address::Address::Pipe(_)) => {
             errs.push(
-                &path.field("pipe"),
+                path.field("pipe"),
                 "pipe (unix socket) endpoints are not supported yet",
             );
             return None;
         }
         Some(address::Address::EnvoyInternalAddress(_)) => {
             errs.push(
-                &path.field("envoy_internal_address"),
+                path.field("envoy_internal_address"),
                 "internal listener endpoints are not supported yet",
             );
             return None;
@@ -209,12 +209,12 @@ fn target(
     };
     let sp = path.field("socket_address");
     if sa.protocol == socket_address::Protocol::Udp as i32 {
-        errs.push(&sp.field("protocol"), "UDP endpoints are not supported");
+        errs.push(sp.field("protocol"), "UDP endpoints are not supported");
         return None;
     }
     if !sa.resolver_name.is_empty() {
         errs.push(
-            &sp.field("resolver_name"),
+            sp.field("resolver_name"),
             format!("custom resolver {} is not supported", sa.resolver_name),
         );
         return None;
@@ -223,31 +223,31 @@ fn target(
         Some(socket_address::PortSpecifier::PortValue(p)) if *p > 0 => match u16::try_from(*p) {
             Ok(p) => p,
             Err(_) => {
-                errs.push(&sp.field("port_value"), format!("port {p} is out of range"));
+                errs.push(sp.field("port_value"), format!("port {p} is out of range"));
                 return None;
             }
         },
         Some(socket_address::PortSpecifier::NamedPort(n)) => {
             errs.push(
-                &sp.field("named_port"),
+                sp.field("named_port"),
                 format!("named port {n:?} is not supported"),
             );
             return None;
         }
         _ => {
-            errs.push(&sp.field("port_value"), "endpoint address has no port");
+            errs.push(sp.field("port_value"), "endpoint address has no port");
             return None;
         }
     };
     if sa.address.is_empty() {
-        errs.push(&sp.field("address"), "address is required");
+        errs.push(sp.field("address"), "address is required");
         return None;
     }
     match sa.address.parse::<IpAddr>() {
         Ok(ip) => Some(Target::Ip(SocketAddr::new(ip, port))),
         Err(_) if discovery == Discovery::Static => {
             errs.push(
-                &sp.field("address"),
+                sp.field("address"),
                 format!(
                     "malformed IP address: {}. Consider setting resolver_name or setting cluster type to 'STRICT_DNS' or 'LOGICAL_DNS'",
                     sa.address

@@ -48,7 +48,7 @@ pub(super) fn from_cluster(
                 .unwrap_or(2);
             if choice_count < 2 {
                 errs.push(
-                    &path.field("least_request_lb_config").field("choice_count"),
+                    path.field("least_request_lb_config").field("choice_count"),
                     "value must be greater than or equal to 2",
                 );
             }
@@ -63,14 +63,14 @@ pub(super) fn from_cluster(
         Ok(PbLbPolicy::LoadBalancingPolicyConfig) => LbPolicy::RoundRobin,
         Ok(other) => {
             errs.push(
-                &path.field("lb_policy"),
+                path.field("lb_policy"),
                 format!("lb_policy {} is not supported yet", other.as_str_name()),
             );
             LbPolicy::RoundRobin
         }
         Err(_) => {
             errs.push(
-                &path.field("lb_policy"),
+                path.field("lb_policy"),
                 format!("unknown lb_policy {}", c.lb_policy),
             );
             LbPolicy::RoundRobin
@@ -93,21 +93,19 @@ pub(super) fn from_cluster(
             match super::type_of(any).as_str() {
                 ROUND_ROBIN => chosen = Some(LbPolicy::RoundRobin),
                 RANDOM => chosen = Some(LbPolicy::Random),
-                LEAST_REQUEST => {
-                    match unpack_any::<LeastRequest>(any, ParseOptions::default()) {
-                        Ok(l) => {
-                            chosen = Some(LbPolicy::LeastRequest {
-                                choice_count: l.choice_count.map(|v| v.value).unwrap_or(2).max(2),
-                                active_request_bias: l
-                                    .active_request_bias
-                                    .as_ref()
-                                    .map(|b| b.default_value)
-                                    .unwrap_or(1.0),
-                            })
-                        }
-                        Err(e) => errs.push(&ep.field(&e.path), e.message),
+                LEAST_REQUEST => match unpack_any::<LeastRequest>(any, ParseOptions::default()) {
+                    Ok(l) => {
+                        chosen = Some(LbPolicy::LeastRequest {
+                            choice_count: l.choice_count.map(|v| v.value).unwrap_or(2).max(2),
+                            active_request_bias: l
+                                .active_request_bias
+                                .as_ref()
+                                .map(|b| b.default_value)
+                                .unwrap_or(1.0),
+                        })
                     }
-                }
+                    Err(e) => errs.push(ep.field(&e.path), e.message),
+                },
                 _ => continue,
             }
             break;
@@ -121,7 +119,7 @@ pub(super) fn from_cluster(
         }
     } else if c.lb_policy == PbLbPolicy::LoadBalancingPolicyConfig as i32 {
         errs.push(
-            &path.field("load_balancing_policy"),
+            path.field("load_balancing_policy"),
             "lb_policy LOAD_BALANCING_POLICY_CONFIG needs load_balancing_policy",
         );
     }

@@ -93,8 +93,7 @@ pub struct ClusterSpec {
     pub overprovisioning: f64,
 }
 
-/// envoy-types has its own `Any`; the parser works on prost's.
-
+/// The real type name behind an extension's `typed_config`.
 pub(crate) fn type_of(a: &envoy_types::pb::google::protobuf::Any) -> String {
     any_type_name(a)
 }
@@ -106,7 +105,7 @@ impl ClusterSpec {
     pub fn from_proto(c: &Cluster, path: &Path) -> Result<ClusterSpec, ConfigErrors> {
         let mut errs = ConfigErrors::default();
         if c.name.is_empty() {
-            errs.push(&path.field("name"), "cluster name must not be empty");
+            errs.push(path.field("name"), "cluster name must not be empty");
         }
         let discovery = discovery(c, path, &mut errs);
 
@@ -117,7 +116,7 @@ impl ClusterSpec {
             .unwrap_or(Duration::from_secs(5));
         if connect_timeout.is_zero() {
             errs.push(
-                &path.field("connect_timeout"),
+                path.field("connect_timeout"),
                 "connect_timeout must be greater than 0s",
             );
         }
@@ -187,13 +186,13 @@ fn discovery(c: &Cluster, path: &Path, errs: &mut ConfigErrors) -> Option<Discov
             Ok(DiscoveryType::LogicalDns) => Some(Discovery::LogicalDns),
             Ok(other) => {
                 errs.push(
-                    &path.field("type"),
+                    path.field("type"),
                     format!("cluster type {} is not supported yet", other.as_str_name()),
                 );
                 None
             }
             Err(_) => {
-                errs.push(&path.field("type"), format!("unknown cluster type {t}"));
+                errs.push(path.field("type"), format!("unknown cluster type {t}"));
                 None
             }
         },
@@ -204,7 +203,7 @@ fn discovery(c: &Cluster, path: &Path, errs: &mut ConfigErrors) -> Option<Discov
                 .map(type_of)
                 .unwrap_or_default();
             errs.push(
-                &path.field("cluster_type"),
+                path.field("cluster_type"),
                 format!(
                     "cluster type extension {} ({kind}) is not supported yet",
                     custom.name
@@ -219,7 +218,7 @@ fn limits_of(t: &circuit_breakers::Thresholds, path: &Path, errs: &mut ConfigErr
     let d = Limits::default();
     if t.retry_budget.is_some() {
         errs.push(
-            &path.field("retry_budget"),
+            path.field("retry_budget"),
             "circuit breaker retry_budget is not supported yet",
         );
     }
@@ -254,7 +253,7 @@ fn thresholds(c: &Cluster, path: &Path, errs: &mut ConfigErrors) -> (Limits, Lim
     }
     if !cb.per_host_thresholds.is_empty() {
         errs.push(
-            &base.field("per_host_thresholds"),
+            base.field("per_host_thresholds"),
             "per-host circuit breakers are not supported yet",
         );
     }
@@ -313,55 +312,55 @@ fn unsupported(c: &Cluster, path: &Path, errs: &mut ConfigErrors) {
             || kind == "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
         if tls {
             errs.push(
-                &path.field("transport_socket"),
+                path.field("transport_socket"),
                 "transport_socket envoy.transport_sockets.tls on clusters is not supported yet",
             );
         } else if !raw {
             errs.push(
-                &path.field("transport_socket"),
+                path.field("transport_socket"),
                 format!("transport_socket {} is not supported", ts.name),
             );
         }
     }
     if !c.transport_socket_matches.is_empty() {
         errs.push(
-            &path.field("transport_socket_matches"),
+            path.field("transport_socket_matches"),
             "transport_socket_matches are not supported yet",
         );
     }
     if c.transport_socket_matcher.is_some() {
         errs.push(
-            &path.field("transport_socket_matcher"),
+            path.field("transport_socket_matcher"),
             "transport_socket_matcher is not supported yet",
         );
     }
     if c.upstream_bind_config.is_some() {
         errs.push(
-            &path.field("upstream_bind_config"),
+            path.field("upstream_bind_config"),
             "upstream_bind_config is not supported yet",
         );
     }
     if c.lb_subset_config.is_some() {
         errs.push(
-            &path.field("lb_subset_config"),
+            path.field("lb_subset_config"),
             "lb_subset_config (subset load balancing) is not supported yet",
         );
     }
     if !c.filters.is_empty() {
         errs.push(
-            &path.field("filters"),
+            path.field("filters"),
             "upstream network filters are not supported yet",
         );
     }
     if let Some(u) = &c.upstream_config {
         errs.push(
-            &path.field("upstream_config"),
+            path.field("upstream_config"),
             format!("upstream_config {} is not supported yet", u.name),
         );
     }
     if c.connection_pool_per_downstream_connection {
         errs.push(
-            &path.field("connection_pool_per_downstream_connection"),
+            path.field("connection_pool_per_downstream_connection"),
             "connection_pool_per_downstream_connection is not supported yet",
         );
     }

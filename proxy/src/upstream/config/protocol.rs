@@ -113,7 +113,7 @@ pub(super) fn from_cluster(c: &Cluster, path: &Path, errs: &mut ConfigErrors) ->
                 }
                 match unpack_any::<HttpProtocolOptions>(any, ParseOptions::default()) {
                     Ok(o) => apply_http_options(&mut spec, &o, c, &kp, errs),
-                    Err(e) => errs.push(&kp.field(&e.path), e.message),
+                    Err(e) => errs.push(kp.field(&e.path), e.message),
                 }
             }
             TCP_OPTIONS => {
@@ -140,7 +140,7 @@ fn apply_http_options(
     }
     if !o.http_filters.is_empty() {
         errs.push(
-            &path.field("http_filters"),
+            path.field("http_filters"),
             "upstream HTTP filters are not supported yet",
         );
     }
@@ -152,8 +152,7 @@ fn apply_http_options(
                 spec.http2 = http2_settings(h2);
             }
             Some(ProtocolConfig::Http3ProtocolOptions(_)) => errs.push(
-                &path
-                    .field("explicit_http_config")
+                path.field("explicit_http_config")
                     .field("http3_protocol_options"),
                 "HTTP/3 upstreams are not supported",
             ),

@@ -36,9 +36,7 @@ async fn max_requests_overflow_is_uo() {
     assert_eq!(e.status(), 503);
     assert!(!e.is_retryable_connect_failure() && !e.is_reset());
     assert_eq!(
-        store
-            .counter("cluster.c.upstream_rq_active_overflow")
-            .get(),
+        store.counter("cluster.c.upstream_rq_active_overflow").get(),
         1
     );
     first.await.expect("task").expect("first succeeds");
