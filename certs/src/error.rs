@@ -89,6 +89,9 @@ pub enum CertError {
     /// A verifier could not be built (for example, an empty trust bundle).
     #[error("cannot build a certificate verifier: {0}")]
     Verifier(String),
+    /// rustls refused a configuration (for example, no usable protocol version).
+    #[error("TLS configuration: {0}")]
+    Tls(rustls::Error),
     /// A `safe_regex` SAN matcher does not compile.
     #[error("invalid SAN regex {pattern:?}: {source}")]
     Regex {
