@@ -148,3 +148,33 @@ fn classify_certificate(error: &CertificateError) -> VerifyFailure {
         _ => VerifyFailure::BadCertificate,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_from_tokio_rustls_are_unwrapped() {
+        // tokio-rustls reports handshake failures as InvalidData carrying the rustls error.
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            TlsError::NoCertificatesPresented,
+        );
+        assert_eq!(classify_io(&io), VerifyFailure::NoCertificate);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(classify_io(&reset).envoy_stat(), "connection_error");
+    }
+
+    #[test]
+    fn not_yet_valid_and_unknown_ca_count_as_verify_errors() {
+        let early = TlsError::InvalidCertificate(CertificateError::NotValidYet);
+        assert_eq!(classify(&early), VerifyFailure::NotYetValid);
+        assert_eq!(classify(&early).envoy_stat(), "fail_verify_error");
+        let purpose = TlsError::InvalidCertificate(CertificateError::InvalidPurpose);
+        assert_eq!(classify(&purpose).envoy_stat(), "fail_verify_error");
+        let other = TlsError::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+            std::sync::Arc::new(std::fmt::Error),
+        )));
+        assert_eq!(classify(&other), VerifyFailure::BadCertificate);
+    }
+}

@@ -387,3 +387,34 @@ fn ed25519_identities_work_end_to_end() {
     let cli = client_presenting(&ca, leaf_with(&ca, CLIENT_ID, &opts));
     assert!(handshake(cli, srv).ok());
 }
+
+#[test]
+fn a_domain_with_its_own_bundle_never_falls_back_to_the_default() {
+    let home = ca("cluster.local");
+    // A second CA for the same trust domain, trusted only as the default bundle.
+    let rogue = crate::mtls::support::ca("cluster.local");
+    let bundles = TrustBundleSet::new()
+        .with_domain(td("cluster.local"), home.trust_bundle().expect("bundle"))
+        .with_default(rogue.trust_bundle().expect("bundle"));
+    let srv = server(
+        bundles,
+        Vec::new(),
+        true,
+        resolver(leaf(&home, SERVER_ID)),
+        TLS13,
+    );
+    let cli = client_presenting(&home, leaf(&rogue, CLIENT_ID));
+    let pair = handshake(cli, srv);
+    assert_eq!(classify(pair.server_error()), VerifyFailure::UntrustedChain);
+}
+
+#[test]
+fn a_verifier_needs_at_least_one_bundle() {
+    let err = remora_certs::DownstreamCertVerifier::builder(TrustBundleSet::new())
+        .build()
+        .expect_err("empty");
+    assert!(err.to_string().contains("no trust bundle"), "{err}");
+    assert!(UpstreamCertVerifier::builder(TrustBundleSet::new())
+        .build()
+        .is_err());
+}
