@@ -7,18 +7,25 @@ use std::str::FromStr;
 /// Why a string is not a SPIFFE ID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpiffeIdError {
+    /// The scheme is not `spiffe://`.
     #[error("a SPIFFE ID must start with \"spiffe://\"")]
     Scheme,
+    /// Nothing between `spiffe://` and the path.
     #[error("the trust domain is empty")]
     EmptyTrustDomain,
+    /// The trust domain has a character outside `[a-z0-9.-_]`.
     #[error("the trust domain {0:?} has a character outside [a-z0-9.-_]")]
     TrustDomainChar(String),
+    /// A path segment is empty, `.` or `..`.
     #[error("path segment {0:?} is empty, \".\" or \"..\"")]
     Segment(String),
+    /// A path segment has a character outside `[A-Za-z0-9.-_]`.
     #[error("the path has a character outside [A-Za-z0-9.-_]: {0:?}")]
     PathChar(String),
+    /// The ID has a `?query` or `#fragment`.
     #[error("a SPIFFE ID must not have a query or fragment")]
     QueryOrFragment,
+    /// The ID is longer than 2048 bytes.
     #[error("a SPIFFE ID is at most 2048 bytes")]
     TooLong,
 }
@@ -42,6 +49,7 @@ impl TrustDomain {
         Ok(Self(name.to_string()))
     }
 
+    /// The trust domain name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -106,6 +114,7 @@ impl SpiffeId {
         ))
     }
 
+    /// The trust domain of the ID.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
     }
