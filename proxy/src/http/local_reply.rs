@@ -14,13 +14,19 @@ pub enum LocalReason {
     Timeout,
     WebSocketNotAllowed,
     BadRequest,
+    /// `request_timeout`: the whole request did not arrive in time.
+    RequestTimeout,
+    /// `stream_idle_timeout` while the request was still arriving (408) or after it (504).
+    StreamIdle,
+    StreamIdleComplete,
 }
 
 impl LocalReason {
     pub fn status(self) -> StatusCode {
         match self {
             LocalReason::NoRoute => StatusCode::NOT_FOUND,
-            LocalReason::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReason::Timeout | LocalReason::StreamIdleComplete => StatusCode::GATEWAY_TIMEOUT,
+            LocalReason::RequestTimeout | LocalReason::StreamIdle => StatusCode::REQUEST_TIMEOUT,
             LocalReason::WebSocketNotAllowed => StatusCode::FORBIDDEN,
             LocalReason::BadRequest => StatusCode::BAD_REQUEST,
             _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -33,7 +39,23 @@ impl LocalReason {
             LocalReason::NoRoute => "NR",
             LocalReason::NoCluster => "NC",
             LocalReason::Timeout => "UT",
+            LocalReason::RequestTimeout
+            | LocalReason::StreamIdle
+            | LocalReason::StreamIdleComplete => "SI",
             LocalReason::WebSocketNotAllowed | LocalReason::BadRequest => "",
+        }
+    }
+
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` for the reply.
+    pub fn details(self) -> &'static str {
+        match self {
+            LocalReason::NoRoute => "route_not_found",
+            LocalReason::NoCluster => "cluster_not_found",
+            LocalReason::Timeout => "upstream_response_timeout",
+            LocalReason::WebSocketNotAllowed => "upgrade_failed",
+            LocalReason::BadRequest => "bad_request",
+            LocalReason::RequestTimeout => "request_overall_timeout",
+            LocalReason::StreamIdle | LocalReason::StreamIdleComplete => "stream_idle_timeout",
         }
     }
 
@@ -42,6 +64,8 @@ impl LocalReason {
             LocalReason::NoRoute | LocalReason::NoCluster | LocalReason::WebSocketNotAllowed => "",
             LocalReason::Timeout => "upstream request timeout",
             LocalReason::BadRequest => "Bad Request",
+            LocalReason::RequestTimeout => "request timeout",
+            LocalReason::StreamIdle | LocalReason::StreamIdleComplete => "stream timeout",
         }
     }
 }

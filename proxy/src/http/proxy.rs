@@ -1,7 +1,7 @@
 //! Proxy one request: prepare headers → route → (direct response | redirect | forward to a cluster),
 //! then the response path and the access log.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::BoxBody;
-use super::completion::Counted;
+use super::completion::{Counted, Progress, Tracked};
 use super::forward::{self, AttemptCount, Forwarded};
 use super::headers;
 use super::local_reply::{self, LocalReason};
@@ -125,22 +125,14 @@ pub async fn handle(
         .unwrap_or_default();
     headers::strip_host_port(&mut parts.headers, down.info.local.port(), &rt.cfg);
 
-    let received = Arc::new(AtomicU64::new(0));
-    let body_done = Arc::new(AtomicBool::new(body.is_end_stream()));
-    let (rx, done) = (received.clone(), body_done.clone());
-    let body = Counted::new(body, move |n, complete| {
-        rx.store(n, Ordering::Relaxed);
-        if complete {
-            done.store(true, Ordering::Relaxed);
-        }
-    })
-    .boxed();
+    let progress = Arc::new(Progress::new(start, body.is_end_stream()));
+    let body = Tracked::new(body, progress.clone()).boxed();
 
     let mut outcome = Outcome {
         log_wanted,
         ..Outcome::default()
     };
-    let mut resp = route_and_forward(
+    let routed = route_and_forward(
         &rt,
         &down,
         parts,
@@ -148,11 +140,18 @@ pub async fn handle(
         on_upgrade,
         start_time,
         &mut outcome,
-    )
-    .await;
+    );
+    let mut resp = match stream_timers(&rt, &progress, routed).await {
+        Ok(resp) => resp,
+        Err(reason) => {
+            outcome.details = reason.details();
+            rt.stats.rq_timeout.inc();
+            local_reply::response(reason)
+        }
+    };
     headers::prepare_response(resp.headers_mut(), &rt.cfg);
     if !outcome.from_upstream {
-        local_reply_framing(&mut resp, version, body_done.load(Ordering::Relaxed));
+        local_reply_framing(&mut resp, version, progress.done());
     }
     let status = resp.status().as_u16();
     stats.response(status);
@@ -179,7 +178,7 @@ pub async fn handle(
                 response_code: Some(status),
                 response_code_details: Some(outcome.details),
                 response_flags: outcome.flags,
-                bytes_received: received.load(Ordering::Relaxed),
+                bytes_received: progress.bytes(),
                 bytes_sent: sent,
                 upstream_host: outcome.upstream_host,
                 upstream_cluster: outcome.cluster.as_deref(),
@@ -195,6 +194,53 @@ pub async fn handle(
         }
     });
     Response::from_parts(parts, body.boxed())
+}
+
+/// Runs the stream until its response headers, under the connection manager's `request_timeout`
+/// (the whole request must arrive in time) and `stream_idle_timeout` (no request bytes and no
+/// response for that long). Response bodies are not covered by these timers yet.
+async fn stream_timers<F>(
+    rt: &HttpRuntime,
+    progress: &Progress,
+    routed: F,
+) -> Result<Response<BoxBody>, LocalReason>
+where
+    F: std::future::Future<Output = Response<BoxBody>>,
+{
+    let (request_timeout, idle) = (rt.cfg.request_timeout, rt.cfg.stream_idle_timeout);
+    if request_timeout.is_none() && idle.is_none() {
+        return Ok(routed.await);
+    }
+    tokio::pin!(routed);
+    let request_deadline =
+        request_timeout.map(|t| tokio::time::Instant::from_std(progress.last_activity()) + t);
+    loop {
+        let idle_deadline =
+            idle.map(|t| tokio::time::Instant::from_std(progress.last_activity()) + t);
+        let next = match (request_deadline.filter(|_| !progress.done()), idle_deadline) {
+            (Some(r), Some(i)) => Some(r.min(i)),
+            (r, i) => r.or(i),
+        };
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            resp = &mut routed => return Ok(resp),
+            _ = progress.changed() => continue,
+            _ = sleep => {
+                let now = tokio::time::Instant::now();
+                if !progress.done() && request_deadline.is_some_and(|d| now >= d) {
+                    return Err(LocalReason::RequestTimeout);
+                }
+                if idle_deadline.is_some_and(|d| now >= d) {
+                    return Err(if progress.done() { LocalReason::StreamIdleComplete } else { LocalReason::StreamIdle });
+                }
+            }
+        }
+    }
 }
 
 /// Envoy closes an HTTP/1 connection when it answers before reading the whole request (the unread
