@@ -322,7 +322,13 @@ pub fn init(opts: &LoggingOptions<'_>) -> Result<LogControl, LoggingError> {
                 })?;
             (BoxMakeWriter::new(Arc::new(file)), false)
         }
-        None => (BoxMakeWriter::new(std::io::stderr), true),
+        None => {
+            use std::io::IsTerminal;
+            (
+                BoxMakeWriter::new(std::io::stderr),
+                std::io::stderr().is_terminal(),
+            )
+        }
     };
 
     let detached = LogControl::detached(default);

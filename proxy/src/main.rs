@@ -27,16 +27,8 @@ fn main() -> ExitCode {
         }
     };
     let workers = app::workers(&args);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("remora: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime(workers) else {
+        return ExitCode::FAILURE;
     };
     rt.block_on(async move {
         let stats = Store::new();
@@ -76,22 +68,29 @@ fn main() -> ExitCode {
 }
 
 fn run_echo(args: remora_proxy::cli::EchoArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("remora: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime(1) else {
+        return ExitCode::FAILURE;
     };
     match rt.block_on(echo::run(args.listen, args.name)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("remora echo: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The multi-thread runtime with `workers` threads; reports the reason when it cannot start.
+fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("remora: cannot start the runtime: {e}");
+            None
         }
     }
 }

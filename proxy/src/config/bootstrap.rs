@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
-use envoy_types::pb::envoy::config::core::v3::{address, Address};
 
 use super::network::{build_chain, NetworkStack};
 use super::parse::{self, ParseOptions};
 use super::{BuildContext, ConfigError, ConfigErrors, Path};
 use crate::access_log::Writers;
 use crate::http::stats::ClusterHttpStats;
+use crate::listener::address::listen_address;
 use crate::listener::{self, ListenerConfig};
 use crate::stats::Store;
 use crate::upstream::ClusterManager;
@@ -125,13 +125,15 @@ pub fn build(
         errors.extend(e);
     }
     let admin = match bootstrap.admin.as_ref().and_then(|a| a.address.as_ref()) {
-        Some(a) => match socket_address(a, &root.field("admin").field("address")) {
-            Ok(addr) => Some(addr),
-            Err(e) => {
-                errors.0.push(e);
-                None
+        Some(a) => {
+            match listen_address(a, &root.field("admin").field("address")).map(|l| l.address) {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    errors.0.push(e);
+                    None
+                }
             }
-        },
+        }
         None => None,
     };
     if !translated {
@@ -143,42 +145,4 @@ pub fn build(
         clusters,
         listeners,
     })
-}
-
-/// A `socket_address` as a std address; other address kinds are reported.
-pub fn socket_address(a: &Address, path: &Path) -> Result<SocketAddr, ConfigError> {
-    use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
-    let sa = match &a.address {
-        Some(address::Address::SocketAddress(sa)) => sa,
-        Some(_) => {
-            return Err(ConfigError::new(
-                path,
-                "only socket_address is supported here",
-            ))
-        }
-        None => return Err(ConfigError::new(path, "an address is required")),
-    };
-    let spath = path.field("socket_address");
-    let port = match sa.port_specifier {
-        Some(PortSpecifier::PortValue(p)) => u16::try_from(p).map_err(|_| {
-            ConfigError::new(
-                spath.field("port_value"),
-                format!("port {p} is out of range (0-65535)"),
-            )
-        })?,
-        Some(PortSpecifier::NamedPort(_)) => {
-            return Err(ConfigError::new(
-                spath.field("named_port"),
-                "named ports are not supported",
-            ))
-        }
-        None => 0,
-    };
-    let ip: std::net::IpAddr = sa.address.parse().map_err(|_| {
-        ConfigError::new(
-            spath.field("address"),
-            format!("malformed IP address: {}", sa.address),
-        )
-    })?;
-    Ok(SocketAddr::new(ip, port))
 }

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::BoxBody;
-use super::completion::{Counted, Progress, Tracked};
+use super::completion::{Observed, OnEnd, Progress};
 use super::forward::{self, AttemptCount, Forwarded};
 use super::headers;
 use super::local_reply::{self, LocalReason};
@@ -126,7 +126,7 @@ pub async fn handle(
     headers::strip_host_port(&mut parts.headers, down.info.local.port(), &rt.cfg);
 
     let progress = Arc::new(Progress::new(start, body.is_end_stream()));
-    let body = Tracked::new(body, progress.clone()).boxed();
+    let body = Observed::new(body, progress.clone()).boxed();
 
     let mut outcome = Outcome {
         log_wanted,
@@ -161,38 +161,42 @@ pub async fn handle(
     let info = down.info.clone();
     let resp_headers = log_wanted.then(|| resp.headers().clone());
     let (parts, body) = resp.into_parts();
-    let body = Counted::new(body, move |sent, _complete| {
-        drop(guard);
-        if let Some(req_headers) = outcome.log_headers.take() {
-            let resp_headers = resp_headers.unwrap_or_default();
-            let authority = req_headers.get(HOST).and_then(|v| v.to_str().ok());
-            let ctx = LogContext {
-                duration: Some(start.elapsed()),
-                method: Some(method.as_str()),
-                path: Some(original_path.as_str()),
-                authority,
-                scheme: Some(info.scheme),
-                protocol: Some(protocol(version)),
-                request_headers: Some(&req_headers),
-                response_headers: Some(&resp_headers),
-                response_code: Some(status),
-                response_code_details: Some(outcome.details),
-                response_flags: outcome.flags,
-                bytes_received: progress.bytes(),
-                bytes_sent: sent,
-                upstream_host: outcome.upstream_host,
-                upstream_cluster: outcome.cluster.as_deref(),
-                route_name: outcome.route_name.as_deref(),
-                downstream_remote_address: Some(info.peer),
-                downstream_local_address: Some(info.local),
-                downstream_direct_remote_address: Some(info.peer),
-                connection_id: Some(info.id),
-                upstream_request_attempt_count: (outcome.attempts > 0).then_some(outcome.attempts),
-                ..LogContext::new(start_time)
-            };
-            logs_rt.cfg.access_logs.log(&ctx);
-        }
-    });
+    let body = Observed::new(
+        body,
+        OnEnd::new(move |sent, _complete| {
+            drop(guard);
+            if let Some(req_headers) = outcome.log_headers.take() {
+                let resp_headers = resp_headers.unwrap_or_default();
+                let authority = req_headers.get(HOST).and_then(|v| v.to_str().ok());
+                let ctx = LogContext {
+                    duration: Some(start.elapsed()),
+                    method: Some(method.as_str()),
+                    path: Some(original_path.as_str()),
+                    authority,
+                    scheme: Some(info.scheme),
+                    protocol: Some(protocol(version)),
+                    request_headers: Some(&req_headers),
+                    response_headers: Some(&resp_headers),
+                    response_code: Some(status),
+                    response_code_details: Some(outcome.details),
+                    response_flags: outcome.flags,
+                    bytes_received: progress.bytes(),
+                    bytes_sent: sent,
+                    upstream_host: outcome.upstream_host,
+                    upstream_cluster: outcome.cluster.as_deref(),
+                    route_name: outcome.route_name.as_deref(),
+                    downstream_remote_address: Some(info.peer),
+                    downstream_local_address: Some(info.local),
+                    downstream_direct_remote_address: Some(info.peer),
+                    connection_id: Some(info.id),
+                    upstream_request_attempt_count: (outcome.attempts > 0)
+                        .then_some(outcome.attempts),
+                    ..LogContext::new(start_time)
+                };
+                logs_rt.cfg.access_logs.log(&ctx);
+            }
+        }),
+    );
     Response::from_parts(parts, body.boxed())
 }
 

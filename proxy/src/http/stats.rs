@@ -64,12 +64,7 @@ impl HttpStats {
     /// Counts a response sent downstream.
     pub fn response(&self, status: u16) {
         self.rq_completed.inc();
-        if let Some(c) = self
-            .rq_by_class
-            .get(usize::from(status / 100).wrapping_sub(1))
-        {
-            c.inc();
-        }
+        count_class(&self.rq_by_class, status);
     }
 }
 
@@ -116,12 +111,7 @@ impl RouterClusterStats {
     /// Counts a response (from upstream, or a local reply on the cluster's behalf).
     pub fn response(&self, status: u16) {
         self.rq_completed.inc();
-        if let Some(c) = self
-            .rq_by_class
-            .get(usize::from(status / 100).wrapping_sub(1))
-        {
-            c.inc();
-        }
+        count_class(&self.rq_by_class, status);
         if let (Some(cell), Some(scope)) = (
             self.by_code.get(usize::from(status).wrapping_sub(100)),
             &self.scope,
@@ -145,5 +135,12 @@ impl ClusterHttpStats {
 
     pub fn get(&self, cluster: &str) -> &RouterClusterStats {
         self.clusters.get(cluster).unwrap_or(&self.detached)
+    }
+}
+
+/// Increments the `1xx`..`5xx` counter for `status` (codes outside 100..=599 count nowhere).
+fn count_class(classes: &[Counter; 5], status: u16) {
+    if let Some(c) = classes.get(usize::from(status / 100).wrapping_sub(1)) {
+        c.inc();
     }
 }

@@ -34,6 +34,11 @@ impl TimeFormat {
                 continue;
             }
             let mut width = None;
+            // absl's `%E<n>S` (seconds with n fractional digits) and `%E<n>f`, which Envoy accepts.
+            let extended = chars.peek() == Some(&'E');
+            if extended {
+                chars.next();
+            }
             if let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
                 width = Some(d as usize);
                 chars.next();
@@ -42,7 +47,18 @@ impl TimeFormat {
                 .next()
                 .ok_or_else(|| format!("time format {spec:?} ends with '%'"))?;
             let piece = match (conv, width) {
+                ('S', Some(w)) if extended => {
+                    if !lit.is_empty() {
+                        pieces.push(Piece::Literal(std::mem::take(&mut lit)));
+                    }
+                    pieces.push(Piece::Field('S'));
+                    pieces.push(Piece::Literal(".".into()));
+                    Piece::Fraction(w.clamp(1, 9))
+                }
                 ('f', w) => Piece::Fraction(w.unwrap_or(9).clamp(1, 9)),
+                (_, _) if extended => {
+                    return Err(format!("unsupported time conversion in {spec:?}"))
+                }
                 // `%E3S` style is not Envoy's; `%3S` isn't either: only `f` takes a width.
                 (_, Some(_)) => return Err(format!("unsupported time conversion in {spec:?}")),
                 ('%', None) => {

@@ -3,12 +3,13 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use http::header::{HeaderMap, HeaderName, HOST};
 use http::Version;
 
 use super::request::joined;
+use crate::access_log::format::time::TimeFormat;
 
 /// What header values may refer to, supplied by the proxy for each request.
 #[derive(Debug, Clone, Default)]
@@ -41,7 +42,7 @@ enum AddrPart {
 enum Op {
     Address(Addr, AddrPart),
     Protocol,
-    StartTime(Option<String>),
+    StartTime(TimeFormat),
     /// `%REQ(main?alt):max%` / `%RESP(...)%`.
     Header {
         response: bool,
@@ -175,12 +176,11 @@ fn command(name: &str, arg: Option<&str>, max: Option<usize>) -> Result<Op, Stri
         "UPSTREAM_REMOTE_PORT" => no_arg(Op::Address(UpstreamRemote, Port)),
         "PROTOCOL" => no_arg(Op::Protocol),
         "START_TIME" => {
-            if let Some(fmt) = arg {
-                check_time_format(fmt)?;
-            }
-            Ok(Op::StartTime(
-                arg.filter(|a| !a.is_empty()).map(str::to_string),
-            ))
+            let fmt = match arg.filter(|a| !a.is_empty()) {
+                Some(f) => TimeFormat::parse(f)?,
+                None => TimeFormat::envoy_default(),
+            };
+            Ok(Op::StartTime(fmt))
         }
         "REQ" | "RESP" => {
             let arg = arg.ok_or_else(|| format!("%{name}(header)% needs a header name"))?;
@@ -236,7 +236,7 @@ fn format_op(op: &Op, ctx: &FormatContext<'_, '_>, out: &mut String) {
         }),
         Op::StartTime(fmt) => {
             if let Some(t) = ctx.vars.start_time {
-                format_time(t, fmt.as_deref().unwrap_or("%Y-%m-%dT%H:%M:%E3SZ"), out);
+                fmt.format(t, out);
             }
         }
         Op::Header {
@@ -265,97 +265,10 @@ fn format_op(op: &Op, ctx: &FormatContext<'_, '_>, out: &mut String) {
     }
 }
 
-/// The strftime subset remora supports in `%START_TIME(...)%`.
-fn check_time_format(fmt: &str) -> Result<(), String> {
-    let mut chars = fmt.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            continue;
-        }
-        match chars.next() {
-            Some('Y' | 'm' | 'd' | 'H' | 'M' | 'S' | 's' | 'z' | 'Z' | '%' | 'f') => {}
-            Some('E') => match (chars.next(), chars.next()) {
-                (Some('1'..='9'), Some('S')) => {}
-                _ => return Err(format!("unsupported time format '{fmt}'")),
-            },
-            Some('1'..='9') if chars.next() == Some('f') => {}
-            _ => {
-                return Err(format!(
-                    "unsupported time format '{fmt}' (supported: %Y %m %d %H %M %S %s %z %Z %f %Nf %ENS)"
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
-fn format_time(t: SystemTime, fmt: &str, out: &mut String) {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let nanos = since.subsec_nanos();
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    let sod = secs % 86_400;
-    let (h, mi, s) = (sod / 3600, (sod % 3600) / 60, sod % 60);
-    let frac = |digits: u32, out: &mut String| {
-        let v = nanos / 10u32.pow(9 - digits);
-        let _ = write!(out, "{v:0width$}", width = digits as usize);
-    };
-    let mut chars = fmt.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let _ = match chars.next() {
-            Some('Y') => write!(out, "{y:04}"),
-            Some('m') => write!(out, "{mo:02}"),
-            Some('d') => write!(out, "{d:02}"),
-            Some('H') => write!(out, "{h:02}"),
-            Some('M') => write!(out, "{mi:02}"),
-            Some('S') => write!(out, "{s:02}"),
-            Some('s') => write!(out, "{secs}"),
-            Some('z') => write!(out, "+0000"),
-            Some('Z') => write!(out, "UTC"),
-            Some('f') => {
-                frac(9, out);
-                Ok(())
-            }
-            Some('E') => {
-                let n = chars.next().and_then(|c| c.to_digit(10)).unwrap_or(3);
-                chars.next();
-                let _ = write!(out, "{s:02}.");
-                frac(n, out);
-                Ok(())
-            }
-            Some(c @ '1'..='9') => {
-                chars.next();
-                frac(c.to_digit(10).unwrap_or(9), out);
-                Ok(())
-            }
-            Some('%') => write!(out, "%"),
-            _ => Ok(()),
-        };
-    }
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn render(tmpl: &str, vars: &HeaderVars<'_>, req: Option<&HeaderMap>) -> String {
         let f = Formatter::parse(tmpl).expect("parses");
