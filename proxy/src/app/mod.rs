@@ -203,7 +203,10 @@ async fn serve_connection(mut acc: Accepted<NetworkStack>, detector: Arc<Detecto
             Err(e) => return tracing::debug!(error = %e, "listener filters; closing"),
         };
         let protocols = detected.protocols();
-        if acc.select(&detected.match_input(acc.local, acc.peer, &protocols)).is_none() {
+        if acc
+            .select(&detected.match_input(acc.local, acc.peer, &protocols))
+            .is_none()
+        {
             return tracing::debug!(?detected, "no matching filter chain; closing");
         }
         Some(detected)

@@ -63,10 +63,10 @@ mod tests {
     fn reads_are_big_endian_and_stop_at_the_end() {
         let mut c = Cursor::new(&[1, 2, 3, 4, 5, 6]);
         assert_eq!(c.u8(), Some(1));
-        assert_eq!(c.u16(), Some(0x0203));
+        assert_eq!(c.u24(), Some(0x020304));
         assert_eq!(c.u24(), None, "only two bytes are left");
-        assert_eq!(c.remaining(), 3, "a failed read consumes nothing");
-        assert_eq!(c.u24(), Some(0x040506));
+        assert_eq!(c.remaining(), 2, "a failed read consumes nothing");
+        assert_eq!(c.u16(), Some(0x0506));
         assert!(c.is_empty());
         assert_eq!(c.u8(), None);
     }

@@ -21,7 +21,9 @@ pub(super) async fn tls(
 ) -> Result<(), DetectError> {
     let max = config
         .max_client_hello_size
-        .map_or(MAX_CLIENT_HELLO, |m| usize::try_from(m).unwrap_or(usize::MAX))
+        .map_or(MAX_CLIENT_HELLO, |m| {
+            usize::try_from(m).unwrap_or(usize::MAX)
+        })
         .min(MAX_CLIENT_HELLO);
     loop {
         let seen = peeker.data().len();

@@ -129,7 +129,8 @@ pub struct Detector {
 
 impl Detector {
     pub fn new<C>(config: &ListenerConfig<C>, store: &Store) -> Self {
-        let has = |f: fn(&ListenerFilterKind) -> bool| config.listener_filters.iter().any(|l| f(&l.kind));
+        let has =
+            |f: fn(&ListenerFilterKind) -> bool| config.listener_filters.iter().any(|l| f(&l.kind));
         Self {
             filters: config.listener_filters.clone(),
             timeout: Some(config.listener_filters_timeout).filter(|t| !t.is_zero()),
