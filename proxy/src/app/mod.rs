@@ -200,14 +200,18 @@ async fn serve_connection(mut acc: Accepted<NetworkStack>, detector: Arc<Detecto
     let _detected = if acc.chain.is_none() {
         let detected = match detector.run(&acc.stream, acc.local).await {
             Ok(d) => d,
-            Err(e) => return tracing::debug!(error = %e, "listener filters; closing"),
+            Err(e) => {
+                tracing::debug!(error = %e, "listener filters; closing");
+                return;
+            }
         };
         let protocols = detected.protocols();
         if acc
             .select(&detected.match_input(acc.local, acc.peer, &protocols))
             .is_none()
         {
-            return tracing::debug!(?detected, "no matching filter chain; closing");
+            tracing::debug!(?detected, "no matching filter chain; closing");
+            return;
         }
         Some(detected)
     } else {
