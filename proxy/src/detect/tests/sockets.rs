@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::rustls_hello;
+use super::{alpn_ext, hello_message, records, rustls_hello, sni_ext};
 use crate::config::parse::{from_yaml, ParseOptions};
 use crate::config::Path;
 use crate::detect::{DetectError, Detected, Detector, RAW_BUFFER, TLS};
@@ -249,4 +249,26 @@ async fn a_disabled_filter_reads_nothing() {
         .expect("no waiting")
         .expect("detected");
     assert_eq!(detected, Detected::default());
+}
+
+#[tokio::test]
+async fn a_large_hello_in_many_records_grows_the_peek_buffer() {
+    let store = Store::new();
+    let d = detector(&[TLS_INSPECTOR], "", &store);
+    let (mut client, server) = pair().await;
+    // A 12 KB padding extension (RFC 7685) pushes the hello past the first peek buffer.
+    let padding = (21u16, vec![0u8; 12_000]);
+    let message = hello_message(&[padding, sni_ext("big.example"), alpn_ext(&["h2"])]);
+    let bytes = records(&message, 3_000);
+    let writer = tokio::spawn(async move {
+        for piece in bytes.chunks(1_500) {
+            client.write_all(piece).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        client
+    });
+    let detected = detect(&d, &server).await.expect("detected");
+    assert_eq!(detected.server_name.as_deref(), Some("big.example"));
+    assert_eq!(detected.protocols(), ["h2"]);
+    drop(writer.await.expect("writer"));
 }
