@@ -10,6 +10,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod drain;
 pub mod echo;
 pub mod http;

@@ -15,6 +15,7 @@ use crate::cli::ServerArgs;
 use crate::config::network::NetworkStack;
 use crate::config::parse::to_json;
 use crate::config::{self, ParseOptions, Snapshot};
+use crate::detect::Detector;
 use crate::drain;
 use crate::http::server::ConnInfo;
 use crate::listener::{self, Accepted, ActiveListener};
@@ -139,12 +140,14 @@ pub async fn run(
     }
     let listener_count = bound.len();
     for (active, sockets) in bound {
+        let detector = Arc::new(Detector::new(&active.config, &stats));
         for b in sockets {
             let socket = tokio::net::TcpListener::from_std(b.listener)?;
+            let detector = detector.clone();
             tokio::spawn(listener::serve(
                 socket,
                 active.clone(),
-                serve_connection,
+                move |acc| serve_connection(acc, detector.clone()),
                 drain_watch.clone(),
             ));
         }
@@ -191,15 +194,29 @@ pub async fn run(
 }
 
 /// Hands an accepted connection to its chain's terminal filter.
-async fn serve_connection(mut acc: Accepted<NetworkStack>) {
-    if acc.chain.is_none() {
-        // Listener filters (TLS and HTTP inspection) come with a later stage; until then the chain is
-        // chosen from what the accept stage knows.
-        let input = acc.raw_match_input();
-        if acc.select(&input).is_none() {
+async fn serve_connection(mut acc: Accepted<NetworkStack>, detector: Arc<Detector>) {
+    // Detect: listeners with listener filters choose the chain from the connection's first bytes.
+    // `detected` (SNI, ALPN) is for the stages after the chain: TLS termination, access logs.
+    let _detected = if acc.chain.is_none() {
+        let detected = match detector.run(&acc.stream, acc.local).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "listener filters; closing");
+                return;
+            }
+        };
+        let protocols = detected.protocols();
+        if acc
+            .select(&detected.match_input(acc.local, acc.peer, &protocols))
+            .is_none()
+        {
+            tracing::debug!(?detected, "no matching filter chain; closing");
             return;
         }
-    }
+        Some(detected)
+    } else {
+        None
+    };
     let Some(stack) = acc.chain().cloned() else {
         return;
     };
