@@ -26,8 +26,28 @@ use crate::secrets::SecretStore;
 use crate::stats::Scope;
 
 struct Ready {
-    connector: TlsConnector,
+    /// One connector per [`Alpn`] fallback (they differ only when `alpn_protocols` is empty).
+    connectors: [TlsConnector; 3],
     resolver: Option<Arc<RotatingCertResolver>>,
+}
+
+/// What ALPN offers when the context configures none: the protocol of the pool connecting (Envoy's
+/// ALPN fallback), or nothing for tcp_proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    None = 0,
+    Http1 = 1,
+    Http2 = 2,
+}
+
+impl Alpn {
+    fn protocols(self) -> Vec<Vec<u8>> {
+        match self {
+            Alpn::None => Vec::new(),
+            Alpn::Http1 => vec![b"http/1.1".to_vec()],
+            Alpn::Http2 => vec![b"h2".to_vec()],
+        }
+    }
 }
 
 /// One cluster's TLS client context.
@@ -35,7 +55,8 @@ pub struct ClientTls {
     common: Common,
     sni: Option<String>,
     auto_host_sni: bool,
-    alpn: Vec<Vec<u8>>,
+    /// `alpn_protocols`, or the `auto_config` override; `None`: the pool's fallback.
+    alpn: Option<Vec<Vec<u8>>>,
     label: String,
     ready: ArcSwapOption<Ready>,
     stats: OnceLock<TlsStats>,
@@ -66,15 +87,13 @@ pub enum ConnectError {
 }
 
 impl ClientTls {
-    /// Translates an `UpstreamTlsContext` (`path` points at it). `default_alpn` is what the
-    /// cluster's HTTP protocol offers when `alpn_protocols` is empty; `force_alpn` (the
-    /// `auto_config` protocol) replaces the configured list, as Envoy does.
+    /// Translates an `UpstreamTlsContext` (`path` points at it). `force_alpn` (the `auto_config`
+    /// protocols) replaces `alpn_protocols`, as Envoy's ALPN override does.
     pub fn from_proto(
         ctx: &UpstreamTlsContext,
         path: &Path,
         secrets: &SecretStore,
-        default_alpn: &[&[u8]],
-        force_alpn: bool,
+        force_alpn: Option<&[&[u8]]>,
     ) -> Result<Arc<ClientTls>, ConfigErrors> {
         let mut errs = ConfigErrors::default();
         let cpath = path.field("common_tls_context");
@@ -104,10 +123,9 @@ impl ClientTls {
         if common.validation.is_none() {
             warn!(context = %path, "UpstreamTlsContext has no validation_context: the upstream's certificate is not verified (as in Envoy)");
         }
-        let alpn = if force_alpn || common.alpn.is_empty() {
-            default_alpn.iter().map(|p| p.to_vec()).collect()
-        } else {
-            common.alpn.clone()
+        let alpn = match force_alpn {
+            Some(f) => Some(f.iter().map(|p| p.to_vec()).collect()),
+            None => (!common.alpn.is_empty()).then(|| common.alpn.clone()),
         };
         let tls = Arc::new(ClientTls {
             common,
@@ -180,13 +198,21 @@ impl ClientTls {
             .map_err(|e| NotReady::Invalid(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let mut cfg = match &resolver {
+        let base = match &resolver {
             Some(r) => builder.with_client_cert_resolver(r.clone() as Arc<dyn ResolvesClientCert>),
             None => builder.with_no_client_auth(),
         };
-        cfg.alpn_protocols = self.alpn.clone();
+        let connector = |fallback: Alpn| {
+            let mut cfg = base.clone();
+            cfg.alpn_protocols = self.alpn.clone().unwrap_or_else(|| fallback.protocols());
+            TlsConnector::from(Arc::new(cfg))
+        };
         self.ready.store(Some(Arc::new(Ready {
-            connector: TlsConnector::from(Arc::new(cfg)),
+            connectors: [
+                connector(Alpn::None),
+                connector(Alpn::Http1),
+                connector(Alpn::Http2),
+            ],
             resolver,
         })));
         Ok(())
@@ -201,11 +227,6 @@ impl ClientTls {
         self.stats.get_or_init(TlsStats::default)
     }
 
-    /// Whether ALPN offers HTTP/2.
-    pub fn offers_h2(&self) -> bool {
-        self.alpn.iter().any(|p| p == b"h2")
-    }
-
     /// Runs the client handshake over a connected stream to `endpoint` (`hostname` is the
     /// endpoint's hostname, for `auto_host_sni`).
     pub async fn connect<S>(
@@ -213,6 +234,7 @@ impl ClientTls {
         stream: S,
         endpoint: SocketAddr,
         hostname: &str,
+        alpn: Alpn,
         timeout: Duration,
     ) -> Result<(TlsStream<S>, TlsInfo), ConnectError>
     where
@@ -232,7 +254,7 @@ impl ClientTls {
             Some(Ok(n)) => n,
             _ => ServerName::IpAddress(endpoint.ip().into()),
         };
-        let handshake = ready.connector.connect(name, stream);
+        let handshake = ready.connectors[alpn as usize].connect(name, stream);
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(tls)) => {
                 let (_, conn) = tls.get_ref();

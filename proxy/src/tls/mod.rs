@@ -27,7 +27,7 @@ use prost::Name;
 use crate::config::parse::{any_type_name, unpack_any, ParseOptions};
 use crate::config::{ConfigError, ConfigErrors, Path};
 
-pub use client::{ClientTls, ConnectError};
+pub use client::{Alpn, ClientTls, ConnectError};
 pub use io::ClientStream;
 pub use peer::{PeerCert, TlsInfo};
 pub use server::{AcceptError, ServerTls};

@@ -138,6 +138,15 @@ fn apply_http_options(
     if let Some(common) = &o.common_http_protocol_options {
         apply_common(spec, common, c, &path.field("common_http_protocol_options"));
     }
+    if let Some(u) = &o.upstream_http_protocol_options {
+        // Per-request SNI needs connections keyed by SNI, which the pools do not do yet.
+        if u.auto_sni || u.auto_san_validation || !u.override_auto_sni_header.is_empty() {
+            errs.push(
+                path.field("upstream_http_protocol_options"),
+                "auto_sni and auto_san_validation are not supported yet; set sni in the UpstreamTlsContext",
+            );
+        }
+    }
     if !o.http_filters.is_empty() {
         errs.push(
             path.field("http_filters"),

@@ -14,6 +14,7 @@ use tracing::debug;
 use super::connect::{self, Counted};
 use super::{attach, exchange_error, to_origin_form, ConnState, Exchanged, Pending};
 use crate::http::body::BoxBody;
+use crate::tls::Alpn;
 use crate::upstream::cluster::Shared;
 use crate::upstream::endpoint::Host;
 use crate::upstream::UpstreamError;
@@ -127,7 +128,7 @@ async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Upstre
             });
         }
         if let Some(slot) = pending.connection_slot() {
-            let (stream, addr, guard) = connect::tcp(shared, host, slot).await?;
+            let (stream, addr, guard) = connect::transport(shared, host, slot, Alpn::Http1).await?;
             let io = TokioIo::new(Counted::new(stream, shared));
             let (sender, conn) =
                 http1::handshake(io)

@@ -11,6 +11,7 @@ use tracing::debug;
 use super::connect::{self, Counted};
 use super::{attach, exchange_error, to_absolute_form, ConnState, Exchanged, Pending};
 use crate::http::body::BoxBody;
+use crate::tls::Alpn;
 use crate::upstream::cluster::Shared;
 use crate::upstream::endpoint::Host;
 use crate::upstream::UpstreamError;
@@ -79,7 +80,7 @@ async fn acquire(
             return Ok(s);
         }
         if let Some(slot) = pending.connection_slot() {
-            let (stream, addr, guard) = connect::tcp(shared, host, slot).await?;
+            let (stream, addr, guard) = connect::transport(shared, host, slot, Alpn::Http2).await?;
             let io = TokioIo::new(Counted::new(stream, shared));
             let settings = &shared.spec.protocol.http2;
             let mut builder = http2::Builder::new(TokioExecutor::new());
