@@ -225,7 +225,7 @@ fn unsupported(v: &CertificateValidationContext, path: &Path, errs: &mut ConfigE
         "require_signed_certificate_timestamp",
         "requiring signed certificate timestamps",
     );
-    reject(v.crl.is_some(), "crl", "certificate revocation lists");
+    reject(v.crl.is_some(), "crl", "a certificate revocation list");
     reject(
         v.allow_expired_certificate,
         "allow_expired_certificate",
