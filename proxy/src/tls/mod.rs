@@ -16,7 +16,7 @@ pub mod stats;
 pub mod validation;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{

@@ -113,7 +113,10 @@ fn verification_loosening_fields_are_refused() {
 
 #[test]
 fn client_certificates_cannot_be_required_without_a_ca() {
-    let listener = format!("{}          require_client_certificate: true\n", server_cert());
+    let listener = format!(
+        "{}          require_client_certificate: true\n",
+        server_cert()
+    );
     let errs = errors(&bootstrap(&listener, ""));
     assert!(has(&errs, &format!("{CTX}.require_client_certificate: require_client_certificate needs a validation context")), "{errs:?}");
 }
@@ -133,8 +136,22 @@ fn secrets_must_exist_and_grpc_sds_is_refused() {
     let listener = "          common_tls_context:\n            tls_certificate_sds_secret_configs:\n            - name: missing\n            validation_context_sds_secret_config:\n              name: v\n              sds_config: { ads: {} }\n";
     let errs = errors(&bootstrap(listener, ""));
     let c = format!("{CTX}.common_tls_context");
-    assert!(has(&errs, &format!("{c}.tls_certificate_sds_secret_configs[0].name: Unknown static secret: missing")), "{errs:?}");
-    assert!(has(&errs, &format!("{c}.validation_context_sds_secret_config.sds_config: SDS over gRPC")), "{errs:?}");
+    assert!(
+        has(
+            &errs,
+            &format!(
+                "{c}.tls_certificate_sds_secret_configs[0].name: Unknown static secret: missing"
+            )
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        has(
+            &errs,
+            &format!("{c}.validation_context_sds_secret_config.sds_config: SDS over gRPC")
+        ),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -158,7 +175,10 @@ fn static_secrets_are_found_by_name_and_bad_ones_reported() {
     );
     let errs = errors(&yaml);
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].starts_with("static_resources.secrets[2].tls_certificate: "), "{errs:?}");
+    assert!(
+        errs[0].starts_with("static_resources.secrets[2].tls_certificate: "),
+        "{errs:?}"
+    );
     assert!(errs[0].contains("does not match"), "{errs:?}");
 }
 
@@ -168,7 +188,10 @@ fn tls_versions_outside_what_rustls_speaks_are_errors() {
         "{}            tls_params: {{ tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_2 }}\n",
         server_cert()
     );
-    let errs = errors(&bootstrap(&listener, "        common_tls_context: { tls_params: { tls_maximum_protocol_version: TLSv1_1 } }"));
+    let errs = errors(&bootstrap(
+        &listener,
+        "        common_tls_context: { tls_params: { tls_maximum_protocol_version: TLSv1_1 } }",
+    ));
     assert!(has(&errs, &format!("{CTX}.common_tls_context.tls_params.tls_minimum_protocol_version: the minimum protocol version is above the maximum")), "{errs:?}");
     assert!(has(&errs, "static_resources.clusters[0].transport_socket.typed_config.common_tls_context.tls_params.tls_maximum_protocol_version: TLS versions below TLSv1_2"), "{errs:?}");
 }

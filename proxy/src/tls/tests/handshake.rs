@@ -50,7 +50,9 @@ impl Fixture {
     }
 
     fn stat(&self, name: &str) -> u64 {
-        self.store.counter(format!("listener.test.ssl.{name}")).get()
+        self.store
+            .counter(format!("listener.test.ssl.{name}"))
+            .get()
     }
 
     /// Accepts one connection, answers `ok` on success, and returns what the server side saw.
@@ -148,10 +150,18 @@ async fn certificates_of_another_ca_or_expired_are_refused() {
     let f = Fixture::new();
     let other = ca("td");
     let foreign = issue(&other, CLIENT_ID);
-    let (res, _) = f.exchange(Some(client(&f.ca, Some(&foreign), TLS13, &[]))).await;
-    assert_eq!(failure(&res), Some(VerifyFailure::UntrustedChain), "{res:?}");
+    let (res, _) = f
+        .exchange(Some(client(&f.ca, Some(&foreign), TLS13, &[])))
+        .await;
+    assert_eq!(
+        failure(&res),
+        Some(VerifyFailure::UntrustedChain),
+        "{res:?}"
+    );
     let old = issue_with(&f.ca, CLIENT_ID, &expired());
-    let (res, _) = f.exchange(Some(client(&f.ca, Some(&old), TLS13, &[]))).await;
+    let (res, _) = f
+        .exchange(Some(client(&f.ca, Some(&old), TLS13, &[])))
+        .await;
     assert_eq!(failure(&res), Some(VerifyFailure::Expired), "{res:?}");
     assert_eq!(f.stat("fail_verify_error"), 2);
 }
