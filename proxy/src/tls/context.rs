@@ -23,7 +23,7 @@ pub enum ValidationRef {
     /// `validation_context_sds_secret_config`, or `combined_validation_context` (the secret merged
     /// over `default`, as Envoy merges them).
     Secret {
-        default: Option<CertificateValidationContext>,
+        default: Option<Box<CertificateValidationContext>>,
         entry: Arc<SecretEntry>,
         path: String,
     },
@@ -63,7 +63,9 @@ impl ValidationRef {
                     });
                 };
                 let merged = match default {
-                    Some(d) => merge(d, &v.proto).map_err(|e| NotReady::Invalid(e.to_string()))?,
+                    Some(d) => {
+                        merge(d.as_ref(), &v.proto).map_err(|e| NotReady::Invalid(e.to_string()))?
+                    }
                     None => v.proto.clone(),
                 };
                 validation::build(&merged, &Path::root(path))
@@ -198,7 +200,8 @@ pub fn build_common(
             let default = cv
                 .default_validation_context
                 .as_ref()
-                .and_then(|d| inline_trusted_ca(d, &p.field("default_validation_context"), errs));
+                .and_then(|d| inline_trusted_ca(d, &p.field("default_validation_context"), errs))
+                .map(Box::new);
             match &cv.validation_context_sds_secret_config {
                 Some(sds) => {
                     match secrets.resolve(sds, &p.field("validation_context_sds_secret_config")) {

@@ -42,10 +42,10 @@ fn context_of<M: prost::Message + Name + Default>(
     path: &Path,
     opts: ParseOptions,
 ) -> Result<Option<M>, ConfigErrors> {
-    let any = match &ts.config_type {
-        Some(transport_socket::ConfigType::TypedConfig(a)) => Some(a),
-        None => None,
-    };
+    let any = ts
+        .config_type
+        .as_ref()
+        .map(|transport_socket::ConfigType::TypedConfig(a)| a);
     let kind = any.map(any_type_name).unwrap_or_default();
     if ts.name == RAW_SOCKET || kind == RAW_TYPE {
         return Ok(None);
