@@ -54,8 +54,9 @@ fn write_server_cert(dir: &Path, c: &IssuedCert) {
     replace(&dir.join("cert.pem"), c.chain_pem.as_bytes());
 }
 
-/// An HTTP/1.1 upstream over mTLS that requires `REMORA_ID` and answers `<peer URI SAN>|<SNI>`.
-async fn upstream(ca: &DevCa) -> SocketAddr {
+/// An upstream over mTLS that requires `REMORA_ID` and answers `<peer URI SAN>|<SNI>|<version>`;
+/// HTTP/1.1 only, or (`alpn_h2`) offering h2 and http/1.1 over ALPN.
+async fn upstream(ca: &DevCa, alpn_h2: bool) -> SocketAddr {
     let cert = issue(ca, UPSTREAM_ID);
     let verifier =
         DownstreamCertVerifier::builder(TrustBundleSet::single(ca.trust_bundle().expect("bundle")))
@@ -68,7 +69,10 @@ async fn upstream(ca: &DevCa) -> SocketAddr {
     let resolver = Arc::new(RotatingCertResolver::new(Arc::new(
         cert.certified_key().expect("key"),
     )));
-    let cfg = remora_certs::server_config(ANY, verifier, resolver).expect("server config");
+    let mut cfg = remora_certs::server_config(ANY, verifier, resolver).expect("server config");
+    if alpn_h2 {
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
     let acceptor = TlsAcceptor::from(Arc::new(cfg));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -90,13 +94,24 @@ async fn upstream(ca: &DevCa) -> SocketAddr {
                     .and_then(|c| c.uri_sans().first().cloned())
                     .unwrap_or_default();
                 let answer = format!("{peer}|{}", conn.server_name().unwrap_or(""));
-                let svc = hyper::service::service_fn(move |_req| {
-                    let body = Full::new(Bytes::from(answer.clone()));
-                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(body)) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let body = Full::new(Bytes::from(format!("{answer}|{:?}", req.version())));
+                        async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(body)) }
+                    },
+                );
+                let io = TokioIo::new(tls);
+                if alpn_h2 {
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(io, svc)
                     .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                }
             });
         }
     });
@@ -119,7 +134,7 @@ impl Drop for Remora {
 }
 
 impl Remora {
-    fn start(ca: &DevCa, upstream: SocketAddr) -> Remora {
+    fn start(ca: &DevCa, upstream: SocketAddr, auto_upstream: SocketAddr) -> Remora {
         let dir = std::env::temp_dir().join(format!(
             "remora-tls-it-{}-{}",
             std::process::id(),
@@ -185,6 +200,8 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
+              - match: {{ prefix: "/auto" }}
+                route: {{ cluster: auto }}
               - match: {{ prefix: "/" }}
                 route: {{ cluster: up }}
   clusters:
@@ -205,12 +222,31 @@ static_resources:
           validation_context:
             trusted_ca: {{ inline_string: {root} }}
             match_typed_subject_alt_names: [ {{ san_type: URI, matcher: {{ exact: "{UPSTREAM_ID}" }} }} ]
+  - name: auto
+    connect_timeout: 2s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        auto_config: {{}}
+    load_assignment:
+      cluster_name: auto
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {auto_port} }} }} }}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          tls_certificate_sds_secret_configs: [ {{ name: remora-client }} ]
+          validation_context: {{ trusted_ca: {{ inline_string: {root} }} }}
 "#,
             chain = q(&remora.chain_pem),
             key = q(&remora.key_pem),
             sds = dir.join("sds.yaml").display(),
             log = dir.join("access.log").display(),
             up_port = upstream.port(),
+            auto_port = auto_upstream.port(),
         );
         let cfg_path = dir.join("remora.yaml");
         std::fs::write(&cfg_path, config).expect("config");
@@ -306,7 +342,11 @@ async fn connect(port: u16, cfg: Arc<rustls::ClientConfig>) -> std::io::Result<(
 }
 
 async fn get(sender: &mut Sender) -> Result<(u16, String), hyper::Error> {
-    let req = hyper::Request::get("/")
+    get_path(sender, "/").await
+}
+
+async fn get_path(sender: &mut Sender, path: &str) -> Result<(u16, String), hyper::Error> {
+    let req = hyper::Request::get(path)
         .header("host", "app")
         .body(Empty::new())
         .expect("request");
@@ -323,8 +363,9 @@ async fn mutual_tls_both_ways_with_sds_rotation() {
         &DevCaOptions::default(),
     )
     .expect("ca");
-    let up = upstream(&ca).await;
-    let remora = Remora::start(&ca, up);
+    let up = upstream(&ca, false).await;
+    let auto = upstream(&ca, true).await;
+    let remora = Remora::start(&ca, up, auto);
     let client_cert = issue(&ca, CLIENT_ID);
 
     // The right client reaches the upstream, which saw remora's identity and SNI.
@@ -333,7 +374,16 @@ async fn mutual_tls_both_ways_with_sds_rotation() {
         .expect("connect");
     let (status, body) = get(&mut kept).await.expect("request");
     assert_eq!(status, 200, "{}", remora.log());
-    assert_eq!(body, format!("{REMORA_ID}|upstream.td"));
+    assert_eq!(body, format!("{REMORA_ID}|upstream.td|HTTP/1.1"));
+
+    // auto_config: ALPN offers h2 and the upstream's choice (h2) is spoken, without SNI.
+    for _ in 0..2 {
+        let (status, body) = get_path(&mut kept, "/auto").await.expect("auto request");
+        assert_eq!(status, 200, "{}", remora.log());
+        assert_eq!(body, format!("{REMORA_ID}||HTTP/2.0"));
+    }
+    assert_eq!(remora.stat("cluster.auto.upstream_cx_http2_total"), 1);
+    assert_eq!(remora.stat("cluster.auto.upstream_cx_http1_total"), 0);
     assert_eq!(remora.listener_stat("ssl.handshake"), 1);
     assert_eq!(remora.listener_stat("ssl.versions.TLSv1.3"), 1);
     assert_eq!(remora.stat("cluster.up.ssl.handshake"), 1);

@@ -194,7 +194,10 @@ impl Cluster {
             }
         }
         let h2 = match shared.spec.protocol.protocol {
-            Protocol::Http1 => false,
+            // auto_config: HTTP/1.1 until ALPN with this endpoint has chosen h2.
+            Protocol::Http1 => {
+                shared.spec.protocol.auto && host.pool.alpn_h2.load(Ordering::Acquire)
+            }
             Protocol::Http2 => true,
             Protocol::Downstream => {
                 ctx.downstream_version.unwrap_or(req.version()) == Version::HTTP_2

@@ -26,6 +26,9 @@ pub use endpoints::{EndpointSpec, Health, Locality, Target};
 pub use lb::LbPolicy;
 pub use protocol::{Http2Settings, Protocol, ProtocolSpec};
 
+/// What an `auto_config` cluster offers over TLS, as Envoy does.
+const AUTO_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
 /// How the cluster finds its endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Discovery {
@@ -143,7 +146,12 @@ impl ClusterSpec {
             tls::upstream_context(ts, &tpath, ParseOptions::default())
                 .and_then(|ctx| {
                     ctx.map(|ctx| {
-                        ClientTls::from_proto(&ctx, &tpath.field("typed_config"), secrets, None)
+                        ClientTls::from_proto(
+                            &ctx,
+                            &tpath.field("typed_config"),
+                            secrets,
+                            protocol.auto.then_some(AUTO_ALPN),
+                        )
                     })
                     .transpose()
                 })
