@@ -16,6 +16,8 @@ pub mod echo;
 pub mod http;
 pub mod listener;
 pub mod logging;
+pub mod secrets;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;

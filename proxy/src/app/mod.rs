@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::access_log::Writers;
 use crate::admin::{self, AdminState, ServerInfo, ServerState, ServerStateCell};
 use crate::cli::ServerArgs;
-use crate::config::network::NetworkStack;
+use crate::config::network::{ChainStack, NetworkStack};
 use crate::config::parse::to_json;
 use crate::config::{self, ParseOptions, Snapshot};
 use crate::detect::Detector;
@@ -89,7 +89,9 @@ pub async fn run(
         admin: admin_addr,
         clusters,
         listeners,
+        secrets,
     } = snapshot;
+    secrets.start();
     clusters.start();
     clusters.initialized().await;
 
@@ -193,11 +195,11 @@ pub async fn run(
     Ok(())
 }
 
-/// Hands an accepted connection to its chain's terminal filter.
-async fn serve_connection(mut acc: Accepted<NetworkStack>, detector: Arc<Detector>) {
+/// Hands an accepted connection to its chain's terminal filter, through the chain's TLS context
+/// when it has one.
+async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Arc<Detector>) {
     // Detect: listeners with listener filters choose the chain from the connection's first bytes.
-    // `detected` (SNI, ALPN) is for the stages after the chain: TLS termination, access logs.
-    let _detected = if acc.chain.is_none() {
+    if acc.chain.is_none() {
         let detected = match detector.run(&acc.stream, acc.local).await {
             Ok(d) => d,
             Err(e) => {
@@ -213,25 +215,41 @@ async fn serve_connection(mut acc: Accepted<NetworkStack>, detector: Arc<Detecto
             tracing::debug!(?detected, "no matching filter chain; closing");
             return;
         }
-        Some(detected)
-    } else {
-        None
-    };
-    let Some(stack) = acc.chain().cloned() else {
+    }
+    let Some(ChainStack { tls, stack }) = acc.chain().cloned() else {
         return;
     };
-    match stack {
-        NetworkStack::Http(rt) => {
-            let info = ConnInfo {
-                id: acc.id,
-                peer: acc.peer,
-                local: acc.local,
-                scheme: "http",
-            };
-            crate::http::server::serve(acc.stream, info, rt, acc.drain).await;
+    let info = ConnInfo {
+        id: acc.id,
+        peer: acc.peer,
+        local: acc.local,
+        scheme: "http",
+        tls: None,
+    };
+    match tls {
+        None => serve_stack(acc.stream, info, stack, acc.drain).await,
+        Some(tls) => {
+            // A failed handshake is counted and logged by the TLS stage; the connection just ends.
+            if let Ok((stream, tls_info)) = tls.accept(acc.stream, acc.peer).await {
+                let info = ConnInfo {
+                    scheme: "https",
+                    tls: Some(Arc::new(tls_info)),
+                    ..info
+                };
+                serve_stack(stream, info, stack, acc.drain).await;
+            }
         }
+    }
+}
+
+async fn serve_stack<S>(stream: S, info: ConnInfo, stack: NetworkStack, drain: drain::Watch)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match stack {
+        NetworkStack::Http(rt) => crate::http::server::serve(stream, info, rt, drain).await,
         NetworkStack::Tcp(rt) => {
-            crate::tcp::serve(acc.stream, acc.peer, acc.local, acc.id, rt).await
+            crate::tcp::serve(stream, info.peer, info.local, info.id, rt).await
         }
     }
 }

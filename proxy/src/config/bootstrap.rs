@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
-use super::network::{build_chain, NetworkStack};
+use super::network::{build_chain, ChainStack};
 use super::parse::{self, ParseOptions};
 use super::{BuildContext, ConfigError, ConfigErrors, Path};
 use crate::access_log::Writers;
 use crate::http::stats::ClusterHttpStats;
 use crate::listener::address::listen_address;
 use crate::listener::{self, ListenerConfig};
+use crate::secrets::SecretStore;
 use crate::stats::Store;
 use crate::upstream::ClusterManager;
 
@@ -20,7 +21,9 @@ pub struct Snapshot {
     pub bootstrap: Bootstrap,
     pub admin: Option<SocketAddr>,
     pub clusters: Arc<ClusterManager>,
-    pub listeners: Vec<ListenerConfig<NetworkStack>>,
+    pub listeners: Vec<ListenerConfig<ChainStack>>,
+    /// Named secrets; `start` their SDS file watchers once a runtime runs.
+    pub secrets: SecretStore,
 }
 
 /// Reads the bootstrap as Envoy does: the file (JSON by extension `.json`, else YAML), then
@@ -81,14 +84,16 @@ pub fn build(
     }
     let res = bootstrap.static_resources.clone().unwrap_or_default();
     let spath = root.field("static_resources");
-    if !res.secrets.is_empty() {
-        errors.push(
-            spath.field("secrets"),
-            "static secrets are not supported yet",
-        );
+    let secrets = SecretStore::new(stats);
+    if let Err(e) = secrets.add_static(&res.secrets, &spath.field("secrets")) {
+        errors.extend(e);
     }
-    let clusters = match ClusterManager::from_protos(&res.clusters, &spath.field("clusters"), stats)
-    {
+    let clusters = match ClusterManager::from_protos_with_secrets(
+        &res.clusters,
+        &spath.field("clusters"),
+        stats,
+        &secrets,
+    ) {
         Ok(c) => Some(c),
         Err(e) => {
             errors.extend(e);
@@ -109,6 +114,7 @@ pub fn build(
         stats,
         opts,
         log_writers: writers,
+        secrets: &secrets,
     };
     let lpath = spath.field("listeners");
     let mut listeners = Vec::new();
@@ -117,7 +123,15 @@ pub fn build(
         let mut chain = |fc: &envoy_types::pb::envoy::config::listener::v3::FilterChain,
                          path: &Path| build_chain(fc, path, &ctx);
         match listener::from_proto(l, &p, &mut chain) {
-            Ok(cfg) => listeners.push(cfg),
+            Ok(cfg) => {
+                // TLS stats live under the listener's prefix, known only now.
+                for (_, c) in cfg.chains.iter() {
+                    if let Some(tls) = &c.payload.tls {
+                        tls.bind_stats(stats, &cfg.stat_prefix);
+                    }
+                }
+                listeners.push(cfg)
+            }
             Err(e) => errors.extend(e),
         }
     }
@@ -144,5 +158,6 @@ pub fn build(
         admin,
         clusters,
         listeners,
+        secrets,
     })
 }

@@ -19,6 +19,7 @@ pub use parse::ParseOptions;
 
 use crate::access_log::Writers;
 use crate::http::stats::ClusterHttpStats;
+use crate::secrets::SecretStore;
 use crate::stats::Store;
 use crate::upstream::ClusterManager;
 
@@ -29,6 +30,7 @@ pub struct BuildContext<'a> {
     pub stats: &'a Store,
     pub opts: ParseOptions,
     pub log_writers: &'a Writers,
+    pub secrets: &'a SecretStore,
 }
 
 impl BuildContext<'_> {

@@ -15,6 +15,7 @@ use super::{hcm, tcp_proxy, BuildContext, ConfigError, ConfigErrors, Path};
 use crate::http::proxy::HttpRuntime;
 use crate::http::stats::HttpStats;
 use crate::tcp::{TcpRuntime, TcpStats};
+use crate::tls::{self, ServerTls};
 
 const HCM_NAME: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY_NAME: &str = "envoy.filters.network.tcp_proxy";
@@ -36,6 +37,14 @@ impl std::fmt::Debug for NetworkStack {
     }
 }
 
+/// What a filter chain serves with: its TLS context, if it has a `transport_socket`, and the stack
+/// its connections are handed to.
+#[derive(Debug, Clone)]
+pub struct ChainStack {
+    pub tls: Option<Arc<ServerTls>>,
+    pub stack: NetworkStack,
+}
+
 fn http_runtime(cfg: HcmConfig, ctx: &BuildContext<'_>) -> NetworkStack {
     NetworkStack::Http(Arc::new(HttpRuntime {
         stats: HttpStats::new(ctx.stats, &cfg.stat_prefix),
@@ -53,18 +62,28 @@ fn tcp_runtime(cfg: TcpProxyConfig, ctx: &BuildContext<'_>) -> NetworkStack {
     }))
 }
 
-/// Builds the stack of one filter chain (`path` points at the chain).
+/// Builds the TLS context and stack of one filter chain (`path` points at the chain).
 pub fn build_chain(
     chain: &FilterChain,
     path: &Path,
     ctx: &BuildContext<'_>,
-) -> Result<NetworkStack, ConfigErrors> {
+) -> Result<ChainStack, ConfigErrors> {
     let mut errors = ConfigErrors::default();
-    if chain.transport_socket.is_some() {
-        errors.push(
-            path.field("transport_socket"),
-            "transport sockets (TLS) are not supported yet",
-        );
+    let mut server_tls = None;
+    if let Some(ts) = &chain.transport_socket {
+        let tpath = path.field("transport_socket");
+        let timeout = chain
+            .transport_socket_connect_timeout
+            .as_ref()
+            .map(super::to_std)
+            .filter(|d| !d.is_zero());
+        match tls::downstream_context(ts, &tpath, ctx.opts).and_then(|c| {
+            c.map(|c| ServerTls::from_proto(&c, &tpath.field("typed_config"), ctx.secrets, timeout))
+                .transpose()
+        }) {
+            Ok(t) => server_tls = t,
+            Err(e) => errors.extend(e),
+        }
     }
     let fpath = path.field("filters");
     if chain.filters.is_empty() {
@@ -126,7 +145,10 @@ pub fn build_chain(
         }
     }
     match stack {
-        Some(s) if errors.is_empty() => Ok(s),
+        Some(stack) if errors.is_empty() => Ok(ChainStack {
+            tls: server_tls,
+            stack,
+        }),
         _ => Err(errors),
     }
 }

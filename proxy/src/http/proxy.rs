@@ -168,6 +168,8 @@ pub async fn handle(
             if let Some(req_headers) = outcome.log_headers.take() {
                 let resp_headers = resp_headers.unwrap_or_default();
                 let authority = req_headers.get(HOST).and_then(|v| v.to_str().ok());
+                let tls = info.tls.as_deref();
+                let peer_uri_san = tls.and_then(|t| t.peer_uri_san());
                 let ctx = LogContext {
                     duration: Some(start.elapsed()),
                     method: Some(method.as_str()),
@@ -191,6 +193,9 @@ pub async fn handle(
                     connection_id: Some(info.id),
                     upstream_request_attempt_count: (outcome.attempts > 0)
                         .then_some(outcome.attempts),
+                    requested_server_name: tls.and_then(|t| t.sni.as_deref()),
+                    downstream_tls_version: tls.map(|t| t.version),
+                    downstream_peer_uri_san: peer_uri_san.as_deref(),
                     ..LogContext::new(start_time)
                 };
                 logs_rt.cfg.access_logs.log(&ctx);

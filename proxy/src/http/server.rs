@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::proxy::{self, Downstream, HttpRuntime};
 use crate::config::hcm::Codec;
 use crate::drain;
+use crate::tls::TlsInfo;
 
 /// What the connection manager knows about the connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -23,14 +24,23 @@ pub struct ConnInfo {
     pub id: u64,
     pub peer: SocketAddr,
     pub local: SocketAddr,
-    /// `https` when the connection is TLS (a later stage), `http` otherwise.
+    /// `https` when the connection is TLS, `http` otherwise.
     pub scheme: &'static str,
+    /// What the TLS handshake established, for TLS connections.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
-fn builder(rt: &HttpRuntime) -> auto::Builder<TokioExecutor> {
+fn builder(rt: &HttpRuntime, info: &ConnInfo) -> auto::Builder<TokioExecutor> {
     let cfg = &rt.cfg;
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b = match cfg.codec {
+    // With TLS, the negotiated ALPN protocol picks the codec of an AUTO connection manager.
+    let alpn = info.tls.as_ref().and_then(|t| t.alpn.as_deref());
+    let codec = match (cfg.codec, alpn) {
+        (Codec::Auto, Some(b"h2")) => Codec::Http2,
+        (Codec::Auto, Some(b"http/1.1" | b"http/1.0")) => Codec::Http1,
+        (c, _) => c,
+    };
+    b = match codec {
         Codec::Http1 => b.http1_only(),
         Codec::Http2 => b.http2_only(),
         Codec::Auto => b,
@@ -57,6 +67,7 @@ where
     let stats = rt.stats.clone();
     stats.cx_total.inc();
     stats.cx_active.inc();
+    let builder = builder(&rt, &info);
     let active = Arc::new(AtomicUsize::new(0));
     let activity = Arc::new(tokio::sync::Notify::new());
     let down = Arc::new(Downstream {
@@ -71,7 +82,6 @@ where
         let down = down.clone();
         async move { Ok::<_, Infallible>(proxy::handle(req, rt, down).await) }
     });
-    let builder = builder(&rt);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle = rt.cfg.idle_timeout;

@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::access_log::LogContext;
 use crate::config::tcp_proxy::TcpProxyConfig;
@@ -49,15 +48,17 @@ pub struct TcpRuntime {
     pub stats: TcpStats,
 }
 
-/// Proxies one downstream connection.
+/// Proxies one downstream connection (plain TCP, or TLS terminated by the listener).
 /// TCP proxy connections are not cut short by a drain; they end when either side closes.
-pub async fn serve(
-    mut down: TcpStream,
+pub async fn serve<D>(
+    mut down: D,
     peer: SocketAddr,
     local: SocketAddr,
     id: u64,
     rt: Arc<TcpRuntime>,
-) {
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     let start = Instant::now();
     let start_time = SystemTime::now();
     rt.stats.cx_total.inc();
@@ -119,9 +120,13 @@ pub async fn serve(
 }
 
 /// Copies both ways; returns (bytes from downstream, bytes to downstream).
-async fn pipe(down: &mut TcpStream, up: &mut TcpStream, rt: &TcpRuntime) -> (u64, u64) {
-    let (mut dr, mut dw) = down.split();
-    let (mut ur, mut uw) = up.split();
+async fn pipe<D, U>(down: &mut D, up: &mut U, rt: &TcpRuntime) -> (u64, u64)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut dr, mut dw) = tokio::io::split(down);
+    let (mut ur, mut uw) = tokio::io::split(up);
     let mut b1 = vec![0u8; BUFFER];
     let mut b2 = vec![0u8; BUFFER];
     let (mut rx, mut tx) = (0u64, 0u64);

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::header::HOST;
 use http::{HeaderValue, Request, Response, Version};
-use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
 use super::body::ResponseBody;
@@ -21,6 +20,7 @@ use super::stats::{bump, ClusterStats};
 use super::UpstreamError;
 use crate::http::body::BoxBody;
 use crate::stats::Scope;
+use crate::tls::{Alpn, ClientStream};
 
 /// What the connection pools and guards of a cluster share.
 #[derive(Debug)]
@@ -59,10 +59,11 @@ pub struct Sent {
     pub host: Arc<Host>,
 }
 
-/// A TCP connection for tcp_proxy. Keep `guard` for as long as the connection is open.
+/// A TCP connection for tcp_proxy (TLS when the cluster has a TLS context). Keep `guard` for as
+/// long as the connection is open.
 #[derive(Debug)]
 pub struct TcpConnection {
-    pub stream: TcpStream,
+    pub stream: ClientStream,
     pub upstream: SocketAddr,
     pub hostname: Option<String>,
     pub guard: ConnectionGuard,
@@ -81,6 +82,9 @@ pub struct Cluster {
 impl Cluster {
     pub(crate) fn new(spec: ClusterSpec, scope: Scope) -> Self {
         let stats = ClusterStats::new(scope.clone());
+        if let Some(tls) = &spec.tls {
+            tls.bind_stats(&scope);
+        }
         let breakers = CircuitBreakers::new(spec.default_limits, spec.high_limits, &scope);
         let hosts: Vec<Arc<Host>> = spec
             .endpoints
@@ -190,7 +194,10 @@ impl Cluster {
             }
         }
         let h2 = match shared.spec.protocol.protocol {
-            Protocol::Http1 => false,
+            // auto_config: HTTP/1.1 until ALPN with this endpoint has chosen h2.
+            Protocol::Http1 => {
+                shared.spec.protocol.auto && host.pool.alpn_h2.load(Ordering::Acquire)
+            }
             Protocol::Http2 => true,
             Protocol::Downstream => {
                 ctx.downstream_version.unwrap_or(req.version()) == Version::HTTP_2
@@ -233,7 +240,7 @@ impl Cluster {
                 limit: "max_connections",
             });
         };
-        let (stream, upstream, guard) = connect::tcp(shared, &host, slot).await?;
+        let (stream, upstream, guard) = connect::transport(shared, &host, slot, Alpn::None).await?;
         Ok(TcpConnection {
             stream,
             upstream,

@@ -41,6 +41,14 @@ pub enum UpstreamError {
         #[source]
         source: hyper::Error,
     },
+    /// The TLS handshake with the endpoint failed (or the cluster's TLS secrets are not ready).
+    #[error("cluster {cluster}: TLS with {endpoint}: {source}")]
+    Tls {
+        cluster: String,
+        endpoint: SocketAddr,
+        #[source]
+        source: crate::tls::ConnectError,
+    },
     /// The connection closed before the response headers arrived.
     #[error("cluster {cluster}: {endpoint} closed the connection before responding: {source}")]
     ConnectionTermination {
@@ -81,9 +89,10 @@ impl UpstreamError {
         match self {
             Self::Overflow { .. } => "UO",
             Self::NoHealthyUpstream { .. } => "UH",
-            Self::ConnectFailure { .. } | Self::ConnectTimeout { .. } | Self::Handshake { .. } => {
-                "UF"
-            }
+            Self::ConnectFailure { .. }
+            | Self::ConnectTimeout { .. }
+            | Self::Handshake { .. }
+            | Self::Tls { .. } => "UF",
             Self::ConnectionTermination { .. } => "UC",
             Self::Reset { .. } => "UR",
             Self::Protocol { .. } => "UPE",
@@ -104,7 +113,10 @@ impl UpstreamError {
     pub fn is_retryable_connect_failure(&self) -> bool {
         matches!(
             self,
-            Self::ConnectFailure { .. } | Self::ConnectTimeout { .. } | Self::Handshake { .. }
+            Self::ConnectFailure { .. }
+                | Self::ConnectTimeout { .. }
+                | Self::Handshake { .. }
+                | Self::Tls { .. }
         )
     }
 
@@ -129,6 +141,7 @@ impl UpstreamError {
             Self::ConnectFailure { endpoint, .. }
             | Self::ConnectTimeout { endpoint, .. }
             | Self::Handshake { endpoint, .. }
+            | Self::Tls { endpoint, .. }
             | Self::ConnectionTermination { endpoint, .. }
             | Self::Reset { endpoint, .. }
             | Self::Protocol { endpoint, .. }
@@ -145,6 +158,7 @@ impl UpstreamError {
             Self::ConnectFailure { .. } => {
                 "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure".into()
             }
+            Self::Tls { source, .. } => format!("upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {source}"),
             Self::ConnectTimeout { .. } => "upstream connect error or disconnect/reset before headers. reset reason: connection timeout".into(),
             Self::Handshake { .. } | Self::ConnectionTermination { .. } => "upstream connect error or disconnect/reset before headers. reset reason: connection termination".into(),
             Self::Reset { .. } => "upstream connect error or disconnect/reset before headers. reset reason: remote reset".into(),

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster as ClusterProto;
 
 use crate::config::{ConfigErrors, Path};
+use crate::secrets::SecretStore;
 use crate::stats::Store;
 
 pub use body::ResponseBody;
@@ -53,6 +54,16 @@ impl ClusterManager {
         path: &Path,
         stats: &Store,
     ) -> Result<ClusterManager, ConfigErrors> {
+        Self::from_protos_with_secrets(clusters, path, stats, &SecretStore::new(stats))
+    }
+
+    /// [`ClusterManager::from_protos`], resolving the TLS contexts' secrets in `secrets`.
+    pub fn from_protos_with_secrets(
+        clusters: &[ClusterProto],
+        path: &Path,
+        stats: &Store,
+        secrets: &SecretStore,
+    ) -> Result<ClusterManager, ConfigErrors> {
         let mut errs = ConfigErrors::default();
         let mut specs = Vec::with_capacity(clusters.len());
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -69,7 +80,7 @@ impl ClusterManager {
                 );
                 continue;
             }
-            match ClusterSpec::from_proto(c, &p) {
+            match ClusterSpec::from_proto_with_secrets(c, &p, secrets) {
                 Ok(s) => specs.push(s),
                 Err(e) => errs.extend(e),
             }

@@ -6,6 +6,7 @@ mod endpoints;
 mod lb;
 mod protocol;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
@@ -15,13 +16,18 @@ use envoy_types::pb::envoy::config::cluster::v3::{circuit_breakers, Cluster};
 use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
 use tracing::warn;
 
-use crate::config::parse::any_type_name;
+use crate::config::parse::{any_type_name, ParseOptions};
 use crate::config::{ConfigErrors, Path};
+use crate::secrets::SecretStore;
+use crate::tls::{self, ClientTls};
 
 use super::circuit::Limits;
 pub use endpoints::{EndpointSpec, Health, Locality, Target};
 pub use lb::LbPolicy;
 pub use protocol::{Http2Settings, Protocol, ProtocolSpec};
+
+/// What an `auto_config` cluster offers over TLS, as Envoy does.
+const AUTO_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// How the cluster finds its endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +97,8 @@ pub struct ClusterSpec {
     pub endpoints: Vec<EndpointSpec>,
     /// `load_assignment.policy.overprovisioning_factor` as a ratio (1.4 by default).
     pub overprovisioning: f64,
+    /// `transport_socket` `envoy.transport_sockets.tls`.
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 /// The real type name behind an extension's `typed_config`.
@@ -101,8 +109,17 @@ pub(crate) fn type_of(a: &envoy_types::pb::google::protobuf::Any) -> String {
 pub(crate) use crate::config::to_std as duration;
 
 impl ClusterSpec {
-    #[allow(deprecated)]
     pub fn from_proto(c: &Cluster, path: &Path) -> Result<ClusterSpec, ConfigErrors> {
+        Self::from_proto_with_secrets(c, path, &SecretStore::new(&crate::stats::Store::new()))
+    }
+
+    /// Validates a cluster, resolving its TLS context's secrets in `secrets`.
+    #[allow(deprecated)]
+    pub fn from_proto_with_secrets(
+        c: &Cluster,
+        path: &Path,
+        secrets: &SecretStore,
+    ) -> Result<ClusterSpec, ConfigErrors> {
         let mut errs = ConfigErrors::default();
         if c.name.is_empty() {
             errs.push(path.field("name"), "cluster name must not be empty");
@@ -124,6 +141,24 @@ impl ClusterSpec {
         let (lb, locality_weighted, panic_threshold) = lb::from_cluster(c, path, &mut errs);
         let protocol = protocol::from_cluster(c, path, &mut errs);
         let (default_limits, high_limits) = thresholds(c, path, &mut errs);
+        let tls = c.transport_socket.as_ref().and_then(|ts| {
+            let tpath = path.field("transport_socket");
+            tls::upstream_context(ts, &tpath, ParseOptions::default())
+                .and_then(|ctx| {
+                    ctx.map(|ctx| {
+                        ClientTls::from_proto(
+                            &ctx,
+                            &tpath.field("typed_config"),
+                            secrets,
+                            protocol.auto.then_some(AUTO_ALPN),
+                        )
+                    })
+                    .transpose()
+                })
+                .map_err(|e| errs.extend(e))
+                .ok()
+                .flatten()
+        });
         let dns = dns_settings(c, path, discovery.unwrap_or(Discovery::Static));
         unsupported(c, path, &mut errs);
 
@@ -173,6 +208,7 @@ impl ClusterSpec {
             keepalive,
             endpoints,
             overprovisioning,
+            tls,
         })
     }
 }
@@ -297,31 +333,6 @@ fn dns_settings(c: &Cluster, path: &Path, discovery: Discovery) -> DnsSettings {
 }
 
 fn unsupported(c: &Cluster, path: &Path, errs: &mut ConfigErrors) {
-    if let Some(ts) = &c.transport_socket {
-        let kind = match &ts.config_type {
-            Some(
-                envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
-                    a,
-                ),
-            ) => type_of(a),
-            None => String::new(),
-        };
-        let raw = ts.name == "envoy.transport_sockets.raw_buffer"
-            || kind == "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
-        let tls = ts.name == "envoy.transport_sockets.tls"
-            || kind == "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
-        if tls {
-            errs.push(
-                path.field("transport_socket"),
-                "transport_socket envoy.transport_sockets.tls on clusters is not supported yet",
-            );
-        } else if !raw {
-            errs.push(
-                path.field("transport_socket"),
-                format!("transport_socket {} is not supported", ts.name),
-            );
-        }
-    }
     if !c.transport_socket_matches.is_empty() {
         errs.push(
             path.field("transport_socket_matches"),

@@ -48,6 +48,8 @@ pub struct ProtocolSpec {
     pub idle_timeout: Option<Duration>,
     pub max_requests_per_connection: Option<u32>,
     pub http2: Http2Settings,
+    /// `auto_config`: over TLS, ALPN offers h2 and http/1.1 and the server's choice wins.
+    pub auto: bool,
 }
 
 fn http2_settings(o: &Http2ProtocolOptions) -> Http2Settings {
@@ -84,6 +86,7 @@ pub(super) fn from_cluster(c: &Cluster, path: &Path, errs: &mut ConfigErrors) ->
         idle_timeout: Some(Duration::from_secs(3600)),
         max_requests_per_connection: None,
         http2: Http2Settings::default(),
+        auto: false,
     };
     // The deprecated cluster fields first; the extension options win when both are given.
     if let Some(h2) = &c.http2_protocol_options {
@@ -138,6 +141,15 @@ fn apply_http_options(
     if let Some(common) = &o.common_http_protocol_options {
         apply_common(spec, common, c, &path.field("common_http_protocol_options"));
     }
+    if let Some(u) = &o.upstream_http_protocol_options {
+        // Per-request SNI needs connections keyed by SNI, which the pools do not do yet.
+        if u.auto_sni || u.auto_san_validation || !u.override_auto_sni_header.is_empty() {
+            errs.push(
+                path.field("upstream_http_protocol_options"),
+                "auto_sni and auto_san_validation are not supported yet; set sni in the UpstreamTlsContext",
+            );
+        }
+    }
     if !o.http_filters.is_empty() {
         errs.push(
             path.field("http_filters"),
@@ -167,6 +179,7 @@ fn apply_http_options(
         Some(UpstreamProtocolOptions::AutoConfig(a)) => {
             // ALPN decides with TLS; plaintext connections are HTTP/1.1.
             spec.protocol = Protocol::Http1;
+            spec.auto = true;
             if let Some(h2) = &a.http2_protocol_options {
                 spec.http2 = http2_settings(h2);
             }

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::stats::Counter;
+use crate::tls::{Alpn, ClientStream};
 use crate::upstream::circuit::ResourceGuard;
 use crate::upstream::cluster::Shared;
 use crate::upstream::config::Keepalive;
@@ -107,6 +108,42 @@ pub(crate) async fn tcp(
         set_keepalive(&stream, k);
     }
     Ok((stream, addr, guard))
+}
+
+/// Opens a connection to `host` and, for a cluster with a TLS context, runs the handshake
+/// (within `connect_timeout`, as Envoy counts a connection as connected only once TLS is up).
+/// `alpn` is what to offer when the context configures no `alpn_protocols`.
+pub(crate) async fn transport(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    slot: ResourceGuard,
+    alpn: Alpn,
+) -> Result<(ClientStream, SocketAddr, ConnectionGuard), UpstreamError> {
+    let (stream, addr, guard) = tcp(shared, host, slot).await?;
+    let Some(tls) = &shared.spec.tls else {
+        return Ok((ClientStream::Plain(stream), addr, guard));
+    };
+    match tls
+        .connect(
+            stream,
+            addr,
+            &host.hostname,
+            alpn,
+            shared.spec.connect_timeout,
+        )
+        .await
+    {
+        Ok((s, _info)) => Ok((ClientStream::Tls(Box::new(s)), addr, guard)),
+        Err(source) => {
+            shared.stats.upstream_cx_connect_fail.inc();
+            bump(&host.stats.cx_connect_fail);
+            Err(UpstreamError::Tls {
+                cluster: shared.spec.name.clone(),
+                endpoint: addr,
+                source,
+            })
+        }
+    }
 }
 
 fn set_keepalive(stream: &TcpStream, k: &Keepalive) {

@@ -14,6 +14,7 @@ use tracing::debug;
 use super::connect::{self, Counted};
 use super::{attach, exchange_error, to_origin_form, ConnState, Exchanged, Pending};
 use crate::http::body::BoxBody;
+use crate::tls::Alpn;
 use crate::upstream::cluster::Shared;
 use crate::upstream::endpoint::Host;
 use crate::upstream::UpstreamError;
@@ -101,15 +102,21 @@ struct Lease {
 
 /// An idle connection, or a new one (waiting as a pending request while connecting or while the
 /// `max_connections` breaker is open).
-async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, UpstreamError> {
+enum Acquired {
+    Lease(Lease),
+    /// ALPN picked HTTP/2 on the new connection, which now serves the endpoint's HTTP/2 pool.
+    UseH2,
+}
+
+async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Acquired, UpstreamError> {
     let max = shared.spec.protocol.max_requests_per_connection;
     if let Some((sender, state)) = host.pool.h1.pop(shared) {
         state.take_request(max);
-        return Ok(Lease {
+        return Ok(Acquired::Lease(Lease {
             sender,
             state,
             reused: true,
-        });
+        }));
     }
     let mut pending = Pending::begin(shared, host)?;
     loop {
@@ -120,14 +127,21 @@ async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Upstre
         freed.as_mut().enable();
         if let Some((sender, state)) = host.pool.h1.pop(shared) {
             state.take_request(max);
-            return Ok(Lease {
+            return Ok(Acquired::Lease(Lease {
                 sender,
                 state,
                 reused: true,
-            });
+            }));
         }
         if let Some(slot) = pending.connection_slot() {
-            let (stream, addr, guard) = connect::tcp(shared, host, slot).await?;
+            let (stream, addr, guard) = connect::transport(shared, host, slot, Alpn::Http1).await?;
+            if stream.alpn() == Some(b"h2") {
+                // Only an auto_config cluster offers h2 here; the server chose it.
+                host.pool.alpn_h2.store(true, Ordering::Release);
+                let adopted = super::http2::adopt(shared, host, stream, addr, guard, false).await;
+                drop(pending);
+                return adopted.map(|_| Acquired::UseH2);
+            }
             let io = TokioIo::new(Counted::new(stream, shared));
             let (sender, conn) =
                 http1::handshake(io)
@@ -147,11 +161,11 @@ async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Lease, Upstre
             let state = Arc::new(ConnState::default());
             state.take_request(max);
             drop(pending);
-            return Ok(Lease {
+            return Ok(Acquired::Lease(Lease {
                 sender,
                 state,
                 reused: false,
-            });
+            }));
         }
         tokio::select! {
             _ = &mut returned => {}
@@ -168,7 +182,10 @@ pub(crate) async fn send(
 ) -> Result<Exchanged, UpstreamError> {
     to_origin_form(&mut req);
     loop {
-        let mut lease = acquire(shared, host).await?;
+        let mut lease = match acquire(shared, host).await? {
+            Acquired::Lease(l) => l,
+            Acquired::UseH2 => return super::http2::send(shared, host, req).await,
+        };
         let active = attach(shared, host);
         let addr = host.address();
         match lease.sender.try_send_request(req).await {

@@ -11,8 +11,10 @@ use tracing::debug;
 use super::connect::{self, Counted};
 use super::{attach, exchange_error, to_absolute_form, ConnState, Exchanged, Pending};
 use crate::http::body::BoxBody;
+use crate::tls::{Alpn, ClientStream};
 use crate::upstream::cluster::Shared;
 use crate::upstream::endpoint::Host;
+use crate::upstream::ConnectionGuard;
 use crate::upstream::UpstreamError;
 
 #[derive(Clone)]
@@ -79,50 +81,68 @@ async fn acquire(
             return Ok(s);
         }
         if let Some(slot) = pending.connection_slot() {
-            let (stream, addr, guard) = connect::tcp(shared, host, slot).await?;
-            let io = TokioIo::new(Counted::new(stream, shared));
-            let settings = &shared.spec.protocol.http2;
-            let mut builder = http2::Builder::new(TokioExecutor::new());
-            builder.timer(TokioTimer::new());
-            match settings.initial_stream_window_size {
-                Some(w) => builder.initial_stream_window_size(w),
-                None => builder.adaptive_window(true),
-            };
-            if let Some(w) = settings.initial_connection_window_size {
-                builder.initial_connection_window_size(w);
-            }
-            if let Some(i) = settings.keepalive_interval {
-                builder.keep_alive_interval(i);
-                if let Some(t) = settings.keepalive_timeout {
-                    builder.keep_alive_timeout(t);
-                }
-            }
-            let (sender, conn) =
-                builder
-                    .handshake(io)
-                    .await
-                    .map_err(|source| UpstreamError::Handshake {
-                        cluster: shared.spec.name.clone(),
-                        endpoint: addr,
-                        source,
-                    })?;
-            shared.stats.upstream_cx_http2_total.inc();
-            tokio::spawn(async move {
-                let _guard = guard;
-                if let Err(e) = conn.await {
-                    debug!(endpoint = %addr, error = %e, "upstream HTTP/2 connection closed");
-                }
-            });
-            let state = Arc::new(ConnState::default());
-            state.take_request(max);
-            *host.pool.h2.lock() = Some(Conn {
-                sender: sender.clone(),
-                state,
-            });
-            return Ok(sender);
+            let (stream, addr, guard) = connect::transport(shared, host, slot, Alpn::Http2).await?;
+            let sender = adopt(shared, host, stream, addr, guard, true).await;
+            drop(pending);
+            return sender;
         }
         freed.await;
     }
+}
+
+/// Runs the HTTP/2 handshake on a fresh connection and makes it the endpoint's shared one
+/// (also for an `auto_config` connection whose ALPN chose h2 while the HTTP/1.1 pool dialled).
+pub(crate) async fn adopt(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    stream: ClientStream,
+    addr: std::net::SocketAddr,
+    guard: ConnectionGuard,
+    count_first: bool,
+) -> Result<SendRequest<BoxBody>, UpstreamError> {
+    let max = shared.spec.protocol.max_requests_per_connection;
+    let io = TokioIo::new(Counted::new(stream, shared));
+    let settings = &shared.spec.protocol.http2;
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
+    match settings.initial_stream_window_size {
+        Some(w) => builder.initial_stream_window_size(w),
+        None => builder.adaptive_window(true),
+    };
+    if let Some(w) = settings.initial_connection_window_size {
+        builder.initial_connection_window_size(w);
+    }
+    if let Some(i) = settings.keepalive_interval {
+        builder.keep_alive_interval(i);
+        if let Some(t) = settings.keepalive_timeout {
+            builder.keep_alive_timeout(t);
+        }
+    }
+    let (sender, conn) =
+        builder
+            .handshake(io)
+            .await
+            .map_err(|source| UpstreamError::Handshake {
+                cluster: shared.spec.name.clone(),
+                endpoint: addr,
+                source,
+            })?;
+    shared.stats.upstream_cx_http2_total.inc();
+    tokio::spawn(async move {
+        let _guard = guard;
+        if let Err(e) = conn.await {
+            debug!(endpoint = %addr, error = %e, "upstream HTTP/2 connection closed");
+        }
+    });
+    let state = Arc::new(ConnState::default());
+    if count_first {
+        state.take_request(max);
+    }
+    *host.pool.h2.lock() = Some(Conn {
+        sender: sender.clone(),
+        state,
+    });
+    Ok(sender)
 }
 
 /// Sends `req` as a stream on the endpoint's HTTP/2 connection.

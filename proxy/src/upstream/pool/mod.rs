@@ -29,6 +29,8 @@ pub struct HostPool {
     pub(crate) open: AtomicUsize,
     pub(crate) h1: http1::Idle,
     pub(crate) h2: http2::Shared2,
+    /// An `auto_config` cluster's TLS handshake with this endpoint chose h2 over ALPN.
+    pub(crate) alpn_h2: std::sync::atomic::AtomicBool,
 }
 
 impl HostPool {
