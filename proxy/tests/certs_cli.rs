@@ -277,6 +277,9 @@ fn inspect_prints_serial_validity_sans_and_spiffe_id() {
             "spiffe://cluster.local/ns/default/sa/web",
             "--dns",
             "web.default",
+            // 36 hours: one whole day left however long the test takes.
+            "--hours",
+            "36",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
