@@ -136,19 +136,20 @@ impl TlsClient {
         a.extend([
             "--rate".into(),
             rate.into(),
-            "-o".into(),
-            "/dev/null".into(),
             "-w".into(),
             "%{http_code} %{num_connects}\n".into(),
         ]);
+        // `-o` pairs with one URL each.
         for _ in 0..n {
+            a.extend(["-o".into(), "/dev/null".into()]);
             a.push(format!("https://{}:{port}{path}", self.host));
         }
         run("curl", &a, b"", Duration::from_secs(120))
     }
 
-    /// `openssl s_client` handshake to `port`, sending `input` (then waiting for the server to
-    /// close, `-ign_eof`). `-showcerts` so the server chain can be read back.
+    /// `openssl s_client` handshake to `port`, sending `input` and then waiting for the server to
+    /// close (`-ign_eof`); with no input it exits after the handshake. `-showcerts` so the
+    /// server chain can be read back.
     pub fn s_client(&self, port: u16, flags: &[&str], input: &[u8]) -> Run {
         let mut a: Vec<String> = vec![
             "s_client".into(),
@@ -157,8 +158,10 @@ impl TlsClient {
             "-servername".into(),
             self.host.clone(),
             "-showcerts".into(),
-            "-ign_eof".into(),
         ];
+        if !input.is_empty() {
+            a.push("-ign_eof".into());
+        }
         if let Some(id) = &self.identity {
             a.extend([
                 "-cert".into(),
