@@ -193,8 +193,9 @@ pub fn line_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 pub fn server_serial(s_client_stdout: &str) -> Option<String> {
     let start = s_client_stdout.find("-----BEGIN CERTIFICATE-----")?;
     let end = s_client_stdout[start..].find("-----END CERTIFICATE-----")? + start + 25;
-    let info = remora_certs::CertInfo::from_pem("s_client", s_client_stdout[start..end].as_bytes())
-        .ok()?;
+    let info =
+        remora_certs::CertInfo::from_pem("s_client", &s_client_stdout.as_bytes()[start..end])
+            .ok()?;
     info.first().map(|c| c.serial().to_string())
 }
 
