@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// A tiny HTTP backend that answers every request with a JSON echo of it (for demos and tests).
     Echo(EchoArgs),
+    /// Development PKI: a CA, SPIFFE workload certificates, certificate inspection.
+    Certs(crate::certs_cli::CertsArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod certs_cli;
 pub mod cli;
 pub mod config;
 pub mod detect;

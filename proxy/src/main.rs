@@ -10,8 +10,10 @@ use remora_proxy::{app, echo, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Echo(args)) = cli.command {
-        return run_echo(args);
+    match cli.command {
+        Some(Command::Echo(args)) => return run_echo(args),
+        Some(Command::Certs(args)) => return run_certs(&args),
+        None => {}
     }
     let args = cli.server;
     let log_opts = logging::LoggingOptions {
@@ -65,6 +67,19 @@ fn main() -> ExitCode {
             },
         }
     })
+}
+
+fn run_certs(args: &remora_proxy::certs_cli::CertsArgs) -> ExitCode {
+    match remora_proxy::certs_cli::run(args) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("remora certs: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_echo(args: remora_proxy::cli::EchoArgs) -> ExitCode {

@@ -14,6 +14,8 @@ pub mod client;
 pub mod curl;
 pub mod diff;
 pub mod exec;
+pub mod peers;
+pub mod pki;
 pub mod ports;
 pub mod proxy;
 pub mod select;
