@@ -16,11 +16,14 @@ pub struct PeerCert {
     pub serial: String,
     /// The SPIFFE ID, when the certificate is an X.509-SVID.
     pub spiffe_id: Option<String>,
+    /// Lowercase hex SHA-256 of the certificate's DER (XFCC `Hash=`).
+    pub sha256: String,
 }
 
 impl From<&CertInfo> for PeerCert {
     fn from(c: &CertInfo) -> Self {
         Self {
+            sha256: String::new(),
             uri_sans: c.uri_sans().to_vec(),
             dns_sans: c.dns_sans().to_vec(),
             subject: c.subject().to_string(),
@@ -42,6 +45,8 @@ pub struct TlsInfo {
     pub alpn: Option<Vec<u8>>,
     /// The peer's leaf certificate, when it presented one.
     pub peer: Option<PeerCert>,
+    /// The URI SANs of the certificate this side presented (`%DOWNSTREAM_LOCAL_URI_SAN%`, XFCC `By=`).
+    pub local_uri_sans: Vec<String>,
 }
 
 impl TlsInfo {
@@ -49,8 +54,13 @@ impl TlsInfo {
         let peer = state
             .peer_certificates()
             .and_then(|certs| certs.first())
-            .and_then(|leaf| CertInfo::parse("peer certificate", 0, leaf).ok())
-            .map(|c| PeerCert::from(&c));
+            .and_then(|leaf| {
+                let info = CertInfo::parse("peer certificate", 0, leaf).ok()?;
+                let mut cert = PeerCert::from(&info);
+                cert.sha256 =
+                    hex(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref()).as_ref());
+                Some(cert)
+            });
         Self {
             version: version_name(state.protocol_version()),
             cipher: state
@@ -59,6 +69,7 @@ impl TlsInfo {
             sni: sni.map(str::to_string),
             alpn: state.alpn_protocol().map(<[u8]>::to_vec),
             peer,
+            local_uri_sans: Vec::new(),
         }
     }
 
@@ -74,4 +85,8 @@ impl TlsInfo {
             .filter(|p| !p.uri_sans.is_empty())
             .map(|p| p.uri_sans.join(","))
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -306,7 +306,10 @@ impl ServerTls {
             debug!(%peer, "downstream TLS handshake without SNI refused (require_sni)");
             return Err(AcceptError::NoSni);
         }
-        let info = TlsInfo::from_state(conn, conn.server_name());
+        let mut info = TlsInfo::from_state(conn, conn.server_name());
+        if let Ok(local) = ready.resolver.current_info() {
+            info.local_uri_sans = local.uri_sans().to_vec();
+        }
         stats.succeeded(
             conn.protocol_version(),
             conn.negotiated_cipher_suite().map(|s| s.suite()),
