@@ -34,6 +34,25 @@ pub enum ServerHeader {
     PassThrough,
 }
 
+/// `forward_client_cert_details`: what to do with `x-forwarded-client-cert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardClientCert {
+    Sanitize,
+    ForwardOnly,
+    AppendForward,
+    SanitizeSet,
+    AlwaysForwardOnly,
+}
+
+/// `set_current_client_cert_details`: which facts of the client certificate XFCC carries (`By` and
+/// `Hash` are always there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCertDetails {
+    pub subject: bool,
+    pub uri: bool,
+    pub dns: bool,
+}
+
 /// The validated connection manager: everything the HTTP stages read for one filter chain.
 #[derive(Debug)]
 pub struct HcmConfig {
@@ -66,6 +85,8 @@ pub struct HcmConfig {
     pub normalize_path: bool,
     /// `internal_address_config.cidr_ranges`; empty means no address is internal (Envoy's default).
     pub internal_cidrs: Vec<Cidr>,
+    pub forward_client_cert: ForwardClientCert,
+    pub client_cert_details: ClientCertDetails,
     pub access_logs: AccessLogs,
     pub drain_timeout: Duration,
 }
@@ -160,10 +181,6 @@ pub fn build(
             "early_header_mutation_extensions",
             !hcm.early_header_mutation_extensions.is_empty(),
         ),
-        (
-            "forward_client_cert_details",
-            hcm.forward_client_cert_details != 0,
-        ),
     ] {
         if set {
             errors.push(path.field(field), "not supported yet");
@@ -231,6 +248,27 @@ pub fn build(
             }
         }
     }
+    let forward_client_cert = match hcm.forward_client_cert_details {
+        1 => ForwardClientCert::ForwardOnly,
+        2 => ForwardClientCert::AppendForward,
+        3 => ForwardClientCert::SanitizeSet,
+        4 => ForwardClientCert::AlwaysForwardOnly,
+        _ => ForwardClientCert::Sanitize,
+    };
+    let mut client_cert_details = ClientCertDetails::default();
+    if let Some(d) = &hcm.set_current_client_cert_details {
+        let dpath = path.field("set_current_client_cert_details");
+        client_cert_details = ClientCertDetails {
+            subject: d.subject.as_ref().is_some_and(|b| b.value),
+            uri: d.uri,
+            dns: d.dns,
+        };
+        for (field, set) in [("cert", d.cert), ("chain", d.chain), ("issuer", d.issuer)] {
+            if set {
+                errors.push(dpath.field(field), "not supported yet");
+            }
+        }
+    }
     if hcm.path_with_escaped_slashes_action > 1 {
         errors.push(
             path.field("path_with_escaped_slashes_action"),
@@ -277,6 +315,8 @@ pub fn build(
         merge_slashes: hcm.merge_slashes,
         normalize_path: hcm.normalize_path.map(|v| v.value).unwrap_or(false),
         internal_cidrs,
+        forward_client_cert,
+        client_cert_details,
         access_logs,
         drain_timeout: duration(&hcm.drain_timeout).unwrap_or(Duration::from_secs(5)),
     })

@@ -8,7 +8,7 @@ use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, SERVER, TE, TRANSFER_ENCODING, UPGRADE,
 };
 
-use crate::config::hcm::{HcmConfig, ServerHeader};
+use crate::config::hcm::{ClientCertDetails, ForwardClientCert, HcmConfig, ServerHeader};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -313,10 +313,142 @@ mod tests {
         assert!(h.contains_key("x-end"));
     }
 
+    fn mtls_info() -> crate::tls::TlsInfo {
+        crate::tls::TlsInfo {
+            version: "TLSv1.3",
+            cipher: "TLS_AES_128_GCM_SHA256",
+            sni: None,
+            alpn: None,
+            peer: Some(crate::tls::PeerCert {
+                uri_sans: vec!["spiffe://td/ns/a/sa/client".into()],
+                dns_sans: vec!["client.a".into()],
+                subject: String::new(),
+                serial: "01".into(),
+                spiffe_id: Some("spiffe://td/ns/a/sa/client".into()),
+                sha256: "abcd".into(),
+            }),
+            local_uri_sans: vec!["spiffe://td/ns/b/sa/server".into()],
+        }
+    }
+
+    #[test]
+    fn xfcc_follows_forward_client_cert_details() {
+        let uri = ClientCertDetails {
+            uri: true,
+            ..Default::default()
+        };
+        let forged = || {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "x-forwarded-client-cert",
+                HeaderValue::from_static("By=evil"),
+            );
+            h
+        };
+        let xfcc = |h: &HeaderMap| {
+            h.get("x-forwarded-client-cert")
+                .map(|v| v.to_str().unwrap_or("").to_string())
+        };
+        let info = mtls_info();
+
+        let mut h = forged();
+        forward_client_cert(&mut h, Some(&info), ForwardClientCert::SanitizeSet, uri);
+        assert_eq!(
+            xfcc(&h).as_deref(),
+            Some("By=spiffe://td/ns/b/sa/server;Hash=abcd;URI=spiffe://td/ns/a/sa/client")
+        );
+
+        let mut h = forged();
+        forward_client_cert(
+            &mut h,
+            Some(&info),
+            ForwardClientCert::AppendForward,
+            ClientCertDetails::default(),
+        );
+        assert_eq!(
+            xfcc(&h).as_deref(),
+            Some("By=evil,By=spiffe://td/ns/b/sa/server;Hash=abcd")
+        );
+
+        let mut h = forged();
+        forward_client_cert(&mut h, None, ForwardClientCert::SanitizeSet, uri);
+        assert_eq!(
+            xfcc(&h),
+            None,
+            "plaintext requests never carry a client's XFCC"
+        );
+
+        let mut h = forged();
+        forward_client_cert(&mut h, Some(&info), ForwardClientCert::Sanitize, uri);
+        assert_eq!(xfcc(&h), None);
+
+        let mut h = forged();
+        forward_client_cert(&mut h, None, ForwardClientCert::AlwaysForwardOnly, uri);
+        assert_eq!(xfcc(&h).as_deref(), Some("By=evil"));
+    }
+
     #[test]
     fn uuid_shape() {
         let u = uuid_v4();
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
+    }
+}
+
+static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// `x-forwarded-client-cert` as Envoy's `forward_client_cert_details` asks: sanitized unless the
+/// connection is mTLS (or ALWAYS_FORWARD_ONLY), then forwarded, appended to, or set from the client
+/// certificate as `By=<our URI SAN>;Hash=<sha256>;Subject="…";URI=…;DNS=…`.
+pub fn forward_client_cert(
+    headers: &mut HeaderMap,
+    tls: Option<&crate::tls::TlsInfo>,
+    mode: ForwardClientCert,
+    d: ClientCertDetails,
+) {
+    use ForwardClientCert as F;
+    let peer = tls.and_then(|t| t.peer.as_ref().map(|p| (t, p)));
+    if mode == F::AlwaysForwardOnly {
+        return;
+    }
+    let Some((tls, peer)) = peer else {
+        headers.remove(&X_FORWARDED_CLIENT_CERT);
+        return;
+    };
+    let element = || {
+        let mut parts: Vec<String> = tls
+            .local_uri_sans
+            .iter()
+            .map(|by| format!("By={by}"))
+            .collect();
+        parts.push(format!("Hash={}", peer.sha256));
+        if d.subject {
+            parts.push(format!("Subject=\"{}\"", peer.subject.replace('"', "\\\"")));
+        }
+        if d.uri {
+            parts.extend(peer.uri_sans.iter().map(|u| format!("URI={u}")));
+        }
+        if d.dns {
+            parts.extend(peer.dns_sans.iter().map(|n| format!("DNS={n}")));
+        }
+        parts.join(";")
+    };
+    let value = match mode {
+        F::Sanitize => {
+            headers.remove(&X_FORWARDED_CLIENT_CERT);
+            return;
+        }
+        F::ForwardOnly | F::AlwaysForwardOnly => return,
+        F::SanitizeSet => element(),
+        F::AppendForward => match headers
+            .get(&X_FORWARDED_CLIENT_CERT)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.is_empty() => format!("{prev},{}", element()),
+            _ => element(),
+        },
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(&X_FORWARDED_CLIENT_CERT, v);
     }
 }

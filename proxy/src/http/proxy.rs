@@ -324,6 +324,12 @@ async fn route_and_forward(
         &rt.cfg,
         internal_only,
     );
+    headers::forward_client_cert(
+        &mut parts.headers,
+        down.info.tls.as_deref(),
+        rt.cfg.forward_client_cert,
+        rt.cfg.client_cert_details,
+    );
     if outcome.log_wanted {
         outcome.log_headers = Some(parts.headers.clone());
     }
