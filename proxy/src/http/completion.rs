@@ -170,3 +170,106 @@ impl Observer for Arc<Progress> {
         self.activity.notify_waiters();
     }
 }
+
+pin_project_lite::pin_project! {
+    /// A response body that fails when no frame arrives for `idle` (`stream_idle_timeout` once the
+    /// response has started: Envoy resets the stream).
+    pub struct IdleTimeout<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        idle: Duration,
+    }
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, idle: Duration) -> Self {
+        Self {
+            inner,
+            sleep: tokio::time::sleep(idle),
+            idle,
+        }
+    }
+}
+
+/// The error an idle response body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("stream idle timeout after {0:?}")]
+pub struct StreamIdle(Duration);
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + *this.idle;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match std::future::Future::poll(this.sleep, cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(StreamIdle(*this.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_response_body_fails_after_the_idle_timeout() {
+        // "a" at once, "b" after 4 s of silence, then 60 s of silence before the end.
+        let frames = futures_util::stream::unfold(0u8, |step| async move {
+            let data = match step {
+                0 => "a",
+                1 => {
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    "b"
+                }
+                _ => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return None;
+                }
+            };
+            Some((
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(data.as_bytes()))),
+                step + 1,
+            ))
+        });
+        let body = http_body_util::StreamBody::new(frames);
+        let mut body = std::pin::pin!(IdleTimeout::new(body, Duration::from_secs(5)));
+        assert!(body.frame().await.is_some_and(|f| f.is_ok()), "first frame");
+        assert!(
+            body.frame().await.is_some_and(|f| f.is_ok()),
+            "4 s of silence is within the limit"
+        );
+        let err = body
+            .frame()
+            .await
+            .expect("an error, not the end")
+            .expect_err("idle");
+        assert!(err.to_string().contains("idle"), "{err}");
+    }
+}

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::BoxBody;
-use super::completion::{Observed, OnEnd, Progress};
+use super::completion::{IdleTimeout, Observed, OnEnd, Progress};
 use super::forward::{self, AttemptCount, Forwarded};
 use super::headers;
 use super::local_reply::{self, LocalReason};
@@ -202,7 +202,10 @@ pub async fn handle(
             }
         }),
     );
-    Response::from_parts(parts, body.boxed())
+    match rt.cfg.stream_idle_timeout {
+        Some(idle) => Response::from_parts(parts, IdleTimeout::new(body, idle).boxed()),
+        None => Response::from_parts(parts, body.boxed()),
+    }
 }
 
 /// Runs the stream until its response headers, under the connection manager's `request_timeout`
