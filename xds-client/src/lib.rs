@@ -85,6 +85,8 @@ mod resource;
 mod sotw;
 mod stats;
 mod subscriptions;
+#[cfg(test)]
+mod testing;
 mod transport;
 
 pub use backoff::Backoff;
