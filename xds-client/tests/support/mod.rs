@@ -206,6 +206,23 @@ where
     };
 }
 
+/// Serves `offer` on connections the test accepts itself (TLS).
+pub fn serve_incoming<I, IO, IE>(offer: Offer, incoming: I) -> ControlPlane
+where
+    I: tonic::codegen::tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let (streams, plane) = control_plane();
+    spawn_server(offer, streams, incoming);
+    plane
+}
+
 /// Serves `offer` on a loopback TCP port; returns the `http://` URI.
 pub async fn serve_tcp(offer: Offer) -> (String, ControlPlane) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
