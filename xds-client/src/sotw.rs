@@ -6,18 +6,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status;
 
-/// Well-known xDS type URLs.
-pub struct TypeUrl;
-
-impl TypeUrl {
-    pub const LISTENER: &'static str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-    pub const ROUTE: &'static str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-    pub const CLUSTER: &'static str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-    pub const ENDPOINT: &'static str =
-        "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-    pub const SECRET: &'static str =
-        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
-}
+use crate::resource::{nack_message, sotw_resource, Handler, ResourceError, TypeUrl, Update};
+use crate::subscriptions::Interest;
 
 /// A handler's judgement of one response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,36 +19,44 @@ pub enum Verdict {
 }
 
 /// `google.rpc.Code.INVALID_ARGUMENT`, which Envoy puts in a NACK's `error_detail`.
-const INVALID_ARGUMENT: i32 = 3;
+pub(crate) const INVALID_ARGUMENT: i32 = 3;
 
 /// The client side of one type's state-of-the-world subscription.
 #[derive(Debug, Clone)]
 pub struct Subscription {
     type_url: String,
-    /// Empty means wildcard (every resource of the type), as LDS and CDS use.
-    names: BTreeSet<String>,
+    interest: Interest,
     accepted_version: String,
     last_nonce: String,
     sent_initial: bool,
+    /// The names of the last accepted response, to find what a full-state response removed.
+    present: BTreeSet<String>,
 }
 
 impl Subscription {
     /// A wildcard subscription (LDS, CDS).
     pub fn wildcard(type_url: &str) -> Self {
-        Self::named(type_url, std::iter::empty::<String>())
+        Self::with_interest(type_url, Interest::wildcard())
     }
 
     /// A subscription to named resources (RDS, EDS, SDS).
     pub fn named(type_url: &str, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self::with_interest(type_url, Interest::names(names))
+    }
+
+    /// A subscription to `interest`.
+    pub fn with_interest(type_url: &str, interest: Interest) -> Self {
         Self {
             type_url: type_url.to_string(),
-            names: names.into_iter().map(Into::into).collect(),
+            interest,
             accepted_version: String::new(),
             last_nonce: String::new(),
             sent_initial: false,
+            present: BTreeSet::new(),
         }
     }
 
+    /// The subscribed type URL.
     pub fn type_url(&self) -> &str {
         &self.type_url
     }
@@ -68,16 +66,32 @@ impl Subscription {
         &self.accepted_version
     }
 
-    /// The request that opens (or reopens, after a reconnect) the subscription. Envoy sends the node on
-    /// the first request of a stream only; on a new stream the last accepted version is resent so the
-    /// server can skip an unchanged push.
+    /// What the subscription currently asks for.
+    pub fn interest(&self) -> &Interest {
+        &self.interest
+    }
+
+    /// Whether the current stream carried this subscription's first request already.
+    pub fn is_open(&self) -> bool {
+        self.sent_initial
+    }
+
+    /// Forgets the stream (it ended); the next request must be an [`initial_request`](Self::initial_request).
+    pub fn reset_stream(&mut self) {
+        self.sent_initial = false;
+        self.last_nonce.clear();
+    }
+
+    /// The request that opens (or reopens, after a reconnect) the subscription. On a new stream the
+    /// last accepted version is resent so the server can skip an unchanged push; no nonce is sent
+    /// because nonces belong to the stream that carried them.
     pub fn initial_request(&mut self, node: Option<&Node>) -> DiscoveryRequest {
         self.sent_initial = true;
         self.last_nonce.clear();
         DiscoveryRequest {
             version_info: self.accepted_version.clone(),
             node: node.cloned(),
-            resource_names: self.names.iter().cloned().collect(),
+            resource_names: self.interest.requested(),
             type_url: self.type_url.clone(),
             ..Default::default()
         }
@@ -99,7 +113,7 @@ impl Subscription {
         };
         DiscoveryRequest {
             version_info: self.accepted_version.clone(),
-            resource_names: self.names.iter().cloned().collect(),
+            resource_names: self.interest.requested(),
             type_url: self.type_url.clone(),
             response_nonce: self.last_nonce.clone(),
             error_detail,
@@ -107,19 +121,86 @@ impl Subscription {
         }
     }
 
+    /// Decodes a response, lets `handler` apply it and returns the ACK or NACK. A resource that
+    /// cannot be named or has the wrong type rejects the whole response, as do duplicate names.
+    pub fn handle(&mut self, response: &DiscoveryResponse, handler: &dyn Handler) -> Handled {
+        let verdict = match self.update(response) {
+            Ok(update) => {
+                let names: BTreeSet<String> =
+                    update.resources.iter().map(|r| r.name.clone()).collect();
+                match handler.apply(update) {
+                    Ok(()) => {
+                        self.present = names;
+                        Verdict::Accept
+                    }
+                    Err(errors) => Verdict::Reject(nack_message(&self.type_url, &errors)),
+                }
+            }
+            Err(errors) => Verdict::Reject(nack_message(&self.type_url, &errors)),
+        };
+        let rejected = match &verdict {
+            Verdict::Accept => None,
+            Verdict::Reject(message) => Some(message.clone()),
+        };
+        Handled {
+            request: self.respond(response, verdict),
+            rejected,
+        }
+    }
+
+    /// The update a response means for this subscription.
+    pub fn update(&self, response: &DiscoveryResponse) -> Result<Update, Vec<ResourceError>> {
+        let mut errors = Vec::new();
+        let mut resources = Vec::with_capacity(response.resources.len());
+        let mut seen = BTreeSet::new();
+        for any in &response.resources {
+            match sotw_resource(any, &self.type_url, &response.version_info) {
+                Ok(r) if !seen.insert(r.name.clone()) => {
+                    errors.push(ResourceError::new(&r.name, "duplicate resource name"));
+                }
+                Ok(r) => resources.push(r),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let removed = if TypeUrl::absence_removes(&self.type_url) {
+            self.present.difference(&seen).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Update {
+            type_url: self.type_url.clone(),
+            version: response.version_info.clone(),
+            resources,
+            removed,
+            full_state: true,
+        })
+    }
+
     /// Changes the subscribed names; returns the request announcing them when the set changed.
     pub fn set_names(
         &mut self,
         names: impl IntoIterator<Item = impl Into<String>>,
     ) -> Option<DiscoveryRequest> {
-        let names: BTreeSet<String> = names.into_iter().map(Into::into).collect();
-        if names == self.names {
+        let interest = Interest {
+            wildcard: self.interest.wildcard,
+            names: names.into_iter().map(Into::into).collect(),
+        };
+        self.set_interest(interest)
+    }
+
+    /// Changes what the subscription asks for; returns the request announcing it when it changed on
+    /// an open stream. The request carries the accepted version and the latest nonce, as Envoy's do.
+    pub fn set_interest(&mut self, interest: Interest) -> Option<DiscoveryRequest> {
+        if interest == self.interest {
             return None;
         }
-        self.names = names;
+        self.interest = interest;
         self.sent_initial.then(|| DiscoveryRequest {
             version_info: self.accepted_version.clone(),
-            resource_names: self.names.iter().cloned().collect(),
+            resource_names: self.interest.requested(),
             type_url: self.type_url.clone(),
             response_nonce: self.last_nonce.clone(),
             ..Default::default()
@@ -127,75 +208,14 @@ impl Subscription {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn response(version: &str, nonce: &str) -> DiscoveryResponse {
-        DiscoveryResponse {
-            version_info: version.into(),
-            nonce: nonce.into(),
-            type_url: TypeUrl::CLUSTER.into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn ack_carries_the_new_version_and_nonce() {
-        let mut s = Subscription::wildcard(TypeUrl::CLUSTER);
-        let node = Node {
-            id: "n".into(),
-            ..Default::default()
-        };
-        let first = s.initial_request(Some(&node));
-        assert_eq!(first.node.as_ref().map(|n| n.id.as_str()), Some("n"));
-        assert!(first.version_info.is_empty() && first.response_nonce.is_empty());
-        let ack = s.respond(&response("v1", "a"), Verdict::Accept);
-        assert_eq!(
-            (ack.version_info.as_str(), ack.response_nonce.as_str()),
-            ("v1", "a")
-        );
-        assert!(ack.error_detail.is_none() && ack.node.is_none());
-    }
-
-    #[test]
-    fn nack_keeps_the_last_good_version() {
-        let mut s = Subscription::wildcard(TypeUrl::LISTENER);
-        s.initial_request(None);
-        s.respond(&response("v1", "a"), Verdict::Accept);
-        let nack = s.respond(
-            &response("v2", "b"),
-            Verdict::Reject("listener \"l\": bad".into()),
-        );
-        assert_eq!(nack.version_info, "v1");
-        assert_eq!(nack.response_nonce, "b");
-        let detail = nack.error_detail.expect("NACK has error_detail");
-        assert_eq!(detail.code, 3);
-        assert!(detail.message.contains("listener \"l\""));
-        assert_eq!(s.accepted_version(), "v1");
-    }
-
-    #[test]
-    fn reconnect_resends_the_accepted_version_without_nonce() {
-        let mut s = Subscription::named(TypeUrl::ROUTE, ["r1"]);
-        s.initial_request(None);
-        s.respond(&response("7", "x"), Verdict::Accept);
-        let again = s.initial_request(None);
-        assert_eq!(again.version_info, "7");
-        assert!(again.response_nonce.is_empty());
-        assert_eq!(again.resource_names, vec!["r1".to_string()]);
-    }
-
-    #[test]
-    fn changing_names_sends_a_request_only_when_they_change() {
-        let mut s = Subscription::named(TypeUrl::ENDPOINT, ["a"]);
-        assert!(
-            s.set_names(["a", "b"]).is_none(),
-            "nothing is sent before the stream opens"
-        );
-        s.initial_request(None);
-        assert!(s.set_names(["b", "a"]).is_none());
-        let req = s.set_names(["a"]).expect("changed");
-        assert_eq!(req.resource_names, vec!["a".to_string()]);
-    }
+/// The outcome of [`Subscription::handle`].
+#[derive(Debug, Clone)]
+pub struct Handled {
+    /// The ACK or NACK to send.
+    pub request: DiscoveryRequest,
+    /// The NACK message when the response was rejected.
+    pub rejected: Option<String>,
 }
+
+#[cfg(test)]
+mod tests;
