@@ -18,7 +18,9 @@ use tokio::time::Instant;
 /// Reconnect backoff base of the tests.
 const BASE: Duration = Duration::from_millis(300);
 /// Allowance for a busy test machine.
-const SLACK: Duration = Duration::from_millis(700);
+// Generous: the assertion is that the client comes back promptly, not at the 30 s cap, even on a
+// loaded 2-core CI machine.
+const SLACK: Duration = Duration::from_secs(5);
 
 fn cluster(name: &str) -> Cluster {
     Cluster {
