@@ -62,6 +62,16 @@ fn main() -> anyhow::Result<()> {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("warning: could not raise the descriptor limit: {e}");
     }
+    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    let fit = peers::max_idle_connections(nofile);
+    if profile.idle_conns[1] > fit {
+        eprintln!(
+            "note: {nofile} descriptors allow {fit} idle connections, not {}",
+            profile.idle_conns[1]
+        );
+        profile.idle_conns[1] = fit;
+        profile.idle_conns[0] = profile.idle_conns[0].min(fit);
+    }
     // Before the runtime exists, so that every thread inherits core 1.
     let pinned = match pin::pin_self(1) {
         Ok(()) => true,
@@ -104,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             peers,
             workloads,
             dir: dir.clone(),
+            nofile,
         };
         anyhow::Ok((bench.profile.name, bench.run().await))
     })?;

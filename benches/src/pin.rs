@@ -18,9 +18,16 @@ pub fn have_taskset() -> bool {
     })
 }
 
-/// Number of online CPUs.
+/// Number of CPUs of the machine (not of this process's mask, which pinning narrows).
 pub fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    let n = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0);
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
 }
 
 /// Pins every thread of this process to `core`; Err says why it could not.

@@ -59,6 +59,7 @@ pub struct Bench {
     pub backend: Backend,
     pub pki: MeshPki,
     pub dir: PathBuf,
+    pub nofile: u64,
 }
 
 impl Bench {
@@ -72,6 +73,7 @@ impl Bench {
             backend_tcp: self.backend.tcp,
             pki: &self.pki,
             ready_timeout: self.profile.ready_timeout,
+            nofile: self.nofile,
         }
     }
 

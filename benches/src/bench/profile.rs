@@ -81,7 +81,7 @@ impl Profile {
     pub fn quick() -> Profile {
         Profile {
             name: "quick",
-            warmup: Duration::from_millis(100),
+            warmup: Duration::from_millis(200),
             duration: Duration::from_millis(300),
             idle_conns: [50, 200],
             settle: Duration::from_millis(50),

@@ -54,8 +54,11 @@ pub async fn h2_connect(addr: SocketAddr) -> anyhow::Result<H2> {
     Ok(send)
 }
 
-fn request(uri: &str, close: bool) -> Request<Empty<Bytes>> {
-    let mut b = Request::get(uri).header(http::header::HOST, AUTHORITY);
+fn request(uri: &str, host: bool, close: bool) -> Request<Empty<Bytes>> {
+    let mut b = Request::get(uri);
+    if host {
+        b = b.header(http::header::HOST, AUTHORITY);
+    }
     if close {
         b = b.header(http::header::CONNECTION, "close");
     }
@@ -73,13 +76,25 @@ async fn check(resp: hyper::Response<hyper::body::Incoming>) -> anyhow::Result<(
 
 /// One GET / on an HTTP/1.1 connection.
 pub async fn h1_get(send: &mut H1, close: bool) -> anyhow::Result<()> {
-    send.ready().await?;
-    check(send.send_request(request("/", close)).await?).await
+    timed(async {
+        send.ready().await?;
+        check(send.send_request(request("/", true, close)).await?).await
+    })
+    .await
 }
 
-/// One GET / on an h2 connection.
+/// One GET / on an h2 connection; `:authority` comes from the URI (nginx refuses a request that
+/// also carries Host).
 pub async fn h2_get(send: &mut H2) -> anyhow::Result<()> {
-    check(send.send_request(request(&format!("http://{AUTHORITY}/"), false)).await?).await
+    let req = request(&format!("http://{AUTHORITY}/"), false, false);
+    timed(async { check(send.send_request(req).await?).await }).await
+}
+
+/// Bounds a request, so that a peer that stops answering fails the run instead of hanging it.
+pub async fn timed<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(super::REQUEST_TIMEOUT, f)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {:?}", super::REQUEST_TIMEOUT))?
 }
 
 /// `conns` HTTP/1.1 keep-alive connections, each sending its next request as soon as the previous
@@ -161,7 +176,7 @@ pub async fn open_idle(addr: SocketAddr, n: usize, batch: usize, held: &mut Vec<
         let tasks: Vec<_> = (0..k)
             .map(|_| {
                 tokio::spawn(async move {
-                    let mut s = h1_connect(addr).await?;
+                    let mut s = timed(h1_connect(addr)).await?;
                     h1_get(&mut s, false).await?;
                     anyhow::Ok(s)
                 })

@@ -12,6 +12,9 @@ use hdrhistogram::Histogram;
 
 use crate::stats::latency_histogram;
 
+/// Longest a request may take before it counts as failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// When a load runs: warm-up until `start`, measured until `end`.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {

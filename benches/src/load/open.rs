@@ -24,8 +24,39 @@ pub fn timeline(begin: Instant, end: Instant, rate: f64) -> impl Iterator<Item =
         .take_while(move |t| *t < end)
 }
 
+/// Keep-alive connections opened (with a few requests each) before the timeline starts, so that a
+/// proxy meets the fixed rate with warm upstream pools rather than a burst of new connections:
+/// a sidecar whose mTLS handshakes are slow would otherwise spiral (every late answer makes the
+/// next request open one more connection, hence one more upstream handshake).
+const PRIMED: usize = 4;
+
+async fn prime(addr: SocketAddr, out: &mut Outcome) -> Vec<H1> {
+    let tasks: Vec<_> = (0..PRIMED)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut c = super::http::timed(h1_connect(addr)).await?;
+                for _ in 0..3 {
+                    h1_get(&mut c, false).await?;
+                }
+                anyhow::Ok(c)
+            })
+        })
+        .collect();
+    let mut conns = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(c)) => conns.push(c),
+            Ok(Err(e)) => out.fail(e),
+            Err(e) => out.fail(e),
+        }
+    }
+    conns
+}
+
 /// HTTP/1.1 GETs at `rate` per second until the window ends.
 pub async fn h1_rate(addr: SocketAddr, rate: f64, w: Window) -> Outcome {
+    let mut out = Outcome::default();
+    let primed = prime(addr, &mut out).await;
     let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
     let begin = Instant::now();
     let end = w.end;
@@ -40,16 +71,15 @@ pub async fn h1_rate(addr: SocketAddr, rate: f64, w: Window) -> Outcome {
             }
         }
     });
-    let pool: Arc<Mutex<Vec<H1>>> = Arc::default();
+    let pool: Arc<Mutex<Vec<H1>>> = Arc::new(Mutex::new(primed));
     let mut set = JoinSet::new();
-    let mut out = Outcome::default();
     while let Some(scheduled) = rx.recv().await {
         let pool = pool.clone();
         set.spawn(async move {
             let idle = pool.lock().await.pop();
             let mut conn = match idle {
                 Some(c) => c,
-                None => h1_connect(addr).await?,
+                None => super::http::timed(h1_connect(addr)).await?,
             };
             h1_get(&mut conn, false).await?;
             let done = Instant::now();

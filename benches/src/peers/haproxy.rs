@@ -5,10 +5,12 @@ use super::{Role, Setup};
 /// haproxy.cfg for `role`; None when there is no equivalent (config scale).
 pub fn config(role: &Role, setup: &Setup<'_>) -> Option<String> {
     let b = setup.backend_http.port();
-    let mut c = String::from(
-        "global\n  nbthread 1\n  maxconn 30000\n\
+    let nofile = setup.nofile;
+    let maxconn = max_connections(nofile);
+    let mut c = format!(
+        "global\n  nbthread 1\n  ulimit-n {nofile}\n  maxconn {maxconn}\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\n\
-         \x20 timeout http-keep-alive 600s\n  http-reuse always\n",
+         \x20 timeout http-keep-alive 600s\n  http-reuse always\n"
     );
     match role {
         Role::Single { http1, h2c, tcp } => c.push_str(&format!(
@@ -41,4 +43,10 @@ pub fn config(role: &Role, setup: &Setup<'_>) -> Option<String> {
         Role::Scale { .. } => return None,
     }
     Some(c)
+}
+
+/// HAProxy refuses to start when `maxconn` needs more than `ulimit-n` allows (two descriptors per
+/// connection and a few of its own).
+pub fn max_connections(nofile: u64) -> u64 {
+    nofile.saturating_sub(100) / 2
 }

@@ -92,6 +92,12 @@ impl Kind {
     }
 }
 
+/// The most idle connections every peer can hold with `nofile` descriptors (HAProxy needs two per
+/// connection; the rest leaves room for upstream connections).
+pub fn max_idle_connections(nofile: u64) -> usize {
+    usize::try_from(haproxy::max_connections(nofile).saturating_sub(100)).unwrap_or(usize::MAX)
+}
+
 fn in_path(name: &str) -> Vec<PathBuf> {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
@@ -130,6 +136,8 @@ pub struct Setup<'a> {
     pub pki: &'a MeshPki,
     /// How long a peer may take to become ready.
     pub ready_timeout: Duration,
+    /// The descriptor limit peers run with (the hard limit; unprivileged peers cannot go higher).
+    pub nofile: u64,
 }
 
 /// Why a peer could not run a role.

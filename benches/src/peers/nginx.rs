@@ -19,12 +19,13 @@ pub fn config(role: &Role, setup: &Setup<'_>, dir: &Path) -> Option<(String, Vec
     }
     c.push_str(&format!(
         "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-         worker_rlimit_nofile 40000;\nevents {{ worker_connections 30000; }}\n\
+         worker_rlimit_nofile {n};\nevents {{ worker_connections {n}; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          \x20 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          \x20 keepalive_requests 100000000;\n  keepalive_timeout 600s;\n\
          \x20 upstream backend {{ server 127.0.0.1:{b}; keepalive 256; keepalive_requests 100000000; keepalive_timeout 600s; }}\n",
-        b = setup.backend_http.port()
+        b = setup.backend_http.port(),
+        n = setup.nofile
     ));
     let plain = "proxy_http_version 1.1; proxy_set_header Connection \"\";";
     match role {
