@@ -24,10 +24,17 @@ use bench::{Bench, Profile, Workload};
 use peers::Kind;
 
 #[derive(Debug, Parser)]
-#[command(name = "remora-bench", about = "Load-test remora against Envoy, nginx and HAProxy")]
+#[command(
+    name = "remora-bench",
+    about = "Load-test remora against Envoy, nginx and HAProxy"
+)]
 struct Args {
     /// Peers to run, comma separated (remora, envoy, nginx, haproxy); missing ones are skipped.
-    #[arg(long, value_delimiter = ',', default_value = "remora,envoy,nginx,haproxy")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "remora,envoy,nginx,haproxy"
+    )]
     peers: Vec<String>,
     /// Workloads to run, comma separated (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -54,7 +61,11 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut profile = if args.quick { Profile::quick() } else { Profile::full() };
+    let mut profile = if args.quick {
+        Profile::quick()
+    } else {
+        Profile::full()
+    };
     if let Some(d) = args.duration {
         profile.duration = std::time::Duration::from_secs_f64(d.max(0.05));
     }
@@ -104,7 +115,9 @@ fn main() -> anyhow::Result<()> {
 
     let dir = std::env::temp_dir().join(format!("remora-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let tables = rt.block_on(async {
         let bench = Bench {
             backend: backend::Backend::start().await?,

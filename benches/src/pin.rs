@@ -39,7 +39,13 @@ pub fn pin_self(core: usize) -> Result<(), String> {
         return Err(format!("only {} CPU(s), cannot use core {core}", cpus()));
     }
     let ok = Command::new("taskset")
-        .args(["-a", "-p", "-c", &core.to_string(), &std::process::id().to_string()])
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &core.to_string(),
+            &std::process::id().to_string(),
+        ])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());

@@ -56,8 +56,10 @@ impl MeshPki {
         for c in remora_certs::certs_from_pem("root", self.outbound.issued.root_pem.as_bytes())? {
             roots.add(c)?;
         }
-        let chain = remora_certs::certs_from_pem("chain", self.outbound.issued.chain_pem.as_bytes())?;
-        let key = remora_certs::private_key_from_pem("key", self.outbound.issued.key_pem.as_bytes())?;
+        let chain =
+            remora_certs::certs_from_pem("chain", self.outbound.issued.chain_pem.as_bytes())?;
+        let key =
+            remora_certs::private_key_from_pem("key", self.outbound.issued.key_pem.as_bytes())?;
         let mut cfg = rustls::ClientConfig::builder_with_provider(remora_certs::provider())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)

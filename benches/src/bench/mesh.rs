@@ -18,7 +18,14 @@ impl Bench {
         }
         let inbound_port = free_port();
         let pair = self
-            .start(kind, bin, &Role::MeshInbound { listen: inbound_port }, "inbound")
+            .start(
+                kind,
+                bin,
+                &Role::MeshInbound {
+                    listen: inbound_port,
+                },
+                "inbound",
+            )
             .and_then(|inbound| {
                 let listen = free_port();
                 let role = Role::MeshOutbound {
@@ -34,7 +41,9 @@ impl Bench {
                 let status = start_failure(&e, true);
                 for table in [&mut t.mesh, &mut t.handshake] {
                     let n = table.columns.len();
-                    table.rows.push(Row::not_run(kind.name(), status.clone(), n));
+                    table
+                        .rows
+                        .push(Row::not_run(kind.name(), status.clone(), n));
                 }
                 return;
             }
@@ -46,7 +55,8 @@ impl Bench {
                 .await;
         }
         if self.wants(Workload::Handshake) {
-            self.handshakes(kind.name(), loopback(inbound_port), inbound.pid(), t).await;
+            self.handshakes(kind.name(), loopback(inbound_port), inbound.pid(), t)
+                .await;
         }
     }
 
@@ -69,7 +79,9 @@ impl Bench {
         for _ in 0..self.runs {
             let cfg = cfg.clone();
             let m = self
-                .measure(&[pid], move |w| tls::handshakes(addr, cfg, INBOUND_DNS, clients, w))
+                .measure(&[pid], move |w| {
+                    tls::handshakes(addr, cfg, INBOUND_DNS, clients, w)
+                })
                 .await;
             runs.push(vec![
                 m.rate(),

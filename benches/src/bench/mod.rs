@@ -77,8 +77,16 @@ impl Bench {
         }
     }
 
-    fn start(&self, kind: Kind, bin: &std::path::Path, role: &Role, name: &str) -> Result<Running, StartError> {
-        let dir = self.dir.join(format!("{}-{name}-{}", kind.name(), free_port()));
+    fn start(
+        &self,
+        kind: Kind,
+        bin: &std::path::Path,
+        role: &Role,
+        name: &str,
+    ) -> Result<Running, StartError> {
+        let dir = self
+            .dir
+            .join(format!("{}-{name}-{}", kind.name(), free_port()));
         peers::start(kind, bin, role, &self.setup(), &dir)
     }
 
@@ -92,9 +100,17 @@ impl Bench {
         let w = Window::after(self.profile.warmup, self.profile.duration);
         let task = tokio::spawn(load(w));
         tokio::time::sleep_until(w.start.into()).await;
-        let (c0, b0, t0) = (procfs::cpu_seconds(&pids), self.backend.tcp_bytes(), Instant::now());
+        let (c0, b0, t0) = (
+            procfs::cpu_seconds(&pids),
+            self.backend.tcp_bytes(),
+            Instant::now(),
+        );
         tokio::time::sleep_until(w.end.into()).await;
-        let (c1, b1, t1) = (procfs::cpu_seconds(&pids), self.backend.tcp_bytes(), Instant::now());
+        let (c1, b1, t1) = (
+            procfs::cpu_seconds(&pids),
+            self.backend.tcp_bytes(),
+            Instant::now(),
+        );
         let out = match task.await {
             Ok(o) => o,
             Err(e) => {
@@ -130,7 +146,9 @@ fn start_failure(e: &StartError, mesh: bool) -> Status {
     match e {
         StartError::NoEquivalent(_) => Status::Unsupported(e.to_string()),
         // A sidecar that refuses the mTLS bootstrap lacks a feature rather than being broken.
-        StartError::Exited { .. } | StartError::NotReady { .. } if mesh => Status::Unsupported(e.to_string()),
+        StartError::Exited { .. } | StartError::NotReady { .. } if mesh => {
+            Status::Unsupported(e.to_string())
+        }
         _ => Status::Failed(e.to_string()),
     }
 }
@@ -157,7 +175,14 @@ pub struct Tables {
 }
 
 pub const RATE_COLUMNS: [&str; 8] = [
-    "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "+p50 ms", "+p99 ms", "CPU µs/req", "errors",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "+p50 ms",
+    "+p99 ms",
+    "CPU µs/req",
+    "errors",
 ];
 
 impl Tables {
@@ -167,17 +192,27 @@ impl Tables {
         let mut memory = Table::new(
             "memory",
             format!("Memory: idle RSS and RSS with {n1} / {n2} idle keep-alive connections"),
-            &["idle MB", &format!("MB @{n1}"), &format!("MB @{n2}"), "B/conn", "errors"],
+            &[
+                "idle MB",
+                &format!("MB @{n1}"),
+                &format!("MB @{n2}"),
+                "B/conn",
+                "errors",
+            ],
         );
         memory.notes.push(format!(
             "B/conn = (RSS with {n2} connections − idle RSS) / {n2}; nginx counts master and worker."
         ));
         let mut rate = Table::new(
             "rate",
-            format!("One proxy, HTTP/1.1 at {} req/s open loop (latency from the scheduled send)", p.rate),
+            format!(
+                "One proxy, HTTP/1.1 at {} req/s open loop (latency from the scheduled send)",
+                p.rate
+            ),
             &RATE_COLUMNS,
         );
-        rate.notes.push("+p50 / +p99: added over the direct path's median.".into());
+        rate.notes
+            .push("+p50 / +p99: added over the direct path's median.".into());
         Tables {
             http1: Table::new(
                 "http1",

@@ -27,7 +27,9 @@ impl Bench {
                 Ok(x) => x,
                 Err(e) => {
                     let n = t.memory.columns.len();
-                    t.memory.rows.push(Row::not_run(kind.name(), start_failure(&e, false), n));
+                    t.memory
+                        .rows
+                        .push(Row::not_run(kind.name(), start_failure(&e, false), n));
                     return;
                 }
             };
@@ -83,7 +85,9 @@ impl Bench {
                 }
                 Err(e) => {
                     let n = t.scale.columns.len();
-                    t.scale.rows.push(Row::not_run(kind.name(), start_failure(&e, false), n));
+                    t.scale
+                        .rows
+                        .push(Row::not_run(kind.name(), start_failure(&e, false), n));
                     return;
                 }
             }

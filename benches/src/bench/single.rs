@@ -56,34 +56,52 @@ impl Bench {
                 let status = start_failure(&e, false);
                 for table in [&mut t.http1, &mut t.h2c, &mut t.rate, &mut t.tcp] {
                     let n = table.columns.len();
-                    table.rows.push(Row::not_run(kind.name(), status.clone(), n));
+                    table
+                        .rows
+                        .push(Row::not_run(kind.name(), status.clone(), n));
                 }
             }
         }
     }
 
-    async fn single_workloads(&self, target: &Target<'_>, t: &mut Tables, tcp_unserved: Option<String>) {
+    async fn single_workloads(
+        &self,
+        target: &Target<'_>,
+        t: &mut Tables,
+        tcp_unserved: Option<String>,
+    ) {
         use super::Workload::*;
         let p = &self.profile;
         if self.wants(Http1) {
             let (addr, conns) = (target.http1, p.h1_conns);
-            self.saturation(target, &mut t.http1, |w| http::h1_closed(addr, conns, w)).await;
+            self.saturation(target, &mut t.http1, |w| http::h1_closed(addr, conns, w))
+                .await;
         }
         if self.wants(H2c) {
             let (addr, conns, streams) = (target.h2c, p.h2_conns, p.h2_streams);
-            self.saturation(target, &mut t.h2c, |w| http::h2_closed(addr, conns, streams, w))
-                .await;
+            self.saturation(target, &mut t.h2c, |w| {
+                http::h2_closed(addr, conns, streams, w)
+            })
+            .await;
         }
         if self.wants(Rate) {
             let direct = direct_percentiles(&t.rate);
-            self.fixed_rate(target.name, target.http1, &target.roots, &direct, &mut t.rate)
-                .await;
+            self.fixed_rate(
+                target.name,
+                target.http1,
+                &target.roots,
+                &direct,
+                &mut t.rate,
+            )
+            .await;
         }
         if self.wants(Tcp) {
             match tcp_unserved {
                 Some(why) => {
                     let n = t.tcp.columns.len();
-                    t.tcp.rows.push(Row::not_run(target.name, Status::Unsupported(why), n));
+                    t.tcp
+                        .rows
+                        .push(Row::not_run(target.name, Status::Unsupported(why), n));
                 }
                 None => self.tcp_bulk(target, &mut t.tcp).await,
             }
@@ -150,7 +168,9 @@ impl Bench {
         let mut runs = Vec::new();
         let mut first = None;
         for _ in 0..self.runs {
-            let m = self.measure(&target.roots, |w| tcp::bulk(addr, conns, w)).await;
+            let m = self
+                .measure(&target.roots, |w| tcp::bulk(addr, conns, w))
+                .await;
             let gbps = m.tcp_bytes as f64 * 8.0 / m.secs.max(1e-9) / 1e9;
             let cpu_per_gb = if target.roots.is_empty() || m.tcp_bytes == 0 {
                 f64::NAN

@@ -91,7 +91,9 @@ pub async fn h2_get(send: &mut H2) -> anyhow::Result<()> {
 }
 
 /// Bounds a request, so that a peer that stops answering fails the run instead of hanging it.
-pub async fn timed<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub async fn timed<T>(
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::time::timeout(super::REQUEST_TIMEOUT, f)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {:?}", super::REQUEST_TIMEOUT))?

@@ -67,7 +67,9 @@ impl Outcome {
     pub fn record(&mut self, w: &Window, origin: Instant, done: Instant) {
         if origin >= w.start {
             let ns = done.saturating_duration_since(origin).as_nanos();
-            let _ = self.latency.record(u64::try_from(ns).unwrap_or(u64::MAX).max(1));
+            let _ = self
+                .latency
+                .record(u64::try_from(ns).unwrap_or(u64::MAX).max(1));
         }
         if w.counts(origin, done) {
             self.requests += 1;

@@ -11,8 +11,13 @@ use tokio_rustls::TlsConnector;
 use super::http::{h1_get, h1_over, tcp, timed};
 use super::{join, Outcome, Window};
 
-async fn one(addr: SocketAddr, connector: &TlsConnector, name: &ServerName<'static>) -> anyhow::Result<()> {
-    let stream = timed(async { Ok(connector.connect(name.clone(), tcp(addr).await?).await?) }).await?;
+async fn one(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    name: &ServerName<'static>,
+) -> anyhow::Result<()> {
+    let stream =
+        timed(async { Ok(connector.connect(name.clone(), tcp(addr).await?).await?) }).await?;
     let mut send = h1_over(stream).await?;
     h1_get(&mut send, true).await
 }

@@ -6,7 +6,8 @@ use super::{Role, Setup};
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
-const TCP_PROXY: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const TCP_PROXY: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const UPSTREAM_TLS: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 const DOWNSTREAM_TLS: &str =
@@ -69,7 +70,14 @@ pub fn bootstrap(role: &Role, setup: &Setup<'_>, admin_port: u16) -> String {
             routes,
             clusters,
         } => {
-            http_listener(&mut y, "scale", *listen, "AUTO", "", &scaled_vhosts(*routes, *clusters));
+            http_listener(
+                &mut y,
+                "scale",
+                *listen,
+                "AUTO",
+                "",
+                &scaled_vhosts(*routes, *clusters),
+            );
             y.push_str("  clusters:\n");
             for c in 0..*clusters {
                 cluster(&mut y, &format!("svc-{c}"), backend, "");

@@ -39,7 +39,8 @@ impl Kind {
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
-        ALL.into_iter().find(|k| k.name() == s.trim().to_ascii_lowercase())
+        ALL.into_iter()
+            .find(|k| k.name() == s.trim().to_ascii_lowercase())
     }
 
     /// Whether the peer reads the Envoy v3 bootstrap (and has an admin `/ready`).
@@ -57,7 +58,11 @@ impl Kind {
                 if let Some(dir) = std::env::current_exe().ok().and_then(|e| {
                     let d = e.parent()?.to_path_buf();
                     // Integration tests run from target/<profile>/deps.
-                    Some(if d.ends_with("deps") { d.parent()?.to_path_buf() } else { d })
+                    Some(if d.ends_with("deps") {
+                        d.parent()?.to_path_buf()
+                    } else {
+                        d
+                    })
                 }) {
                     v.push(dir.join("remora"));
                 }
@@ -114,14 +119,20 @@ pub enum Role {
     /// The server's sidecar: mTLS in (client certificate required), plain HTTP to the backend.
     MeshInbound { listen: u16 },
     /// A generated bootstrap with many routes and clusters.
-    Scale { listen: u16, routes: usize, clusters: usize },
+    Scale {
+        listen: u16,
+        routes: usize,
+        clusters: usize,
+    },
 }
 
 impl Role {
     fn listens(&self) -> Vec<u16> {
         match self {
             Role::Single { http1, h2c, tcp } => vec![*http1, *h2c, *tcp],
-            Role::MeshOutbound { listen, .. } | Role::MeshInbound { listen } | Role::Scale { listen, .. } => {
+            Role::MeshOutbound { listen, .. }
+            | Role::MeshInbound { listen }
+            | Role::Scale { listen, .. } => {
                 vec![*listen]
             }
         }
@@ -148,7 +159,11 @@ pub enum StartError {
     #[error("{peer} exited during start-up: {log}")]
     Exited { peer: &'static str, log: String },
     #[error("{peer} was not ready within {secs:.1} s: {log}")]
-    NotReady { peer: &'static str, secs: f64, log: String },
+    NotReady {
+        peer: &'static str,
+        secs: f64,
+        log: String,
+    },
     #[error("starting {peer}: {source}")]
     Io {
         peer: &'static str,
@@ -174,14 +189,24 @@ impl Running {
 
     /// Why this peer does not serve `port` of its role, if it does not.
     pub fn unserved(&self, port: u16) -> Option<&str> {
-        self.unserved.iter().find(|(p, _)| *p == port).map(|(_, r)| r.as_str())
+        self.unserved
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, r)| r.as_str())
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let pids: Vec<String> = crate::procfs::tree(self.pid()).iter().map(u32::to_string).collect();
-        let _ = Command::new("kill").arg("-TERM").args(&pids).stderr(Stdio::null()).status();
+        let pids: Vec<String> = crate::procfs::tree(self.pid())
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -190,7 +215,11 @@ impl Drop for Running {
             std::thread::sleep(Duration::from_millis(10));
         }
         // Whatever is left (a draining proxy, an orphaned nginx worker) is killed.
-        let _ = Command::new("kill").arg("-KILL").args(&pids).stderr(Stdio::null()).status();
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -198,7 +227,13 @@ impl Drop for Running {
 
 /// Writes `kind`'s configuration for `role` into `dir` and starts it pinned to core 0, returning
 /// once every listener accepts (and, for Envoy-config peers, admin `/ready` answers 200).
-pub fn start(kind: Kind, bin: &Path, role: &Role, setup: &Setup<'_>, dir: &Path) -> Result<Running, StartError> {
+pub fn start(
+    kind: Kind,
+    bin: &Path,
+    role: &Role,
+    setup: &Setup<'_>,
+    dir: &Path,
+) -> Result<Running, StartError> {
     let io = |source| StartError::Io {
         peer: kind.name(),
         source,
@@ -213,7 +248,8 @@ pub fn start(kind: Kind, bin: &Path, role: &Role, setup: &Setup<'_>, dir: &Path)
             admin = Some(loopback(port));
             let path = dir.join("bootstrap.yaml");
             std::fs::write(&path, envoy::bootstrap(role, setup, port)).map_err(io)?;
-            let base = std::process::id() % 1000 * 100 + BASE_ID.fetch_add(1, Ordering::Relaxed) % 100;
+            let base =
+                std::process::id() % 1000 * 100 + BASE_ID.fetch_add(1, Ordering::Relaxed) % 100;
             vec![
                 "-c".into(),
                 path.display().to_string(),
@@ -230,7 +266,8 @@ pub fn start(kind: Kind, bin: &Path, role: &Role, setup: &Setup<'_>, dir: &Path)
             ]
         }
         Kind::Nginx => {
-            let (text, missing) = nginx::config(role, setup, dir).ok_or(StartError::NoEquivalent("nginx"))?;
+            let (text, missing) =
+                nginx::config(role, setup, dir).ok_or(StartError::NoEquivalent("nginx"))?;
             unserved = missing;
             let path = dir.join("nginx.conf");
             std::fs::write(&path, text).map_err(io)?;
@@ -279,7 +316,9 @@ pub fn start(kind: Kind, bin: &Path, role: &Role, setup: &Setup<'_>, dir: &Path)
         if !admin_ready {
             admin_ready = admin.is_some_and(ready);
         }
-        waiting.retain(|p| std::net::TcpStream::connect_timeout(&loopback(*p), Duration::from_millis(100)).is_err());
+        waiting.retain(|p| {
+            std::net::TcpStream::connect_timeout(&loopback(*p), Duration::from_millis(100)).is_err()
+        });
         if admin_ready && waiting.is_empty() {
             break;
         }
@@ -307,7 +346,9 @@ fn pinned(core: usize, bin: &Path, args: &[String]) -> Command {
         String::new()
     };
     c.arg("-c")
-        .arg(format!("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec {taskset}\"$0\" \"$@\""))
+        .arg(format!(
+            "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec {taskset}\"$0\" \"$@\""
+        ))
         .arg(bin)
         .args(args);
     c
@@ -320,7 +361,9 @@ fn ready(admin: SocketAddr) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").is_err() {
+    if s.write_all(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 16];

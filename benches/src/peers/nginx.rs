@@ -73,7 +73,8 @@ pub fn config(role: &Role, setup: &Setup<'_>, dir: &Path) -> Option<(String, Vec
         // Still usable for the HTTP workloads; the TCP one reports the missing module.
         unserved.push((
             *tcp,
-            "TCP proxying needs nginx's stream module: apt-get install libnginx-mod-stream".to_string(),
+            "TCP proxying needs nginx's stream module: apt-get install libnginx-mod-stream"
+                .to_string(),
         ));
     }
     Some((c, unserved))

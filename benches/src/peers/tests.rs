@@ -33,10 +33,30 @@ fn with_setup<T>(name: &str, f: impl FnOnce(&Setup<'_>, &Path) -> T) -> T {
 
 fn roles() -> Vec<(&'static str, Role)> {
     vec![
-        ("single", Role::Single { http1: 18100, h2c: 18101, tcp: 18102 }),
-        ("outbound", Role::MeshOutbound { listen: 18103, inbound: 18104 }),
+        (
+            "single",
+            Role::Single {
+                http1: 18100,
+                h2c: 18101,
+                tcp: 18102,
+            },
+        ),
+        (
+            "outbound",
+            Role::MeshOutbound {
+                listen: 18103,
+                inbound: 18104,
+            },
+        ),
         ("inbound", Role::MeshInbound { listen: 18104 }),
-        ("scale", Role::Scale { listen: 18105, routes: 100, clusters: 7 }),
+        (
+            "scale",
+            Role::Scale {
+                listen: 18105,
+                routes: 100,
+                clusters: 7,
+            },
+        ),
     ]
 }
 
@@ -68,13 +88,21 @@ fn the_plain_bootstraps_are_valid_remora_configuration() {
 #[test]
 fn the_scaled_bootstrap_has_the_asked_routes_and_clusters() {
     with_setup("scale", |setup, _| {
-        let role = Role::Scale { listen: 1, routes: 1000, clusters: 30 };
+        let role = Role::Scale {
+            listen: 1,
+            routes: 1000,
+            clusters: 30,
+        };
         let yaml = envoy::bootstrap(&role, setup, 2);
         let b: Bootstrap = from_yaml(&yaml, ParseOptions::default()).expect("parses");
         let res = b.static_resources.expect("static resources");
         assert_eq!(res.clusters.len(), 30);
         assert_eq!(yaml.matches("route: { cluster: svc-").count(), 1000);
-        assert_eq!(yaml.matches("- name: svc-").count(), 30 + 30, "one vhost and one cluster per service");
+        assert_eq!(
+            yaml.matches("- name: svc-").count(),
+            30 + 30,
+            "one vhost and one cluster per service"
+        );
     });
 }
 
@@ -89,7 +117,14 @@ fn envoy_accepts_every_bootstrap() {
             let path = dir.join(format!("{name}.yaml"));
             std::fs::write(&path, envoy::bootstrap(&role, setup, 18099)).expect("write");
             let out = Command::new(&envoy)
-                .args(["--mode", "validate", "--disable-hot-restart", "-l", "error", "-c"])
+                .args([
+                    "--mode",
+                    "validate",
+                    "--disable-hot-restart",
+                    "-l",
+                    "error",
+                    "-c",
+                ])
                 .arg(&path)
                 .output()
                 .expect("run envoy");
@@ -122,7 +157,11 @@ fn nginx_and_haproxy_accept_their_configurations() {
                             .arg(dir.join("error.log"))
                             .output()
                             .expect("run nginx");
-                        assert!(out.status.success(), "nginx {name}: {}", String::from_utf8_lossy(&out.stderr));
+                        assert!(
+                            out.status.success(),
+                            "nginx {name}: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
                     }
                     None => assert!(matches!(role, Role::Scale { .. })),
                 }
@@ -132,7 +171,12 @@ fn nginx_and_haproxy_accept_their_configurations() {
                     Some(text) => {
                         let path = dir.join(format!("{name}.cfg"));
                         std::fs::write(&path, text).expect("write");
-                        let out = Command::new(&haproxy).arg("-c").arg("-f").arg(&path).output().expect("run haproxy");
+                        let out = Command::new(&haproxy)
+                            .arg("-c")
+                            .arg("-f")
+                            .arg(&path)
+                            .output()
+                            .expect("run haproxy");
                         assert!(
                             out.status.success(),
                             "haproxy {name}: {}{}",

@@ -36,7 +36,11 @@ fn cell(s: Option<Spread>) -> String {
 }
 
 pub fn table(t: &Table) -> String {
-    let mut out = format!("### {}\n\n| peer | {} |\n|---|", t.title, t.columns.join(" | "));
+    let mut out = format!(
+        "### {}\n\n| peer | {} |\n|---|",
+        t.title,
+        t.columns.join(" | ")
+    );
     out.push_str(&"---|".repeat(t.columns.len()));
     out.push('\n');
     for r in &t.rows {
@@ -130,11 +134,22 @@ mod tests {
     #[test]
     fn a_table_shows_ranges_and_unsupported_peers() {
         let mut t = Table::new("x", "HTTP/1.1", &["req/s", "CPU µs/req"]);
-        t.rows.push(Row::measured("nginx", vec![vec![1000.0, 17.0], vec![1100.0, 18.0], vec![900.0, 17.5]], 2));
-        t.rows.push(Row::not_run("remora", Status::Unsupported("no TLS".into()), 2));
+        t.rows.push(Row::measured(
+            "nginx",
+            vec![vec![1000.0, 17.0], vec![1100.0, 18.0], vec![900.0, 17.5]],
+            2,
+        ));
+        t.rows.push(Row::not_run(
+            "remora",
+            Status::Unsupported("no TLS".into()),
+            2,
+        ));
         let md = table(&t);
         assert!(md.contains("| peer | req/s | CPU µs/req |"), "{md}");
-        assert!(md.contains("| nginx | 1000 (900–1100) | 17.5 (17.0–18.0) |"), "{md}");
+        assert!(
+            md.contains("| nginx | 1000 (900–1100) | 17.5 (17.0–18.0) |"),
+            "{md}"
+        );
         assert!(md.contains("| remora | unsupported: no TLS | |"), "{md}");
     }
 }

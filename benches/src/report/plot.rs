@@ -56,7 +56,10 @@ pub fn write(r: &Report, path: &Path) -> anyhow::Result<()> {
         .max(0.001)
         * 1.1;
     let mut chart = ChartBuilder::on(&left)
-        .caption("Latency at the fixed rate (from the scheduled send)", ("sans-serif", 18))
+        .caption(
+            "Latency at the fixed rate (from the scheduled send)",
+            ("sans-serif", 18),
+        )
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(60)
@@ -83,7 +86,9 @@ pub fn write(r: &Report, path: &Path) -> anyhow::Result<()> {
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .map_err(err)?
             .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
         chart
             .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
             .map_err(err)?;
@@ -98,9 +103,17 @@ pub fn write(r: &Report, path: &Path) -> anyhow::Result<()> {
 
     let bars = cpu_bars(r.tables.iter().find(|t| t.id == "http1"));
     let n = bars.len().max(1) as i32;
-    let bmax = bars.iter().map(|(_, v)| *v).fold(0.0f64, f64::max).max(0.001) * 1.15;
+    let bmax = bars
+        .iter()
+        .map(|(_, v)| *v)
+        .fold(0.0f64, f64::max)
+        .max(0.001)
+        * 1.15;
     let mut chart = ChartBuilder::on(&right)
-        .caption("CPU µs per request, HTTP/1.1 keep-alive", ("sans-serif", 18))
+        .caption(
+            "CPU µs per request, HTTP/1.1 keep-alive",
+            ("sans-serif", 18),
+        )
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(50)
@@ -124,7 +137,10 @@ pub fn write(r: &Report, path: &Path) -> anyhow::Result<()> {
             let i = i as i32;
             let color = Palette99::pick(i as usize).to_rgba();
             let mut r = Rectangle::new(
-                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *v)],
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), *v),
+                ],
                 color.filled(),
             );
             r.set_margin(0, 0, 12, 12);

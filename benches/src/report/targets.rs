@@ -21,10 +21,18 @@ fn find<'a>(tables: &'a [Table], id: &str) -> Option<&'a Table> {
 }
 
 fn remora(tables: &[Table], id: &str, col: &str) -> Option<f64> {
-    find(tables, id)?.value("remora", col).filter(|v| !v.is_nan())
+    find(tables, id)?
+        .value("remora", col)
+        .filter(|v| !v.is_nan())
 }
 
-fn verdict(target: &str, value: Option<f64>, goal: String, limit: Option<f64>, at_most: bool) -> Verdict {
+fn verdict(
+    target: &str,
+    value: Option<f64>,
+    goal: String,
+    limit: Option<f64>,
+    at_most: bool,
+) -> Verdict {
     let met = match (value, limit) {
         (Some(v), Some(l)) => Some(if at_most { v <= l } else { v >= l }),
         _ => None,
@@ -120,10 +128,12 @@ mod tests {
     #[test]
     fn remora_is_held_to_nginx_of_the_same_run_or_the_earlier_figure() {
         let mut t = Table::new("http1", "h1", &["req/s", "CPU µs/req"]);
-        t.rows.push(Row::measured("remora", vec![vec![1.0, 15.0]], 2));
+        t.rows
+            .push(Row::measured("remora", vec![vec![1.0, 15.0]], 2));
         let v = &check(std::slice::from_ref(&t))[0];
         assert_eq!(v.met, Some(true), "15 ≤ 17.2 measured before");
-        t.rows.push(Row::measured("nginx", vec![vec![1.0, 12.0]], 2));
+        t.rows
+            .push(Row::measured("nginx", vec![vec![1.0, 12.0]], 2));
         let v = &check(&[t])[0];
         assert_eq!(v.met, Some(false), "15 > nginx's 12 in this run");
         assert!(v.goal.contains("this run"));
@@ -133,8 +143,10 @@ mod tests {
     fn the_mesh_target_is_a_ratio_of_nginx_s_pair() {
         let cols = ["p50 ms", "CPU µs/req"];
         let mut t = Table::new("mesh", "mesh", &cols);
-        t.rows.push(Row::measured("remora", vec![vec![0.1, 50.0]], 2));
-        t.rows.push(Row::measured("nginx", vec![vec![0.1, 100.0]], 2));
+        t.rows
+            .push(Row::measured("remora", vec![vec![0.1, 50.0]], 2));
+        t.rows
+            .push(Row::measured("nginx", vec![vec![0.1, 100.0]], 2));
         let v = &check(&[t])[0];
         assert_eq!(v.met, Some(true));
         assert!(v.goal.contains("60"), "{}", v.goal);
@@ -143,7 +155,8 @@ mod tests {
     #[test]
     fn throughput_is_a_floor_and_a_missing_remora_is_undecided() {
         let mut t = Table::new("tcp", "tcp", &["Gb/s", "× direct"]);
-        t.rows.push(Row::measured("remora", vec![vec![10.0, 0.7]], 2));
+        t.rows
+            .push(Row::measured("remora", vec![vec![10.0, 0.7]], 2));
         assert_eq!(check(std::slice::from_ref(&t))[0].met, Some(false));
         t.rows.clear();
         assert_eq!(check(&[t])[0].met, None);
