@@ -73,7 +73,10 @@ fn main() -> anyhow::Result<()> {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("warning: could not raise the descriptor limit: {e}");
     }
-    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    // Capped: HAProxy sizes its descriptor table by `maxconn`, which would inflate its RSS on
+    // machines whose hard limit is a million.
+    let nofile =
+        rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft.min(65_536));
     let fit = peers::max_idle_connections(nofile);
     if profile.idle_conns[1] > fit {
         eprintln!(

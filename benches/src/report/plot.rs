@@ -49,12 +49,14 @@ pub fn write(r: &Report, path: &Path) -> anyhow::Result<()> {
     let (left, right) = root.split_horizontally(680);
 
     let lines = latency_lines(r);
-    let ymax = lines
-        .iter()
-        .flat_map(|(_, v)| v.iter().copied())
-        .fold(0.0f64, f64::max)
+    // Log scale: a tail of tens of milliseconds would flatten every sub-millisecond median.
+    let all = || lines.iter().flat_map(|(_, v)| v.iter().copied());
+    let ymax = all().fold(0.0f64, f64::max).max(0.01) * 1.5;
+    let ymin = all()
+        .fold(f64::INFINITY, f64::min)
+        .min(ymax / 10.0)
         .max(0.001)
-        * 1.1;
+        / 1.5;
     let mut chart = ChartBuilder::on(&left)
         .caption(
             "Latency at the fixed rate (from the scheduled send)",
@@ -63,7 +65,7 @@ pub fn write(r: &Report, path: &Path) -> anyhow::Result<()> {
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .build_cartesian_2d(-0.2f64..3.2f64, 0f64..ymax)
+        .build_cartesian_2d(-0.2f64..3.2f64, (ymin..ymax).log_scale())
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -76,7 +78,7 @@ pub fn write(r: &Report, path: &Path) -> anyhow::Result<()> {
                 String::new()
             }
         })
-        .y_desc("ms")
+        .y_desc("ms (log scale)")
         .draw()
         .map_err(err)?;
     for (i, (label, v)) in lines.iter().enumerate() {
