@@ -258,6 +258,12 @@ impl Cluster {
         g
     }
 
+    /// The host the next request would go to, by the cluster's `lb_policy` (what `send` and
+    /// `connect_tcp` do first); for benchmarks and diagnostics, as it counts nothing.
+    pub fn pick_host(&self) -> Option<Arc<Host>> {
+        self.hosts.load().choose(&self.shared.spec.lb)
+    }
+
     /// A hostname of the cluster's endpoints, for callers that rewrite Host before sending (prefer
     /// `SendContext::auto_host_rewrite`, which uses the host actually picked).
     pub fn pick_hostname(&self) -> Option<String> {
