@@ -158,7 +158,9 @@ impl UpstreamError {
             Self::ConnectFailure { source, .. } => {
                 Some(format!("delayed connect error: {}", os_error_text(source)))
             }
-            Self::Tls { source, .. } => Some(format!("TLS error: {source}:TLS error end")),
+            Self::Tls { source, .. } => {
+                Some(format!("TLS error: {}:TLS error end", tls_reason(source)))
+            }
             _ => None,
         }
     }
@@ -179,6 +181,35 @@ impl UpstreamError {
             Self::Protocol { .. } => "upstream connect error or disconnect/reset before headers. reset reason: protocol error".into(),
             Self::RequestBody { .. } => "upstream connect error or disconnect/reset before headers. reset reason: local reset".into(),
         }
+    }
+}
+
+/// A handshake failure in words. A SAN mismatch reads as Envoy's own detail does
+/// (`verify cert failed: SAN matcher, certificate SANs are [a, b]`); rustls' other errors keep
+/// their own text.
+fn tls_reason(e: &crate::tls::ConnectError) -> String {
+    use rustls::{CertificateError, Error};
+    let crate::tls::ConnectError::Handshake { source, .. } = e else {
+        return e.to_string();
+    };
+    let san = source
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>())
+        .and_then(|tls| match tls {
+            Error::InvalidCertificate(CertificateError::Other(other)) => {
+                other.0.downcast_ref::<remora_certs::SanMismatch>()
+            }
+            _ => None,
+        });
+    match san {
+        Some(m) => format!(
+            "verify cert failed: SAN matcher, certificate SANs are [{}]",
+            m.presented().join(", ")
+        ),
+        None => match source.get_ref() {
+            Some(inner) => inner.to_string(),
+            None => source.to_string(),
+        },
     }
 }
 
