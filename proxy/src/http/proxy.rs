@@ -196,7 +196,7 @@ pub async fn handle(
                     connection_id: Some(info.id),
                     upstream_request_attempt_count: (outcome.attempts > 0)
                         .then_some(outcome.attempts),
-                    requested_server_name: tls.and_then(|t| t.sni.as_deref()),
+                    requested_server_name: info.requested_server_name.as_deref(),
                     downstream_tls: tls,
                     upstream_tls: outcome.upstream_tls.as_deref(),
                     upstream_transport_failure_reason: outcome
