@@ -243,7 +243,8 @@ impl Cluster {
                 limit: "max_connections",
             });
         };
-        let (stream, upstream, guard, _tls) = connect::transport(shared, &host, slot, Alpn::None).await?;
+        let (stream, upstream, guard, _tls) =
+            connect::transport(shared, &host, slot, Alpn::None).await?;
         Ok(TcpConnection {
             stream,
             upstream,

@@ -340,7 +340,10 @@ fn tls_operators_print_dash_without_tls_or_peer_certificate() {
         downstream_tls: Some(&tls),
         ..LogContext::new(start())
     };
-    assert_eq!(text(all, &ctx), "TLSv1.3 TLS_AES_128_GCM_SHA256 - - - - - -");
+    assert_eq!(
+        text(all, &ctx),
+        "TLSv1.3 TLS_AES_128_GCM_SHA256 - - - - - -"
+    );
 
     // A peer certificate without URI SANs (a plain DNS certificate).
     let mut cert = client_cert();
@@ -380,20 +383,29 @@ fn upstream_tls_operators_read_the_upstream_connection() {
 #[test]
 fn tls_operator_names_follow_envoy() {
     // Envoy has serial and fingerprint operators for the downstream peer only.
-    for name in ["UPSTREAM_PEER_SERIAL", "UPSTREAM_PEER_FINGERPRINT_256", "DOWNSTREAM_TLS_FOO"] {
+    for name in [
+        "UPSTREAM_PEER_SERIAL",
+        "UPSTREAM_PEER_FINGERPRINT_256",
+        "DOWNSTREAM_TLS_FOO",
+    ] {
         assert!(parse(&format!("%{name}%")).is_err(), "{name}");
     }
     assert!(parse("%DOWNSTREAM_PEER_SERIAL(x)%").is_err());
     assert_eq!(
         parse("%UPSTREAM_TLS_VERSION%").expect("parses"),
-        vec![Token::Op(Operator::Tls(TlsSide::Upstream, TlsField::Version), None)]
+        vec![Token::Op(
+            Operator::Tls(TlsSide::Upstream, TlsField::Version),
+            None
+        )]
     );
 }
 
 #[test]
 fn transport_failure_reason_replaces_spaces_and_empty_is_dash() {
     let ctx = LogContext {
-        upstream_transport_failure_reason: Some("TLS error: invalid peer certificate: NotValidForName:TLS error end"),
+        upstream_transport_failure_reason: Some(
+            "TLS error: invalid peer certificate: NotValidForName:TLS error end",
+        ),
         ..LogContext::new(start())
     };
     assert_eq!(

@@ -139,7 +139,8 @@ async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Acquired, Ups
             if stream.alpn() == Some(b"h2") {
                 // Only an auto_config cluster offers h2 here; the server chose it.
                 host.pool.alpn_h2.store(true, Ordering::Release);
-                let adopted = super::http2::adopt(shared, host, stream, addr, guard, tls, false).await;
+                let adopted =
+                    super::http2::adopt(shared, host, stream, addr, guard, tls, false).await;
                 drop(pending);
                 return adopted.map(|_| Acquired::UseH2);
             }
