@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
+use crate::tls::TlsInfo;
+
 /// The facts about one stream that command operators read. Both the HTTP connection manager and
 /// tcp_proxy fill it; fields a side does not have stay `None` and print as `-`.
 #[derive(Debug, Clone)]
@@ -47,8 +49,11 @@ pub struct LogContext<'a> {
     pub upstream_request_attempt_count: Option<u32>,
     pub connection_id: Option<u64>,
     pub connection_termination_details: Option<&'a str>,
-    pub downstream_tls_version: Option<&'a str>,
-    pub downstream_peer_uri_san: Option<&'a str>,
+    /// The downstream connection's TLS, `None` for plaintext.
+    pub downstream_tls: Option<&'a TlsInfo>,
+    /// The TLS of the upstream connection that carried the request, `None` for plaintext or when
+    /// no connection was made.
+    pub upstream_tls: Option<&'a TlsInfo>,
     /// The request was answered by the health_check filter (for `not_health_check_filter`).
     pub is_health_check: bool,
 }
@@ -86,8 +91,8 @@ impl<'a> LogContext<'a> {
             upstream_request_attempt_count: None,
             connection_id: None,
             connection_termination_details: None,
-            downstream_tls_version: None,
-            downstream_peer_uri_san: None,
+            downstream_tls: None,
+            upstream_tls: None,
             is_health_check: false,
         }
     }

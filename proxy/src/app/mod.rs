@@ -199,6 +199,7 @@ pub async fn run(
 /// when it has one.
 async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Arc<Detector>) {
     // Detect: listeners with listener filters choose the chain from the connection's first bytes.
+    let mut requested_server_name = None;
     if acc.chain.is_none() {
         let detected = match detector.run(&acc.stream, acc.local).await {
             Ok(d) => d,
@@ -215,6 +216,7 @@ async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Arc<Detector>
             tracing::debug!(?detected, "no matching filter chain; closing");
             return;
         }
+        requested_server_name = detected.server_name.clone();
     }
     let Some(ChainStack { tls, stack }) = acc.chain().cloned() else {
         return;
@@ -225,6 +227,7 @@ async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Arc<Detector>
         local: acc.local,
         scheme: "http",
         tls: None,
+        requested_server_name,
     };
     match tls {
         None => serve_stack(acc.stream, info, stack, acc.drain).await,

@@ -221,6 +221,8 @@ pub async fn forward(
                 let status = sent.response.status().as_u16();
                 cstats.response(status);
                 outcome.upstream_host = Some(sent.upstream);
+                outcome.upstream_tls = sent.tls.clone();
+                outcome.upstream_transport_failure_reason = None;
                 let mut response = sent.response.map(|b| b.map_err(Into::into).boxed());
                 let ms = started.elapsed().as_millis() as u64;
                 response
@@ -242,6 +244,7 @@ pub async fn forward(
                     outcome.flags = e.response_flag();
                 }
                 outcome.upstream_host = e.endpoint();
+                outcome.upstream_transport_failure_reason = e.transport_failure_reason();
                 outcome.details = "upstream_reset_before_response_started";
                 cstats.response(e.status().as_u16());
                 Forwarded::Failed {

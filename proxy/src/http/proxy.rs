@@ -55,6 +55,10 @@ pub struct Outcome {
     pub log_wanted: bool,
     /// The response came from upstream (not a local reply).
     pub from_upstream: bool,
+    /// The TLS of the upstream connection that answered (`%UPSTREAM_TLS_VERSION%`, ...).
+    pub upstream_tls: Option<Arc<crate::tls::TlsInfo>>,
+    /// Why the last upstream connection failed (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
+    pub upstream_transport_failure_reason: Option<String>,
 }
 
 struct ActiveGuard {
@@ -169,7 +173,6 @@ pub async fn handle(
                 let resp_headers = resp_headers.unwrap_or_default();
                 let authority = req_headers.get(HOST).and_then(|v| v.to_str().ok());
                 let tls = info.tls.as_deref();
-                let peer_uri_san = tls.and_then(|t| t.peer_uri_san());
                 let ctx = LogContext {
                     duration: Some(start.elapsed()),
                     method: Some(method.as_str()),
@@ -193,9 +196,12 @@ pub async fn handle(
                     connection_id: Some(info.id),
                     upstream_request_attempt_count: (outcome.attempts > 0)
                         .then_some(outcome.attempts),
-                    requested_server_name: tls.and_then(|t| t.sni.as_deref()),
-                    downstream_tls_version: tls.map(|t| t.version),
-                    downstream_peer_uri_san: peer_uri_san.as_deref(),
+                    requested_server_name: info.requested_server_name.as_deref(),
+                    downstream_tls: tls,
+                    upstream_tls: outcome.upstream_tls.as_deref(),
+                    upstream_transport_failure_reason: outcome
+                        .upstream_transport_failure_reason
+                        .as_deref(),
                     ..LogContext::new(start_time)
                 };
                 logs_rt.cfg.access_logs.log(&ctx);

@@ -28,6 +28,9 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// What the TLS handshake established, for TLS connections.
     pub tls: Option<Arc<TlsInfo>>,
+    /// The SNI tls_inspector read (`%REQUESTED_SERVER_NAME%`). Envoy leaves it empty without that
+    /// listener filter, even when the TLS handshake carried one.
+    pub requested_server_name: Option<String>,
 }
 
 fn builder(rt: &HttpRuntime, info: &ConnInfo) -> auto::Builder<TokioExecutor> {

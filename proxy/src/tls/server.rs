@@ -13,10 +13,11 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use remora_certs::{classify_io, DownstreamCertVerifier, RotatingCertResolver};
 use rustls::server::danger::ClientCertVerifier;
+use rustls::server::Acceptor;
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_rustls::{server::TlsStream, TlsAcceptor};
+use tokio_rustls::{server::TlsStream, LazyConfigAcceptor};
 use tracing::{debug, warn};
 
 use super::context::{build_common, current_cert, Common, NotReady};
@@ -32,7 +33,10 @@ use crate::stats::Store;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Ready {
-    acceptor: TlsAcceptor,
+    config: Arc<ServerConfig>,
+    /// The same without ALPN, for clients that offer none of `alpn_protocols`: Envoy then
+    /// negotiates no protocol, where rustls would refuse the handshake.
+    no_alpn: Arc<ServerConfig>,
     resolver: Arc<RotatingCertResolver>,
 }
 
@@ -239,8 +243,11 @@ impl ServerTls {
             cfg.session_storage = Arc::new(NoServerSessionStorage {});
             cfg.send_tls13_tickets = 0;
         }
+        let mut no_alpn = cfg.clone();
+        no_alpn.alpn_protocols.clear();
         self.ready.store(Some(Arc::new(Ready {
-            acceptor: TlsAcceptor::from(Arc::new(cfg)),
+            config: Arc::new(cfg),
+            no_alpn: Arc::new(no_alpn),
             resolver,
         })));
         Ok(())
@@ -285,7 +292,21 @@ impl ServerTls {
             self.warn_not_ready(peer);
             return Err(AcceptError::NotReady(self.label.clone()));
         };
-        let handshake = ready.acceptor.accept(stream);
+        let handshake = async {
+            let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+            let offered: Option<Vec<&[u8]>> = start.client_hello().alpn().map(|a| a.collect());
+            let overlap = offered.is_none_or(|o| {
+                ready.config.alpn_protocols.is_empty()
+                    || o.iter()
+                        .any(|p| ready.config.alpn_protocols.iter().any(|c| c == p))
+            });
+            let config = if overlap {
+                &ready.config
+            } else {
+                &ready.no_alpn
+            };
+            start.into_stream(config.clone()).await
+        };
         let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {

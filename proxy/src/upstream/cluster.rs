@@ -20,7 +20,7 @@ use super::stats::{bump, ClusterStats};
 use super::UpstreamError;
 use crate::http::body::BoxBody;
 use crate::stats::Scope;
-use crate::tls::{Alpn, ClientStream};
+use crate::tls::{Alpn, ClientStream, TlsInfo};
 
 /// What the connection pools and guards of a cluster share.
 #[derive(Debug)]
@@ -57,6 +57,8 @@ pub struct Sent {
     /// The endpoint's hostname (`auto_host_rewrite`), if it has one.
     pub hostname: Option<String>,
     pub host: Arc<Host>,
+    /// The TLS of the connection that carried the request (`%UPSTREAM_TLS_VERSION%`, ...).
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 /// A TCP connection for tcp_proxy (TLS when the cluster has a TLS context). Keep `guard` for as
@@ -209,7 +211,7 @@ impl Cluster {
             http1::send(shared, &host, req).await
         };
         match result {
-            Ok((resp, upstream, active)) => {
+            Ok((resp, upstream, active, tls)) => {
                 if resp.status().is_server_error() {
                     bump(&host.stats.rq_error);
                 } else {
@@ -220,6 +222,7 @@ impl Cluster {
                     upstream,
                     hostname,
                     host,
+                    tls,
                 })
             }
             Err(e) => {
@@ -240,7 +243,8 @@ impl Cluster {
                 limit: "max_connections",
             });
         };
-        let (stream, upstream, guard) = connect::transport(shared, &host, slot, Alpn::None).await?;
+        let (stream, upstream, guard, _tls) =
+            connect::transport(shared, &host, slot, Alpn::None).await?;
         Ok(TcpConnection {
             stream,
             upstream,

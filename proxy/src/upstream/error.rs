@@ -149,6 +149,22 @@ impl UpstreamError {
         }
     }
 
+    /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`: why the connection to the endpoint failed, for
+    /// failures of the connection itself. Envoy 1.40 says `delayed connect error: Connection refused`
+    /// for a refused connect; for TLS it prints BoringSSL's error queue, which rustls has no
+    /// equivalent of, so the reason keeps Envoy's `TLS error:` framing around rustls' own words.
+    pub fn transport_failure_reason(&self) -> Option<String> {
+        match self {
+            Self::ConnectFailure { source, .. } => {
+                Some(format!("delayed connect error: {}", os_error_text(source)))
+            }
+            Self::Tls { source, .. } => {
+                Some(format!("TLS error: {}:TLS error end", tls_reason(source)))
+            }
+            _ => None,
+        }
+    }
+
     /// Envoy's local reply body text (`upstream connect error or disconnect/reset before headers...`).
     pub fn local_reply_body(&self) -> String {
         match self {
@@ -165,5 +181,78 @@ impl UpstreamError {
             Self::Protocol { .. } => "upstream connect error or disconnect/reset before headers. reset reason: protocol error".into(),
             Self::RequestBody { .. } => "upstream connect error or disconnect/reset before headers. reset reason: local reset".into(),
         }
+    }
+}
+
+/// A handshake failure in words. A SAN mismatch reads as Envoy's own detail does
+/// (`verify cert failed: SAN matcher, certificate SANs are [a, b]`); rustls' other errors keep
+/// their own text.
+fn tls_reason(e: &crate::tls::ConnectError) -> String {
+    use rustls::{CertificateError, Error};
+    let crate::tls::ConnectError::Handshake { source, .. } = e else {
+        return e.to_string();
+    };
+    let san = source
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>())
+        .and_then(|tls| match tls {
+            Error::InvalidCertificate(CertificateError::Other(other)) => {
+                other.0.downcast_ref::<remora_certs::SanMismatch>()
+            }
+            _ => None,
+        });
+    match san {
+        Some(m) => format!(
+            "verify cert failed: SAN matcher, certificate SANs are [{}]",
+            m.presented().join(", ")
+        ),
+        None => match source.get_ref() {
+            Some(inner) => inner.to_string(),
+            None => source.to_string(),
+        },
+    }
+}
+
+/// The system's text for an error without Rust's ` (os error N)` suffix, as strerror prints it.
+fn os_error_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match (e.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(at)) => text[..at].to_string(),
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_connect_reads_as_envoy_1_40_prints_it() {
+        let e = UpstreamError::ConnectFailure {
+            cluster: "web".into(),
+            endpoint: "127.0.0.1:1".parse().expect("addr"),
+            source: std::io::Error::from_raw_os_error(111),
+        };
+        assert_eq!(
+            e.transport_failure_reason().as_deref(),
+            Some("delayed connect error: Connection refused")
+        );
+    }
+
+    #[test]
+    fn tls_failures_keep_envoys_framing_and_others_have_none() {
+        let e = UpstreamError::Tls {
+            cluster: "web".into(),
+            endpoint: "127.0.0.1:1".parse().expect("addr"),
+            source: crate::tls::ConnectError::NotReady("cluster web".into()),
+        };
+        let reason = e.transport_failure_reason().expect("a reason");
+        assert!(reason.starts_with("TLS error: "), "{reason}");
+        assert!(reason.ends_with(":TLS error end"), "{reason}");
+        assert!(reason.contains("not ready"), "{reason}");
+        let e = UpstreamError::NoHealthyUpstream {
+            cluster: "web".into(),
+        };
+        assert_eq!(e.transport_failure_reason(), None);
     }
 }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use envoy_types::pb::google::protobuf as pbjson;
 use envoy_types::pb::google::protobuf::value::Kind;
 
-pub use operator::{Operator, Value};
+pub use operator::{Operator, TlsField, TlsSide, Value};
 
 use super::context::LogContext;
 

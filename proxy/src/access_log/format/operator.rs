@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use super::time::TimeFormat;
 use crate::access_log::context::LogContext;
+use crate::tls::TlsInfo;
 
 /// One command operator, resolved at configuration time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +42,65 @@ pub enum Operator {
     ConnectionTerminationDetails,
     /// The machine's host name, read once.
     Hostname(String),
-    DownstreamPeerUriSan,
-    DownstreamTlsVersion,
+    /// A fact of the downstream or upstream TLS connection.
+    Tls(TlsSide, TlsField),
+}
+
+/// Which connection a TLS operator reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSide {
+    Downstream,
+    Upstream,
+}
+
+/// What a `%DOWNSTREAM_…%` / `%UPSTREAM_…%` TLS operator prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsField {
+    Version,
+    Cipher,
+    PeerUriSan,
+    PeerDnsSan,
+    PeerSubject,
+    PeerSerial,
+    PeerFingerprint256,
+    LocalUriSan,
+}
+
+impl TlsField {
+    /// The operator's name after its `DOWNSTREAM_`/`UPSTREAM_` prefix. Envoy has no upstream
+    /// serial or fingerprint operators.
+    fn parse(side: TlsSide, suffix: &str) -> Option<TlsField> {
+        let field = match suffix {
+            "TLS_VERSION" => TlsField::Version,
+            "TLS_CIPHER" => TlsField::Cipher,
+            "PEER_URI_SAN" => TlsField::PeerUriSan,
+            "PEER_DNS_SAN" => TlsField::PeerDnsSan,
+            "PEER_SUBJECT" => TlsField::PeerSubject,
+            "LOCAL_URI_SAN" => TlsField::LocalUriSan,
+            "PEER_SERIAL" if side == TlsSide::Downstream => TlsField::PeerSerial,
+            "PEER_FINGERPRINT_256" if side == TlsSide::Downstream => TlsField::PeerFingerprint256,
+            _ => return None,
+        };
+        Some(field)
+    }
+
+    /// Envoy prints `-` for a connection without TLS, without a peer certificate, or whose value
+    /// is empty; lists are comma separated.
+    fn value(self, tls: Option<&TlsInfo>) -> Option<String> {
+        let tls = tls?;
+        let peer = || tls.peer.as_ref();
+        let v = match self {
+            TlsField::Version => tls.version.to_string(),
+            TlsField::Cipher => tls.cipher.to_string(),
+            TlsField::PeerUriSan => peer()?.uri_sans.join(","),
+            TlsField::PeerDnsSan => peer()?.dns_sans.join(","),
+            TlsField::PeerSubject => peer()?.subject.clone(),
+            TlsField::PeerSerial => peer()?.serial.clone(),
+            TlsField::PeerFingerprint256 => peer()?.sha256.clone(),
+            TlsField::LocalUriSan => tls.local_uri_sans.join(","),
+        };
+        Some(v).filter(|v| !v.is_empty())
+    }
 }
 
 /// What an operator yields for one stream.
@@ -123,9 +181,19 @@ impl Operator {
             "CONNECTION_ID" => no_arg(Operator::ConnectionId),
             "CONNECTION_TERMINATION_DETAILS" => no_arg(Operator::ConnectionTerminationDetails),
             "HOSTNAME" => no_arg(Operator::Hostname(hostname())),
-            "DOWNSTREAM_PEER_URI_SAN" => no_arg(Operator::DownstreamPeerUriSan),
-            "DOWNSTREAM_TLS_VERSION" => no_arg(Operator::DownstreamTlsVersion),
-            _ => Err(format!("unknown command operator %{name}%")),
+            _ => {
+                let tls = if let Some(rest) = name.strip_prefix("DOWNSTREAM_") {
+                    TlsField::parse(TlsSide::Downstream, rest).map(|f| (TlsSide::Downstream, f))
+                } else if let Some(rest) = name.strip_prefix("UPSTREAM_") {
+                    TlsField::parse(TlsSide::Upstream, rest).map(|f| (TlsSide::Upstream, f))
+                } else {
+                    None
+                };
+                match tls {
+                    Some((side, field)) => no_arg(Operator::Tls(side, field)),
+                    None => Err(format!("unknown command operator %{name}%")),
+                }
+            }
         }
     }
 
@@ -179,7 +247,12 @@ impl Operator {
             Operator::UpstreamHost => addr(ctx.upstream_host),
             Operator::UpstreamCluster => s(ctx.upstream_cluster),
             Operator::UpstreamLocalAddress => addr(ctx.upstream_local_address),
-            Operator::UpstreamTransportFailureReason => s(ctx.upstream_transport_failure_reason),
+            // Envoy replaces the spaces of the reason so that it stays one field of a text line.
+            Operator::UpstreamTransportFailureReason => owned(
+                ctx.upstream_transport_failure_reason
+                    .filter(|r| !r.is_empty())
+                    .map(|r| r.replace(' ', "_")),
+            ),
             Operator::DownstreamRemoteAddress => addr(ctx.downstream_remote_address),
             Operator::DownstreamRemoteAddressWithoutPort => ip(ctx.downstream_remote_address),
             Operator::DownstreamLocalAddress => addr(ctx.downstream_local_address),
@@ -197,8 +270,10 @@ impl Operator {
             Operator::ConnectionTerminationDetails => s(ctx.connection_termination_details),
             Operator::Hostname(h) if h.is_empty() => Value::Missing,
             Operator::Hostname(h) => Value::Str(Cow::Owned(h.clone())),
-            Operator::DownstreamPeerUriSan => s(ctx.downstream_peer_uri_san),
-            Operator::DownstreamTlsVersion => s(ctx.downstream_tls_version),
+            Operator::Tls(side, field) => owned(field.value(match side {
+                TlsSide::Downstream => ctx.downstream_tls,
+                TlsSide::Upstream => ctx.upstream_tls,
+            })),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderValue};
 
 use super::*;
+use crate::tls::{PeerCert, TlsInfo};
 use envoy_types::pb::google::protobuf as pbjson;
 
 fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -51,7 +52,7 @@ fn full_ctx<'a>(
         upstream_host: Some("127.0.0.1:19904".parse().expect("addr")),
         upstream_cluster: Some("web"),
         upstream_local_address: Some("127.0.0.1:52384".parse().expect("addr")),
-        upstream_transport_failure_reason: Some("delayed connect error: 111"),
+        upstream_transport_failure_reason: Some("delayed connect error: Connection refused"),
         downstream_remote_address: Some("10.0.0.1:42046".parse().expect("addr")),
         downstream_local_address: Some("[::1]:19902".parse().expect("addr")),
         downstream_direct_remote_address: Some("127.0.0.1:42046".parse().expect("addr")),
@@ -60,8 +61,6 @@ fn full_ctx<'a>(
         upstream_request_attempt_count: Some(1),
         connection_id: Some(7),
         connection_termination_details: Some("closed"),
-        downstream_tls_version: Some("TLSv1.3"),
-        downstream_peer_uri_san: Some("spiffe://td/ns/a/sa/b"),
         ..LogContext::new(start())
     }
 }
@@ -132,7 +131,7 @@ fn every_operator_in_text() {
         ),
         (
             "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
-            "delayed connect error: 111",
+            "delayed_connect_error:_Connection_refused",
         ),
         (
             "%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
@@ -149,10 +148,6 @@ fn every_operator_in_text() {
         ),
         ("%UPSTREAM_REQUEST_ATTEMPT_COUNT% %CONNECTION_ID%", "1 7"),
         ("%CONNECTION_TERMINATION_DETAILS%", "closed"),
-        (
-            "%DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_PEER_URI_SAN%",
-            "TLSv1.3 spiffe://td/ns/a/sa/b",
-        ),
         ("100%% done", "100% done"),
     ];
     for (format, want) in cases {
@@ -267,4 +262,159 @@ fn json_errors_carry_the_key_path() {
     let (path, err) = compile_json(&s).expect_err("bad operator");
     assert_eq!(path, "outer.inner[1]");
     assert_eq!(err, "unknown command operator %BAD%");
+}
+
+fn tls_info(peer: Option<PeerCert>) -> TlsInfo {
+    TlsInfo {
+        version: "TLSv1.3",
+        cipher: "TLS_AES_128_GCM_SHA256",
+        sni: Some("outbound_.8080_._.app.default.svc.cluster.local".into()),
+        alpn: Some(b"istio-peer-exchange".to_vec()),
+        peer,
+        local_uri_sans: vec![
+            "spiffe://cluster.local/ns/default/sa/server".into(),
+            "spiffe://other/ns/x/sa/y".into(),
+        ],
+    }
+}
+
+fn client_cert() -> PeerCert {
+    PeerCert {
+        uri_sans: vec![
+            "spiffe://cluster.local/ns/default/sa/client".into(),
+            "spiffe://cluster.local/ns/default/sa/alias".into(),
+        ],
+        dns_sans: vec!["client.mesh".into(), "client.default".into()],
+        subject: "CN=client,O=mesh".into(),
+        serial: "1d3a9f0c".into(),
+        spiffe_id: Some("spiffe://cluster.local/ns/default/sa/client".into()),
+        sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+    }
+}
+
+#[test]
+fn downstream_tls_operators_read_the_handshake() {
+    let tls = tls_info(Some(client_cert()));
+    let ctx = LogContext {
+        downstream_tls: Some(&tls),
+        ..LogContext::new(start())
+    };
+    let cases = [
+        ("%DOWNSTREAM_TLS_VERSION%", "TLSv1.3"),
+        ("%DOWNSTREAM_TLS_CIPHER%", "TLS_AES_128_GCM_SHA256"),
+        (
+            "%DOWNSTREAM_PEER_URI_SAN%",
+            "spiffe://cluster.local/ns/default/sa/client,spiffe://cluster.local/ns/default/sa/alias",
+        ),
+        ("%DOWNSTREAM_PEER_DNS_SAN%", "client.mesh,client.default"),
+        ("%DOWNSTREAM_PEER_SUBJECT%", "CN=client,O=mesh"),
+        ("%DOWNSTREAM_PEER_SERIAL%", "1d3a9f0c"),
+        (
+            "%DOWNSTREAM_PEER_FINGERPRINT_256%",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        ),
+        (
+            "%DOWNSTREAM_LOCAL_URI_SAN%",
+            "spiffe://cluster.local/ns/default/sa/server,spiffe://other/ns/x/sa/y",
+        ),
+        // The upstream side is a different connection, plaintext here.
+        ("%UPSTREAM_TLS_VERSION% %UPSTREAM_PEER_URI_SAN%", "- -"),
+    ];
+    for (format, want) in cases {
+        assert_eq!(text(format, &ctx), want, "{format}");
+    }
+}
+
+#[test]
+fn tls_operators_print_dash_without_tls_or_peer_certificate() {
+    let plain = LogContext::new(start());
+    let all = "%DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_TLS_CIPHER% %DOWNSTREAM_PEER_URI_SAN% \
+%DOWNSTREAM_PEER_SERIAL% %DOWNSTREAM_PEER_SUBJECT% %DOWNSTREAM_PEER_DNS_SAN% \
+%DOWNSTREAM_PEER_FINGERPRINT_256% %DOWNSTREAM_LOCAL_URI_SAN%";
+    assert_eq!(text(all, &plain), "- - - - - - - -");
+
+    // One-way TLS: the connection has a version and cipher but no peer identity.
+    let mut tls = tls_info(None);
+    tls.local_uri_sans.clear();
+    let ctx = LogContext {
+        downstream_tls: Some(&tls),
+        ..LogContext::new(start())
+    };
+    assert_eq!(
+        text(all, &ctx),
+        "TLSv1.3 TLS_AES_128_GCM_SHA256 - - - - - -"
+    );
+
+    // A peer certificate without URI SANs (a plain DNS certificate).
+    let mut cert = client_cert();
+    cert.uri_sans.clear();
+    let tls = tls_info(Some(cert));
+    let ctx = LogContext {
+        downstream_tls: Some(&tls),
+        ..LogContext::new(start())
+    };
+    assert_eq!(
+        text("%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_PEER_DNS_SAN%", &ctx),
+        "- client.mesh,client.default"
+    );
+}
+
+#[test]
+fn upstream_tls_operators_read_the_upstream_connection() {
+    let mut server = client_cert();
+    server.uri_sans = vec!["spiffe://cluster.local/ns/default/sa/nginx".into()];
+    server.subject = "CN=nginx".into();
+    let mut tls = tls_info(Some(server));
+    tls.version = "TLSv1.2";
+    tls.cipher = "ECDHE-RSA-AES128-GCM-SHA256";
+    let ctx = LogContext {
+        upstream_tls: Some(&tls),
+        ..LogContext::new(start())
+    };
+    assert_eq!(
+        text(
+            "%UPSTREAM_TLS_VERSION% %UPSTREAM_TLS_CIPHER% %UPSTREAM_PEER_URI_SAN% %UPSTREAM_PEER_SUBJECT% %DOWNSTREAM_TLS_VERSION%",
+            &ctx
+        ),
+        "TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256 spiffe://cluster.local/ns/default/sa/nginx CN=nginx -"
+    );
+}
+
+#[test]
+fn tls_operator_names_follow_envoy() {
+    // Envoy has serial and fingerprint operators for the downstream peer only.
+    for name in [
+        "UPSTREAM_PEER_SERIAL",
+        "UPSTREAM_PEER_FINGERPRINT_256",
+        "DOWNSTREAM_TLS_FOO",
+    ] {
+        assert!(parse(&format!("%{name}%")).is_err(), "{name}");
+    }
+    assert!(parse("%DOWNSTREAM_PEER_SERIAL(x)%").is_err());
+    assert_eq!(
+        parse("%UPSTREAM_TLS_VERSION%").expect("parses"),
+        vec![Token::Op(
+            Operator::Tls(TlsSide::Upstream, TlsField::Version),
+            None
+        )]
+    );
+}
+
+#[test]
+fn transport_failure_reason_replaces_spaces_and_empty_is_dash() {
+    let ctx = LogContext {
+        upstream_transport_failure_reason: Some(
+            "TLS error: invalid peer certificate: NotValidForName:TLS error end",
+        ),
+        ..LogContext::new(start())
+    };
+    assert_eq!(
+        text("%UPSTREAM_TRANSPORT_FAILURE_REASON%", &ctx),
+        "TLS_error:_invalid_peer_certificate:_NotValidForName:TLS_error_end"
+    );
+    let empty = LogContext {
+        upstream_transport_failure_reason: Some(""),
+        ..LogContext::new(start())
+    };
+    assert_eq!(text("%UPSTREAM_TRANSPORT_FAILURE_REASON%", &empty), "-");
 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::stats::Counter;
-use crate::tls::{Alpn, ClientStream};
+use crate::tls::{Alpn, ClientStream, TlsInfo};
 use crate::upstream::circuit::ResourceGuard;
 use crate::upstream::cluster::Shared;
 use crate::upstream::config::Keepalive;
@@ -110,6 +110,14 @@ pub(crate) async fn tcp(
     Ok((stream, addr, guard))
 }
 
+/// A connected stream, its endpoint, its `max_connections` slot and, over TLS, the handshake's facts.
+pub(crate) type Transport = (
+    ClientStream,
+    SocketAddr,
+    ConnectionGuard,
+    Option<Arc<TlsInfo>>,
+);
+
 /// Opens a connection to `host` and, for a cluster with a TLS context, runs the handshake
 /// (within `connect_timeout`, as Envoy counts a connection as connected only once TLS is up).
 /// `alpn` is what to offer when the context configures no `alpn_protocols`.
@@ -118,10 +126,10 @@ pub(crate) async fn transport(
     host: &Arc<Host>,
     slot: ResourceGuard,
     alpn: Alpn,
-) -> Result<(ClientStream, SocketAddr, ConnectionGuard), UpstreamError> {
+) -> Result<Transport, UpstreamError> {
     let (stream, addr, guard) = tcp(shared, host, slot).await?;
     let Some(tls) = &shared.spec.tls else {
-        return Ok((ClientStream::Plain(stream), addr, guard));
+        return Ok((ClientStream::Plain(stream), addr, guard, None));
     };
     match tls
         .connect(
@@ -133,7 +141,12 @@ pub(crate) async fn transport(
         )
         .await
     {
-        Ok((s, _info)) => Ok((ClientStream::Tls(Box::new(s)), addr, guard)),
+        Ok((s, info)) => Ok((
+            ClientStream::Tls(Box::new(s)),
+            addr,
+            guard,
+            Some(Arc::new(info)),
+        )),
         Err(source) => {
             shared.stats.upstream_cx_connect_fail.inc();
             bump(&host.stats.cx_connect_fail);

@@ -134,11 +134,13 @@ async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Acquired, Ups
             }));
         }
         if let Some(slot) = pending.connection_slot() {
-            let (stream, addr, guard) = connect::transport(shared, host, slot, Alpn::Http1).await?;
+            let (stream, addr, guard, tls) =
+                connect::transport(shared, host, slot, Alpn::Http1).await?;
             if stream.alpn() == Some(b"h2") {
                 // Only an auto_config cluster offers h2 here; the server chose it.
                 host.pool.alpn_h2.store(true, Ordering::Release);
-                let adopted = super::http2::adopt(shared, host, stream, addr, guard, false).await;
+                let adopted =
+                    super::http2::adopt(shared, host, stream, addr, guard, tls, false).await;
                 drop(pending);
                 return adopted.map(|_| Acquired::UseH2);
             }
@@ -158,7 +160,7 @@ async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Acquired, Ups
                     debug!(endpoint = %addr, error = %e, "upstream HTTP/1.1 connection closed");
                 }
             });
-            let state = Arc::new(ConnState::default());
+            let state = Arc::new(ConnState::new(tls));
             state.take_request(max);
             drop(pending);
             return Ok(Acquired::Lease(Lease {
@@ -190,13 +192,14 @@ pub(crate) async fn send(
         let addr = host.address();
         match lease.sender.try_send_request(req).await {
             Ok(resp) => {
+                let tls = lease.state.tls.clone();
                 recycle(
                     shared.clone(),
                     Arc::downgrade(host),
                     lease.sender,
                     lease.state,
                 );
-                return Ok((resp, addr, active));
+                return Ok((resp, addr, active, tls));
             }
             Err(mut e) => match e.take_message() {
                 // A kept-alive connection the server closed before the request went out: the

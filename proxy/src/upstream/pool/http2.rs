@@ -11,7 +11,7 @@ use tracing::debug;
 use super::connect::{self, Counted};
 use super::{attach, exchange_error, to_absolute_form, ConnState, Exchanged, Pending};
 use crate::http::body::BoxBody;
-use crate::tls::{Alpn, ClientStream};
+use crate::tls::{Alpn, ClientStream, TlsInfo};
 use crate::upstream::cluster::Shared;
 use crate::upstream::endpoint::Host;
 use crate::upstream::ConnectionGuard;
@@ -42,8 +42,8 @@ impl Shared2 {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The open connection, if it may take another stream (counting that stream).
-    fn take(&self, max: Option<u32>) -> Option<SendRequest<BoxBody>> {
+    /// The open connection and its TLS, if it may take another stream (counting that stream).
+    fn take(&self, max: Option<u32>) -> Option<Taken> {
         let mut cur = self.lock();
         let conn = cur.as_ref()?;
         if conn.sender.is_closed() || !conn.state.take_request(max) {
@@ -51,7 +51,7 @@ impl Shared2 {
             *cur = None;
             return None;
         }
-        Some(conn.sender.clone())
+        Some((conn.sender.clone(), conn.state.tls.clone()))
     }
 
     pub(crate) fn drain(&self) {
@@ -63,10 +63,10 @@ impl Shared2 {
     }
 }
 
-async fn acquire(
-    shared: &Arc<Shared>,
-    host: &Arc<Host>,
-) -> Result<SendRequest<BoxBody>, UpstreamError> {
+/// A stream handle on the shared connection, and that connection's TLS.
+type Taken = (SendRequest<BoxBody>, Option<Arc<TlsInfo>>);
+
+async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Taken, UpstreamError> {
     let max = shared.spec.protocol.max_requests_per_connection;
     if let Some(s) = host.pool.h2.take(max) {
         return Ok(s);
@@ -81,8 +81,9 @@ async fn acquire(
             return Ok(s);
         }
         if let Some(slot) = pending.connection_slot() {
-            let (stream, addr, guard) = connect::transport(shared, host, slot, Alpn::Http2).await?;
-            let sender = adopt(shared, host, stream, addr, guard, true).await;
+            let (stream, addr, guard, tls) =
+                connect::transport(shared, host, slot, Alpn::Http2).await?;
+            let sender = adopt(shared, host, stream, addr, guard, tls, true).await;
             drop(pending);
             return sender;
         }
@@ -98,8 +99,9 @@ pub(crate) async fn adopt(
     stream: ClientStream,
     addr: std::net::SocketAddr,
     guard: ConnectionGuard,
+    tls: Option<Arc<TlsInfo>>,
     count_first: bool,
-) -> Result<SendRequest<BoxBody>, UpstreamError> {
+) -> Result<Taken, UpstreamError> {
     let max = shared.spec.protocol.max_requests_per_connection;
     let io = TokioIo::new(Counted::new(stream, shared));
     let settings = &shared.spec.protocol.http2;
@@ -134,7 +136,7 @@ pub(crate) async fn adopt(
             debug!(endpoint = %addr, error = %e, "upstream HTTP/2 connection closed");
         }
     });
-    let state = Arc::new(ConnState::default());
+    let state = Arc::new(ConnState::new(tls.clone()));
     if count_first {
         state.take_request(max);
     }
@@ -142,7 +144,7 @@ pub(crate) async fn adopt(
         sender: sender.clone(),
         state,
     });
-    Ok(sender)
+    Ok((sender, tls))
 }
 
 /// Sends `req` as a stream on the endpoint's HTTP/2 connection.
@@ -153,10 +155,10 @@ pub(crate) async fn send(
 ) -> Result<Exchanged, UpstreamError> {
     let addr = host.address();
     to_absolute_form(&mut req, &addr.to_string());
-    let mut sender = acquire(shared, host).await?;
+    let (mut sender, tls) = acquire(shared, host).await?;
     let active = attach(shared, host);
     match sender.send_request(req).await {
-        Ok(resp) => Ok((resp, addr, active)),
+        Ok(resp) => Ok((resp, addr, active, tls)),
         Err(e) => Err(exchange_error(shared, addr, e, true)),
     }
 }

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 
 use crate::http::body::BoxBody;
+use crate::tls::TlsInfo;
 use crate::upstream::body::ActiveRequest;
 use crate::upstream::circuit::ResourceGuard;
 use crate::upstream::cluster::Shared;
@@ -41,13 +42,22 @@ impl HostPool {
     }
 }
 
-/// What one connection has carried (for `max_requests_per_connection`).
+/// What one connection has carried (for `max_requests_per_connection`), and its TLS.
 #[derive(Debug, Default)]
 pub(crate) struct ConnState {
     requests: AtomicU32,
+    /// The handshake's facts, for the access log of every request the connection carries.
+    pub(crate) tls: Option<Arc<TlsInfo>>,
 }
 
 impl ConnState {
+    pub(crate) fn new(tls: Option<Arc<TlsInfo>>) -> Self {
+        Self {
+            requests: AtomicU32::new(0),
+            tls,
+        }
+    }
+
     /// Counts one more request; false once the connection has carried `max`.
     fn take_request(&self, max: Option<u32>) -> bool {
         let n = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
@@ -164,7 +174,13 @@ pub(crate) fn attach(shared: &Arc<Shared>, host: &Arc<Host>) -> ActiveRequest {
 }
 
 /// A response head with the request's active slot.
-pub(crate) type Exchanged = (Response<Incoming>, SocketAddr, ActiveRequest);
+/// The response, the endpoint, the request's accounting, and the connection's TLS.
+pub(crate) type Exchanged = (
+    Response<Incoming>,
+    SocketAddr,
+    ActiveRequest,
+    Option<Arc<TlsInfo>>,
+);
 
 /// Sorts a hyper error from an exchange into the connect stage's failure kinds.
 pub(crate) fn exchange_error(
