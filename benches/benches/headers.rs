@@ -16,6 +16,7 @@ use remora_proxy::config::parse::from_yaml;
 use remora_proxy::config::{BuildContext, ParseOptions, Path};
 use remora_proxy::http::headers::prepare_request;
 use remora_proxy::http::stats::ClusterHttpStats;
+use remora_proxy::secrets::SecretStore;
 use remora_proxy::stats::Store;
 use remora_proxy::upstream::ClusterManager;
 
@@ -31,7 +32,9 @@ fn hcm_config(extra: &str) -> HcmConfig {
     );
     let cluster_stats = Arc::new(ClusterHttpStats::new(&store, ["backend"]));
     let writers = Writers::new(&store, Duration::from_secs(1));
+    let secrets = SecretStore::new(&store);
     let ctx = BuildContext {
+        secrets: &secrets,
         clusters: &clusters,
         cluster_stats: &cluster_stats,
         stats: &store,

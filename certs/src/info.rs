@@ -26,6 +26,35 @@ pub struct CertInfo {
     dns_sans: Vec<String>,
     email_sans: Vec<String>,
     ip_sans: Vec<IpAddr>,
+    key_kind: Option<&'static str>,
+}
+
+/// The TLS 1.3 signature scheme a key of this certificate signs with, in BoringSSL's spelling
+/// (what Envoy's `ssl.sigalgs.<name>` stats use): from the SPKI algorithm and EC curve.
+fn signature_scheme(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<&'static str> {
+    use x509_parser::oid_registry as oids;
+    let spki = &cert.tbs_certificate.subject_pki;
+    let alg = &spki.algorithm.algorithm;
+    if *alg == oids::OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())?;
+        if curve == oids::OID_EC_P256 {
+            Some("ecdsa_secp256r1_sha256")
+        } else if curve == oids::OID_NIST_EC_P384 {
+            Some("ecdsa_secp384r1_sha384")
+        } else {
+            None
+        }
+    } else if *alg == oids::OID_SIG_ED25519 {
+        Some("ed25519")
+    } else if *alg == oids::OID_PKCS1_RSAENCRYPTION {
+        Some("rsa_pss_rsae_sha256")
+    } else {
+        None
+    }
 }
 
 impl CertInfo {
@@ -49,6 +78,7 @@ impl CertInfo {
             dns_sans: Vec::new(),
             email_sans: Vec::new(),
             ip_sans: Vec::new(),
+            key_kind: signature_scheme(&cert),
         };
         let sans = cert
             .subject_alternative_name()
@@ -67,6 +97,12 @@ impl CertInfo {
             }
         }
         Ok(info)
+    }
+
+    /// The TLS 1.3 signature scheme this certificate's key signs with (`ecdsa_secp256r1_sha256`,
+    /// `ed25519`, `rsa_pss_rsae_sha256`), when known.
+    pub fn signature_scheme(&self) -> Option<&'static str> {
+        self.key_kind
     }
 
     /// Parses every certificate of a PEM file's contents, in order.

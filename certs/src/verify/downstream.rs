@@ -139,7 +139,9 @@ impl ClientCertVerifier for DownstreamCertVerifier {
             .and_then(|td| self.domains.get(td))
             .or(self.default.as_ref())
             .ok_or_else(|| no_bundle(td.as_ref()))?;
-        chain.verify_client_cert(end_entity, intermediates, now)?;
+        chain
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(super::untrusted_on_bad_signature)?;
         check_sans(&self.matchers, &leaf)?;
         Ok(ClientCertVerified::assertion())
     }

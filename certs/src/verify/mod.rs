@@ -52,3 +52,15 @@ fn no_bundle(trust_domain: Option<&TrustDomain>) -> TlsError {
     }
     TlsError::InvalidCertificate(CertificateError::UnknownIssuer)
 }
+
+/// A chain whose issuer name matches a trusted root but whose signature does not verify against it
+/// was not issued by a trusted CA: report it as an unknown issuer (`unknown_ca` on the wire, as
+/// BoringSSL does) rather than a bad signature.
+pub(crate) fn untrusted_on_bad_signature(e: rustls::Error) -> rustls::Error {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature) => {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+        }
+        other => other,
+    }
+}

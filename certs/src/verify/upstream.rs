@@ -121,7 +121,8 @@ impl ServerCertVerifier for UpstreamCertVerifier {
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,
-        )?;
+        )
+        .map_err(super::untrusted_on_bad_signature)?;
         if !self.matchers.is_empty() {
             check_sans(&self.matchers, &leaf)?;
         } else if self.verify_server_name {

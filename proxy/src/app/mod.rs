@@ -15,7 +15,7 @@ use crate::cli::ServerArgs;
 use crate::config::network::{ChainStack, NetworkStack};
 use crate::config::parse::to_json;
 use crate::config::{self, ParseOptions, Snapshot};
-use crate::detect::Detector;
+use crate::detect::{Detector, TlsStart};
 use crate::drain;
 use crate::http::server::ConnInfo;
 use crate::listener::{self, Accepted, ActiveListener};
@@ -232,6 +232,26 @@ async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Arc<Detector>
     match tls {
         None => serve_stack(acc.stream, info, stack, acc.drain).await,
         Some(tls) => {
+            // Not TLS at all: answer as BoringSSL (and so Envoy) does. Plain HTTP gets a silent close
+            // (an HTTP client would print alert bytes as a response), other bytes a fatal
+            // protocol_version alert.
+            match crate::detect::tls_start(&acc.stream).await {
+                TlsStart::Handshake => {}
+                start => {
+                    tls.stats().connection_error.inc();
+                    tracing::debug!(peer = %acc.peer, ?start, "not a TLS handshake on a TLS filter chain; closing");
+                    if start == TlsStart::Garbage {
+                        use tokio::io::AsyncWriteExt;
+                        // An alert record: TLS 1.0 framing, length 2, fatal (2), protocol_version (70).
+                        let mut stream = acc.stream;
+                        let _ = stream
+                            .write_all(&[0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46])
+                            .await;
+                        let _ = stream.shutdown().await;
+                    }
+                    return;
+                }
+            }
             // A failed handshake is counted and logged by the TLS stage; the connection just ends.
             if let Ok((stream, tls_info)) = tls.accept(acc.stream, acc.peer).await {
                 let info = ConnInfo {

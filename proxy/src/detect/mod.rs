@@ -203,3 +203,32 @@ impl Detector {
         Ok(())
     }
 }
+
+/// What the first bytes on a TLS filter chain are, before the handshake reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsStart {
+    /// A TLS handshake record, or nothing yet: leave it to the handshake.
+    Handshake,
+    /// An HTTP/1 request line (`GET `, `POST `, ...): BoringSSL, and so Envoy, closes silently.
+    Http,
+    /// Anything else: BoringSSL answers a `protocol_version` alert.
+    Garbage,
+}
+
+/// Peeks (without consuming) at the start of a connection on a TLS chain.
+pub async fn tls_start(stream: &tokio::net::TcpStream) -> TlsStart {
+    let mut buf = [0u8; 8];
+    let peeked =
+        tokio::time::timeout(std::time::Duration::from_millis(100), stream.peek(&mut buf)).await;
+    let Ok(Ok(n)) = peeked else {
+        return TlsStart::Handshake;
+    };
+    let head = &buf[..n];
+    match head.first() {
+        None | Some(0x16) => TlsStart::Handshake,
+        _ => match head.iter().position(|b| *b == b' ') {
+            Some(i) if i >= 3 && head[..i].iter().all(u8::is_ascii_uppercase) => TlsStart::Http,
+            _ => TlsStart::Garbage,
+        },
+    }
+}

@@ -296,6 +296,64 @@ pub fn uuid_v4() -> String {
     )
 }
 
+static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// `x-forwarded-client-cert` as Envoy's `forward_client_cert_details` asks: sanitized unless the
+/// connection is mTLS (or ALWAYS_FORWARD_ONLY), then forwarded, appended to, or set from the client
+/// certificate as `By=<our URI SAN>;Hash=<sha256>;Subject="…";URI=…;DNS=…`.
+pub fn forward_client_cert(
+    headers: &mut HeaderMap,
+    tls: Option<&crate::tls::TlsInfo>,
+    mode: ForwardClientCert,
+    d: ClientCertDetails,
+) {
+    use ForwardClientCert as F;
+    let peer = tls.and_then(|t| t.peer.as_ref().map(|p| (t, p)));
+    if mode == F::AlwaysForwardOnly {
+        return;
+    }
+    let Some((tls, peer)) = peer else {
+        headers.remove(&X_FORWARDED_CLIENT_CERT);
+        return;
+    };
+    let element = || {
+        let mut parts: Vec<String> = tls
+            .local_uri_sans
+            .iter()
+            .map(|by| format!("By={by}"))
+            .collect();
+        parts.push(format!("Hash={}", peer.sha256));
+        if d.subject {
+            parts.push(format!("Subject=\"{}\"", peer.subject.replace('"', "\\\"")));
+        }
+        if d.uri {
+            parts.extend(peer.uri_sans.iter().map(|u| format!("URI={u}")));
+        }
+        if d.dns {
+            parts.extend(peer.dns_sans.iter().map(|n| format!("DNS={n}")));
+        }
+        parts.join(";")
+    };
+    let value = match mode {
+        F::Sanitize => {
+            headers.remove(&X_FORWARDED_CLIENT_CERT);
+            return;
+        }
+        F::ForwardOnly | F::AlwaysForwardOnly => return,
+        F::SanitizeSet => element(),
+        F::AppendForward => match headers
+            .get(&X_FORWARDED_CLIENT_CERT)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.is_empty() => format!("{prev},{}", element()),
+            _ => element(),
+        },
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(&X_FORWARDED_CLIENT_CERT, v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +384,7 @@ mod tests {
                 serial: "01".into(),
                 spiffe_id: Some("spiffe://td/ns/a/sa/client".into()),
                 sha256: "abcd".into(),
+                signature_scheme: None,
             }),
             local_uri_sans: vec!["spiffe://td/ns/b/sa/server".into()],
         }
@@ -392,63 +451,5 @@ mod tests {
         let u = uuid_v4();
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
-    }
-}
-
-static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
-
-/// `x-forwarded-client-cert` as Envoy's `forward_client_cert_details` asks: sanitized unless the
-/// connection is mTLS (or ALWAYS_FORWARD_ONLY), then forwarded, appended to, or set from the client
-/// certificate as `By=<our URI SAN>;Hash=<sha256>;Subject="…";URI=…;DNS=…`.
-pub fn forward_client_cert(
-    headers: &mut HeaderMap,
-    tls: Option<&crate::tls::TlsInfo>,
-    mode: ForwardClientCert,
-    d: ClientCertDetails,
-) {
-    use ForwardClientCert as F;
-    let peer = tls.and_then(|t| t.peer.as_ref().map(|p| (t, p)));
-    if mode == F::AlwaysForwardOnly {
-        return;
-    }
-    let Some((tls, peer)) = peer else {
-        headers.remove(&X_FORWARDED_CLIENT_CERT);
-        return;
-    };
-    let element = || {
-        let mut parts: Vec<String> = tls
-            .local_uri_sans
-            .iter()
-            .map(|by| format!("By={by}"))
-            .collect();
-        parts.push(format!("Hash={}", peer.sha256));
-        if d.subject {
-            parts.push(format!("Subject=\"{}\"", peer.subject.replace('"', "\\\"")));
-        }
-        if d.uri {
-            parts.extend(peer.uri_sans.iter().map(|u| format!("URI={u}")));
-        }
-        if d.dns {
-            parts.extend(peer.dns_sans.iter().map(|n| format!("DNS={n}")));
-        }
-        parts.join(";")
-    };
-    let value = match mode {
-        F::Sanitize => {
-            headers.remove(&X_FORWARDED_CLIENT_CERT);
-            return;
-        }
-        F::ForwardOnly | F::AlwaysForwardOnly => return,
-        F::SanitizeSet => element(),
-        F::AppendForward => match headers
-            .get(&X_FORWARDED_CLIENT_CERT)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.is_empty() => format!("{prev},{}", element()),
-            _ => element(),
-        },
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(&X_FORWARDED_CLIENT_CERT, v);
     }
 }

@@ -258,11 +258,8 @@ impl ClientTls {
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(tls)) => {
                 let (_, conn) = tls.get_ref();
-                stats.succeeded(
-                    conn.protocol_version(),
-                    conn.negotiated_cipher_suite().map(|s| s.suite()),
-                );
                 let info = TlsInfo::from_state(conn, sni);
+                stats.succeeded(conn, info.peer.as_ref().and_then(|p| p.signature_scheme));
                 Ok((tls, info))
             }
             Ok(Err(e)) => {

@@ -18,12 +18,15 @@ pub struct PeerCert {
     pub spiffe_id: Option<String>,
     /// Lowercase hex SHA-256 of the certificate's DER (XFCC `Hash=`).
     pub sha256: String,
+    /// The TLS 1.3 signature scheme of the certificate's key (`ssl.sigalgs.*`).
+    pub signature_scheme: Option<&'static str>,
 }
 
 impl From<&CertInfo> for PeerCert {
     fn from(c: &CertInfo) -> Self {
         Self {
             sha256: String::new(),
+            signature_scheme: c.signature_scheme(),
             uri_sans: c.uri_sans().to_vec(),
             dns_sans: c.dns_sans().to_vec(),
             subject: c.subject().to_string(),

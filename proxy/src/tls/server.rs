@@ -331,10 +331,7 @@ impl ServerTls {
         if let Ok(local) = ready.resolver.current_info() {
             info.local_uri_sans = local.uri_sans().to_vec();
         }
-        stats.succeeded(
-            conn.protocol_version(),
-            conn.negotiated_cipher_suite().map(|s| s.suite()),
-        );
+        stats.succeeded(conn, info.peer.as_ref().and_then(|p| p.signature_scheme));
         if info.peer.is_none() {
             stats.no_certificate.inc();
         }

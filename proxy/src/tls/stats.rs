@@ -2,7 +2,7 @@
 //! `ssl_context_update_by_sds` / `*_context_secrets_not_ready`.
 
 use remora_certs::VerifyFailure;
-use rustls::{CipherSuite, ProtocolVersion};
+use rustls::{CipherSuite, CommonState, NamedGroup, ProtocolVersion};
 
 use super::params::{cipher_name, Side};
 use crate::stats::{Counter, Scope};
@@ -19,6 +19,22 @@ const CIPHERS: &[CipherSuite] = &[
     CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 ];
 
+/// Key-exchange groups rustls offers, in BoringSSL's names.
+const CURVES: &[(NamedGroup, &str)] = &[
+    (NamedGroup::X25519, "X25519"),
+    (NamedGroup::secp256r1, "P-256"),
+    (NamedGroup::secp384r1, "P-384"),
+    (NamedGroup::X25519MLKEM768, "X25519MLKEM768"),
+];
+
+/// Signature schemes of the certificates remora verifies, in BoringSSL's names.
+const SIGALGS: &[&str] = &[
+    "ecdsa_secp256r1_sha256",
+    "ecdsa_secp384r1_sha384",
+    "ed25519",
+    "rsa_pss_rsae_sha256",
+];
+
 #[derive(Debug, Clone, Default)]
 pub struct TlsStats {
     pub handshake: Counter,
@@ -30,6 +46,8 @@ pub struct TlsStats {
     pub tls12: Counter,
     pub tls13: Counter,
     ciphers: Vec<(CipherSuite, Counter)>,
+    curves: Vec<(NamedGroup, Counter)>,
+    sigalgs: Vec<(&'static str, Counter)>,
     pub context_update_by_sds: Counter,
     pub secrets_not_ready: Counter,
 }
@@ -62,32 +80,48 @@ impl TlsStats {
                 .iter()
                 .map(|c| (*c, ssl.counter(&format!("ciphers.{}", cipher_name(*c)))))
                 .collect(),
+            curves: CURVES
+                .iter()
+                .map(|(g, name)| (*g, ssl.counter(&format!("curves.{name}"))))
+                .collect(),
+            sigalgs: SIGALGS
+                .iter()
+                .map(|name| (*name, ssl.counter(&format!("sigalgs.{name}"))))
+                .collect(),
             context_update_by_sds: factory.counter("ssl_context_update_by_sds"),
             secrets_not_ready: factory.counter(not_ready),
         }
     }
 
-    /// Counts a failed handshake as Envoy does: the verification counter, if it was one, and
-    /// `connection_error` always.
+    /// Counts a failed handshake as Envoy does: a verification failure moves only its own counter,
+    /// anything else `connection_error`.
     pub fn failed(&self, failure: VerifyFailure) {
         match failure {
             VerifyFailure::NoCertificate => self.fail_verify_no_cert.inc(),
             VerifyFailure::SanMismatch => self.fail_verify_san.inc(),
-            VerifyFailure::Other => {}
+            VerifyFailure::Other => self.connection_error.inc(),
             _ => self.fail_verify_error.inc(),
         }
-        self.connection_error.inc();
     }
 
-    /// Counts a completed handshake.
-    pub fn succeeded(&self, version: Option<ProtocolVersion>, suite: Option<CipherSuite>) {
+    /// Counts a completed handshake: version, cipher, key-exchange group (`curves.X25519`) and the
+    /// peer's signature scheme (`sigalgs.ecdsa_secp256r1_sha256`, when it presented a certificate).
+    pub fn succeeded(&self, conn: &CommonState, peer_scheme: Option<&str>) {
         self.handshake.inc();
-        match version {
+        match conn.protocol_version() {
             Some(ProtocolVersion::TLSv1_2) => self.tls12.inc(),
             Some(ProtocolVersion::TLSv1_3) => self.tls13.inc(),
             _ => {}
         }
+        let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
         if let Some((_, c)) = suite.and_then(|s| self.ciphers.iter().find(|(cs, _)| *cs == s)) {
+            c.inc();
+        }
+        let group = conn.negotiated_key_exchange_group().map(|g| g.name());
+        if let Some((_, c)) = group.and_then(|g| self.curves.iter().find(|(n, _)| *n == g)) {
+            c.inc();
+        }
+        if let Some((_, c)) = peer_scheme.and_then(|p| self.sigalgs.iter().find(|(n, _)| *n == p)) {
             c.inc();
         }
     }
