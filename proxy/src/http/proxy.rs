@@ -349,17 +349,21 @@ async fn route_and_forward(
         return local_reply::response(LocalReason::NoRoute);
     };
     outcome.route_name = Some(selected.route.name().to_string()).filter(|n| !n.is_empty());
-    let request_headers = parts.headers.clone();
-    let mut vars = HeaderVars {
+    let vars = HeaderVars {
         downstream_remote: Some(down.info.peer),
         downstream_local: Some(down.info.local),
         upstream_remote: None,
         protocol: Some(parts.version),
         start_time: Some(start_time),
-        request_headers: Some(&request_headers),
+        request_headers: None,
     };
     match selected.route.action() {
+        // Local answers: the request headers are unchanged, so `%REQ()%` reads them in place.
         Action::DirectResponse(direct) => {
+            let vars = HeaderVars {
+                request_headers: Some(&parts.headers),
+                ..vars
+            };
             rt.stats.rq_direct_response.inc();
             outcome.details = "direct_response";
             let mut resp = direct.response(&parts);
@@ -367,6 +371,10 @@ async fn route_and_forward(
             resp
         }
         Action::Redirect(redirect) => {
+            let vars = HeaderVars {
+                request_headers: Some(&parts.headers),
+                ..vars
+            };
             rt.stats.rq_redirect.inc();
             outcome.details = "direct_response";
             let mut resp = redirect.response(&parts);
@@ -390,10 +398,23 @@ async fn route_and_forward(
                 rt.stats.no_cluster.inc();
                 outcome.flags = LocalReason::NoCluster.flag();
                 outcome.details = "cluster_not_found";
+                let vars = HeaderVars {
+                    request_headers: Some(&parts.headers),
+                    ..vars
+                };
                 let mut resp =
                     local_reply::text_response(fwd.cluster_not_found_status(), String::new());
                 selected.apply_response_headers(picked.as_ref(), resp.headers_mut(), &vars);
                 return resp;
+            };
+            // `%REQ()%` in response headers reads the request as it arrived; keep a copy only when a
+            // response mutation asks for it, not on every request.
+            let original = selected
+                .response_reads_request_headers(picked.as_ref())
+                .then(|| parts.headers.clone());
+            let mut vars = HeaderVars {
+                request_headers: original.as_ref(),
+                ..vars
             };
             selected.apply_request_headers(picked.as_ref(), &mut parts.headers, &vars);
             fwd.rewrite(&mut parts, picked.as_ref(), &vars, true);

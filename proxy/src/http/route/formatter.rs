@@ -64,6 +64,21 @@ pub(crate) struct Formatter {
     segments: Vec<Segment>,
 }
 
+impl Formatter {
+    /// Whether rendering reads request headers (`%REQ(...)%`).
+    pub(crate) fn reads_request_headers(&self) -> bool {
+        self.segments.iter().any(|s| {
+            matches!(
+                s,
+                Segment::Op(Op::Header {
+                    response: false,
+                    ..
+                })
+            )
+        })
+    }
+}
+
 /// The header maps a template reads besides [`HeaderVars`].
 pub(crate) struct FormatContext<'a, 'v> {
     pub(crate) vars: &'a HeaderVars<'v>,

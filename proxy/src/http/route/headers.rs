@@ -31,6 +31,13 @@ pub(crate) struct HeaderMutations {
 }
 
 impl HeaderMutations {
+    /// Whether any value added at this level reads request headers (`%REQ(...)%`).
+    pub(crate) fn reads_request_headers(&self) -> bool {
+        self.add
+            .iter()
+            .any(|a| matches!(&a.value, Template::Dynamic(f) if f.reads_request_headers()))
+    }
+
     /// `add_path` / `remove_path` name the two proto fields this level reads.
     pub(crate) fn from_proto(
         add: &[HeaderValueOption],

@@ -301,6 +301,15 @@ impl<'a> Selected<'a> {
         }
     }
 
+    /// Whether the response header mutations read request headers, so the caller must keep a copy of
+    /// them for [`HeaderVars::request_headers`] (only then: it costs a header-map clone per request).
+    pub fn response_reads_request_headers(&self, picked: Option<&Picked<'a>>) -> bool {
+        self.levels(picked, true)
+            .into_iter()
+            .flatten()
+            .any(HeaderMutations::reads_request_headers)
+    }
+
     /// The most specific `typed_per_filter_config` for `filter`: weighted cluster, route, virtual
     /// host, route configuration.
     pub fn per_filter_config(
