@@ -3,7 +3,6 @@
 //! a fixture that names certificates.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,54 +14,11 @@ use crate::tempdir::TempDir;
 use crate::template::{render, Vars};
 
 /// What a client run printed and how it ended.
-#[derive(Debug, Clone)]
-pub struct Run {
-    /// `None` when killed at the deadline.
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
+/// How a client run ended (the shared one-shot runner's outcome).
+pub use crate::exec::Outcome as Run;
 
-impl Run {
-    pub fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-    pub fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
-
-/// Runs `program args` with `input` on stdin, killed after `deadline`.
 pub fn run(program: &str, args: &[String], input: &[u8], deadline: Duration) -> Run {
-    let dir = TempDir::new("run");
-    let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input);
-    }
-    let end = Instant::now() + deadline;
-    let code = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status.code().or(Some(-1)),
-            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    Run {
-        code,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-    }
+    crate::exec::run_with_input(program.as_ref(), args, input, deadline)
 }
 
 /// A TLS client's credentials and expectations.
