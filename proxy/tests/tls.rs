@@ -350,6 +350,8 @@ async fn get_path(sender: &mut Sender, path: &str) -> Result<(u16, String), hype
         .header("host", "app")
         .body(Empty::new())
         .expect("request");
+    // An HTTP/1.1 connection takes the next request only once the previous exchange is done.
+    sender.ready().await?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes();
