@@ -25,6 +25,17 @@ pub enum Command {
     Echo(EchoArgs),
     /// Development PKI: a CA, SPIFFE workload certificates, certificate inspection.
     Certs(crate::certs_cli::CertsArgs),
+    /// GET an HTTP URL and exit 0 on a 2xx answer (container health checks without curl).
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// The URL to GET, e.g. http://127.0.0.1:15021/healthz/ready.
+    pub url: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 2.0)]
+    pub timeout: f64,
 }
 
 #[derive(Debug, clap::Args)]

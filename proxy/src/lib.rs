@@ -17,6 +17,7 @@ pub mod echo;
 pub mod http;
 pub mod listener;
 pub mod logging;
+pub mod probe;
 pub mod secrets;
 pub mod stats;
 pub mod tcp;

@@ -6,13 +6,14 @@ use clap::Parser;
 use remora_proxy::access_log::Writers;
 use remora_proxy::cli::{Cli, Command, Mode};
 use remora_proxy::stats::Store;
-use remora_proxy::{app, echo, logging};
+use remora_proxy::{app, echo, logging, probe};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Echo(args)) => return run_echo(args),
         Some(Command::Certs(args)) => return run_certs(&args),
+        Some(Command::Probe(args)) => return run_probe(&args),
         None => {}
     }
     let args = cli.server;
@@ -77,6 +78,20 @@ fn run_certs(args: &remora_proxy::certs_cli::CertsArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("remora certs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_probe(args: &remora_proxy::cli::ProbeArgs) -> ExitCode {
+    let Some(rt) = runtime(1) else {
+        return ExitCode::FAILURE;
+    };
+    let timeout = std::time::Duration::from_secs_f64(args.timeout.max(0.001));
+    match rt.block_on(probe::run(&args.url, timeout)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("remora probe {}: {e}", args.url);
             ExitCode::FAILURE
         }
     }

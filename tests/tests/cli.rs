@@ -214,3 +214,65 @@ fn unknown_flag_is_an_error() {
         );
     }
 }
+
+/// `remora probe` is the container health check: exit 0 on a 2xx answer, 1 with the status or the
+/// connection error otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_reports_readiness_by_exit_status() {
+    let admin = ports::free_port();
+    let config = render(
+        &fixture("cli/good.yaml"),
+        &Vars::new()
+            .with("listener_port", ports::free_port())
+            .with("backend_port", ports::free_port()),
+    ) + &format!(
+        "admin:\n  address:\n    socket_address: {{ address: 127.0.0.1, port_value: {admin} }}\n"
+    );
+    let _proxy = remora_tests::Proxy::start(Kind::Remora, &config).await;
+    let remora = Kind::Remora.binary().expect("binary");
+    let probe = |path: &str| {
+        exec::run(
+            &remora,
+            &[
+                "probe",
+                &format!("http://127.0.0.1:{admin}{path}"),
+                "--timeout",
+                "5",
+            ],
+            DEADLINE,
+        )
+    };
+    let ready = probe("/ready");
+    assert_eq!(ready.code, Some(0), "probe /ready: {}", explain(&ready));
+    let missing = probe("/no-such-page");
+    assert_eq!(
+        missing.code,
+        Some(1),
+        "probe of a 404: {}",
+        explain(&missing)
+    );
+    assert!(
+        missing.stderr.contains("answered 404"),
+        "{}",
+        explain(&missing)
+    );
+    let closed = exec::run(
+        &remora,
+        &[
+            "probe",
+            &format!("http://127.0.0.1:{}/ready", ports::free_port()),
+        ],
+        DEADLINE,
+    );
+    assert_eq!(
+        closed.code,
+        Some(1),
+        "probe of a closed port: {}",
+        explain(&closed)
+    );
+    assert!(
+        closed.stderr.contains("connecting to 127.0.0.1:"),
+        "{}",
+        explain(&closed)
+    );
+}
