@@ -24,7 +24,15 @@ pub fn descriptor_pool() -> &'static DescriptorPool {
         // The set is compiled into the binary from the envoy-types crate; failing to decode it is a build
         // defect, not an input error.
         #[allow(clippy::expect_used)]
-        DescriptorPool::decode(DESCRIPTORS).expect("envoy-types descriptor set decodes")
+        let mut pool =
+            DescriptorPool::decode(DESCRIPTORS).expect("envoy-types descriptor set decodes");
+        // Messages Envoy accepts that envoy-types does not generate.
+        if let Err(e) =
+            pool.add_file_descriptor_proto(crate::listener::matcher::ip::file_descriptor())
+        {
+            tracing::error!(error = %e, "cannot register xds.type.matcher.v3.IPMatcher");
+        }
+        pool
     })
 }
 

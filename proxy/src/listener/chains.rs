@@ -2,7 +2,10 @@
 
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 
+use std::collections::HashMap;
+
 use super::chain_match::{narrow, ChainMatch, MatchInput};
+use super::matcher::ChainMatcher;
 use crate::config::{ConfigErrors, Path};
 
 /// Which of a listener's chains a connection got.
@@ -28,6 +31,8 @@ pub struct Chain<C> {
 pub struct FilterChains<C> {
     chains: Vec<Chain<C>>,
     default: Option<Chain<C>>,
+    /// `filter_chain_matcher`: when set, it alone picks the chain, by name.
+    matcher: Option<(ChainMatcher, HashMap<String, usize>)>,
 }
 
 impl<C> FilterChains<C> {
@@ -39,12 +44,17 @@ impl<C> FilterChains<C> {
         build_chain: &mut dyn FnMut(&FilterChain, &Path) -> Result<C, ConfigErrors>,
     ) -> Result<Self, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        if l.filter_chain_matcher.is_some() {
-            errors.push(
-                path.field("filter_chain_matcher"),
-                "the filter chain matcher (xDS matcher tree) is not supported yet; use filter_chain_match",
-            );
-        }
+        let matcher = match &l.filter_chain_matcher {
+            Some(m) => match ChainMatcher::from_proto(m, &path.field("filter_chain_matcher")) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    errors.extend(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let uses_matcher = l.filter_chain_matcher.is_some();
         if l.fcds_config.is_some() {
             errors.push(
                 path.field("fcds_config"),
@@ -59,11 +69,32 @@ impl<C> FilterChains<C> {
         let mut protos: Vec<(usize, FilterChainMatch)> = Vec::with_capacity(l.filter_chains.len());
         for (i, fc) in l.filter_chains.iter().enumerate() {
             let fc_path = chains_path.index(i);
-            let proto_match = fc.filter_chain_match.clone().unwrap_or_default();
+            // With a filter_chain_matcher, Envoy ignores filter_chain_match.
+            let proto_match = if uses_matcher {
+                FilterChainMatch::default()
+            } else {
+                fc.filter_chain_match.clone().unwrap_or_default()
+            };
             let criteria =
                 ChainMatch::from_proto(&proto_match, &fc_path.field("filter_chain_match"));
             let payload = build_chain(fc, &fc_path);
-            if let Some(&(j, _)) = protos.iter().find(|(_, m)| *m == proto_match) {
+            if uses_matcher {
+                if fc.name.is_empty() {
+                    errors.push(
+                        fc_path.field("name"),
+                        "filter chains must be named when the listener has a filter_chain_matcher",
+                    );
+                } else if let Some(j) = l.filter_chains[..i].iter().position(|o| o.name == fc.name)
+                {
+                    errors.push(
+                        fc_path.field("name"),
+                        format!(
+                            "filter chain name {:?} is not unique (also filter_chains[{j}]); the filter_chain_matcher selects chains by name",
+                            fc.name
+                        ),
+                    );
+                }
+            } else if let Some(&(j, _)) = protos.iter().find(|(_, m)| *m == proto_match) {
                 errors.push(
                     fc_path.field("filter_chain_match"),
                     format!(
@@ -89,7 +120,7 @@ impl<C> FilterChains<C> {
             }
         }
         // Identical matches were reported above; look for chains that merely overlap.
-        if errors.is_empty() {
+        if errors.is_empty() && !uses_matcher {
             for i in 0..chains.len() {
                 for j in 0..i {
                     if chains[j].criteria.overlaps(&chains[i].criteria)
@@ -122,7 +153,19 @@ impl<C> FilterChains<C> {
             },
             None => None,
         };
-        errors.finish(Self { chains, default })
+        let matcher = matcher.map(|m| {
+            let names = chains
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect();
+            (m, names)
+        });
+        errors.finish(Self {
+            chains,
+            default,
+            matcher,
+        })
     }
 
     /// The chain for a connection, or `None` when nothing matches and there is no default chain
@@ -132,6 +175,13 @@ impl<C> FilterChains<C> {
     }
 
     pub fn select_id(&self, input: &MatchInput<'_>) -> Option<ChainId> {
+        if let Some((m, names)) = &self.matcher {
+            // An action naming no chain is a failed match: the default chain, if any.
+            return match m.select(input).and_then(|name| names.get(name)) {
+                Some(i) => Some(ChainId::Index(*i)),
+                None => self.default.as_ref().map(|_| ChainId::Default),
+            };
+        }
         match narrow(&self.chains, |c| &c.criteria, input) {
             Some(i) => Some(ChainId::Index(i)),
             None => self.default.as_ref().map(|_| ChainId::Default),
@@ -160,6 +210,9 @@ impl<C> FilterChains<C> {
 
     /// Whether some chain matches on what only a listener filter can see (SNI, ALPN, transport).
     pub fn needs_inspection(&self) -> bool {
+        if let Some((m, _)) = &self.matcher {
+            return m.needs_inspection();
+        }
         self.chains.iter().any(|c| c.criteria.needs_inspection())
     }
 }

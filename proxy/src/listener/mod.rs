@@ -30,6 +30,7 @@ pub mod chains;
 pub mod config;
 pub mod error;
 pub mod listener_filter;
+pub mod matcher;
 
 #[cfg(test)]
 mod tests;

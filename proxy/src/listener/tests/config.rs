@@ -232,13 +232,7 @@ fn match_field_errors_have_paths() {
 }
 
 #[test]
-fn matcher_tree_and_empty_listeners_are_rejected() {
-    let (path, _) = one_error(
-        "name: l0\naddress: {socket_address: {address: 0.0.0.0, port_value: 80}}\n\
-         filter_chains: [{name: a}]\n\
-         filter_chain_matcher: {on_no_match: {action: {name: x, typed_config: {'@type': type.googleapis.com/google.protobuf.StringValue, value: a}}}}",
-    );
-    assert_eq!(path, "static_resources.listeners[0].filter_chain_matcher");
+fn empty_listeners_are_rejected() {
     let (path, msg) =
         one_error("name: l0\naddress: {socket_address: {address: 0.0.0.0, port_value: 80}}");
     assert_eq!(path, "static_resources.listeners[0].filter_chains");
