@@ -147,6 +147,14 @@ fn admit<C, H, F>(
             return;
         }
     };
+    let config = &active.config;
+    // original_dst runs first, at accept: chain matching and everything after see the destination
+    // the connection had before the redirect.
+    let local = if config.restores_original_dst(local.port()) {
+        super::original_dst::restore(&stream, local)
+    } else {
+        local
+    };
     let peer = canonical(peer);
     if let Err(e) = stream.set_nodelay(true) {
         debug!(%peer, error = %e, "TCP_NODELAY");
@@ -154,8 +162,7 @@ fn admit<C, H, F>(
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("conn", id, %peer, listener = %active.config.name);
 
-    let config = &active.config;
-    let (chain, state) = if config.listener_filters.is_empty() {
+    let (chain, state) = if !config.inspects() {
         match config.chains.select_id(&MatchInput::raw(local, peer)) {
             Some(chain) => {
                 stats.downstream_cx_total.inc();
@@ -219,7 +226,7 @@ impl Drop for Tracker {
 }
 
 /// A dual-stack socket reports IPv4 peers as `::ffff:a.b.c.d`; Envoy reports them as IPv4.
-fn canonical(a: SocketAddr) -> SocketAddr {
+pub(crate) fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 

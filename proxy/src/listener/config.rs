@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
 
 use super::address::{listen_address, ListenAddress};
 use super::chains::FilterChains;
-use super::listener_filter::{self, ListenerFilter};
+use super::listener_filter::{self, ListenerFilter, ListenerFilterKind};
 use crate::config::{ConfigErrors, Path};
 
 /// Envoy's default `per_connection_buffer_limit_bytes`.
@@ -260,6 +260,21 @@ impl<C> ListenerConfig<C> {
     }
 
     /// The runtime key Envoy users set to cap this listener's active connections.
+    /// Whether `original_dst` runs for connections to `port` (it may be disabled by port).
+    pub fn restores_original_dst(&self, port: u16) -> bool {
+        self.listener_filters.iter().any(|f| {
+            f.kind == ListenerFilterKind::OriginalDst
+                && !f.disabled.as_ref().is_some_and(|d| d.matches(port))
+        })
+    }
+
+    /// Whether some listener filter reads the connection's first bytes before the chain is chosen.
+    pub fn inspects(&self) -> bool {
+        self.listener_filters
+            .iter()
+            .any(|f| f.kind != ListenerFilterKind::OriginalDst)
+    }
+
     pub fn connection_limit_key(&self) -> String {
         format!(
             "envoy.resource_limits.listener.{}.connection_limit",

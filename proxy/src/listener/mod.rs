@@ -31,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod listener_filter;
 pub mod matcher;
+pub mod original_dst;
 
 #[cfg(test)]
 mod tests;
