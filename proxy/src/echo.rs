@@ -18,10 +18,10 @@ pub async fn run(listen: SocketAddr, name: String) -> std::io::Result<()> {
     tracing::info!(%listen, %name, "echo backend listening");
     let name: Arc<str> = name.into();
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, peer) = listener.accept().await?;
         let name = name.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| answer(req, name.clone()));
+            let svc = service_fn(move |req| answer(req, name.clone(), peer));
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .await;
@@ -32,6 +32,7 @@ pub async fn run(listen: SocketAddr, name: String) -> std::io::Result<()> {
 async fn answer(
     req: Request<Incoming>,
     name: Arc<str>,
+    peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body
@@ -62,6 +63,8 @@ async fn answer(
         "host": host,
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
+        // The connection's source: which address the proxy in front connected from.
+        "peer": peer.to_string(),
     });
     let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     text.push('\n');

@@ -14,6 +14,7 @@ pub mod client;
 pub mod curl;
 pub mod diff;
 pub mod exec;
+pub mod netns;
 pub mod peers;
 pub mod pki;
 pub mod ports;
