@@ -15,6 +15,8 @@ use remora_tests::{bins, fixture, select, Kind};
 
 const CLIENT_IP: &str = "10.199.0.1";
 const APP_IP: &str = "10.199.0.2";
+const CLIENT_EXT_IP: &str = "10.199.1.1";
+const OUTSIDE_IP: &str = "10.199.1.2";
 const READY: Duration = Duration::from_secs(30);
 
 /// One pod: its namespace and the scratch directory of its processes.
@@ -129,21 +131,23 @@ fn two_pods(kind: Kind) {
     pki.issue("client", &istio_id("client"), &[]);
     pki.issue("app", &istio_id("app"), &[]);
     world_readable(&pki.path(""));
-    let vars = pki
-        .vars()
-        .with("app_ip", APP_IP)
-        .with("passthrough_type", "STATIC")
-        .with("passthrough_lb", "ROUND_ROBIN");
+    let vars = pki.vars().with("app_ip", APP_IP);
 
     let client = Pod::new("client");
     let app = Pod::new("app");
     netns::link(&client.ns, CLIENT_IP, &app.ns, APP_IP);
+    // A server outside the mesh, reachable from the client pod only.
+    let outside = Pod::new("outside");
+    netns::link(&client.ns, CLIENT_EXT_IP, &outside.ns, OUTSIDE_IP);
 
     // The app: an echo server on 8080 (not uid 1337, so its own traffic would be captured).
     let remora = bins::remora();
     let mut echo = app.ns.command(&remora.to_string_lossy());
     echo.args(["echo", "--listen", "0.0.0.0:8080", "--name", "app"]);
     app.ns.spawn(echo, &app.dir.join("echo.log"));
+    let mut ext = outside.ns.command(&remora.to_string_lossy());
+    ext.args(["echo", "--listen", "0.0.0.0:9090", "--name", "outside"]);
+    outside.ns.spawn(ext, &outside.dir.join("echo.log"));
 
     for pod in [&client, &app] {
         pod.ns.install_istio_iptables();
@@ -170,12 +174,12 @@ fn two_pods(kind: Kind) {
         xfcc.contains(&format!("URI={}", istio_id("client"))),
         "the app sees the caller's SPIFFE identity: {body}"
     );
-    // The inbound sidecar reached the app over loopback.
+    // The inbound sidecar reached the app at its pod IP from 127.0.0.6 (InboundPassthrough).
     assert!(
         echo["peer"]
             .as_str()
-            .is_some_and(|p| p.starts_with("127.0.0.1:")),
-        "{body}"
+            .is_some_and(|p| p.starts_with("127.0.0.6:")),
+        "{kind}: {body}"
     );
     assert_eq!(
         client.stat("cluster.outbound|8080||app.default.svc.cluster.local.upstream_cx_total"),
@@ -187,6 +191,24 @@ fn two_pods(kind: Kind) {
         1,
         "{}",
         app.log()
+    );
+
+    // Outside the mesh: no chain for port 9090, so the default chain's tcp_proxy passes the bytes
+    // to the original destination.
+    let (ok, body) = client.curl(&format!("http://{OUTSIDE_IP}:9090/out"));
+    assert!(ok, "{kind}: passthrough failed: {body}\n{}", client.log());
+    let echo: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(echo["backend"], "outside", "{body}");
+    assert!(
+        echo["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&format!("{CLIENT_EXT_IP}:"))),
+        "{body}"
+    );
+    assert_eq!(
+        client.stat("cluster.PassthroughCluster.upstream_cx_total"),
+        1
     );
 
     // STRICT: plaintext that bypasses the client's sidecar is captured by the app's rules and

@@ -51,6 +51,12 @@ fn rebuild(parts: &http::request::Parts, body: BoxBody) -> Request<BoxBody> {
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
+    if let Some(d) = parts
+        .extensions
+        .get::<crate::upstream::original_dst::OriginalDestination>()
+    {
+        req.extensions_mut().insert(*d);
+    }
     req
 }
 

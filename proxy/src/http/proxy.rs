@@ -422,6 +422,14 @@ async fn route_and_forward(
                 outcome.log_headers = Some(parts.headers.clone());
             }
             headers::strip_hop_by_hop(&mut parts.headers, websocket);
+            if cluster.spec().original_dst.is_some() {
+                // ORIGINAL_DST: the host is where the downstream connection was going.
+                parts
+                    .extensions
+                    .insert(crate::upstream::original_dst::OriginalDestination(
+                        down.info.local,
+                    ));
+            }
             let attempts = AttemptCount {
                 request: selected.vhost.include_request_attempt_count(),
                 response: selected.vhost.include_attempt_count_in_response(),

@@ -75,7 +75,12 @@ pub async fn serve<D>(
             let mut connected = None;
             let mut last_err = None;
             for _ in 0..rt.cfg.max_connect_attempts {
-                match cluster.connect_tcp(&ConnectContext::default()).await {
+                match cluster
+                    .connect_tcp(&ConnectContext {
+                        original_dst: Some(local),
+                    })
+                    .await
+                {
                     Ok(pair) => {
                         connected = Some(pair);
                         break;

@@ -12,8 +12,9 @@ use tokio::sync::{watch, Notify};
 
 use super::body::ResponseBody;
 use super::circuit::{CircuitBreakers, RetryGuard};
-use super::config::{ClusterSpec, Discovery, Protocol, Target};
+use super::config::{ClusterSpec, Protocol, Target};
 use super::endpoint::{Host, HostSet};
+use super::original_dst::{self, OriginalDestination, OriginalDstHosts};
 use super::pool::connect::{self, ConnectionGuard};
 use super::pool::{http1, http2};
 use super::stats::{bump, ClusterStats};
@@ -46,7 +47,10 @@ pub struct SendContext {
 
 /// Per-connection inputs of `connect_tcp`.
 #[derive(Debug, Clone, Default)]
-pub struct ConnectContext {}
+pub struct ConnectContext {
+    /// The downstream connection's (restored) destination, the host of ORIGINAL_DST clusters.
+    pub original_dst: Option<SocketAddr>,
+}
 
 /// A response from an upstream host.
 #[derive(Debug)]
@@ -79,6 +83,8 @@ pub struct Cluster {
     /// True once the first resolution has finished (immediately for STATIC).
     pub(crate) ready: watch::Sender<bool>,
     pub(crate) started: AtomicBool,
+    /// ORIGINAL_DST: the hosts made from destinations so far.
+    pub(crate) original_dst: Option<OriginalDstHosts>,
 }
 
 impl Cluster {
@@ -96,7 +102,8 @@ impl Cluster {
                 Target::Dns { .. } => None,
             })
             .collect();
-        let is_static = spec.discovery == Discovery::Static;
+        let is_static = !spec.discovery.uses_dns();
+        let original_dst = spec.original_dst.is_some().then(OriginalDstHosts::default);
         let set = HostSet::new(hosts, &spec);
         set.publish(&stats);
         if !set.hosts.is_empty() {
@@ -113,6 +120,7 @@ impl Cluster {
             hosts: ArcSwap::from_pointee(set),
             ready,
             started: AtomicBool::new(false),
+            original_dst,
         }
     }
 
@@ -156,6 +164,23 @@ impl Cluster {
         let _ = rx.wait_for(|r| *r).await;
     }
 
+    /// The host for a request or connection: its destination for ORIGINAL_DST clusters, else the
+    /// load balancer's pick.
+    fn choose_for(&self, destination: Option<SocketAddr>) -> Result<Arc<Host>, UpstreamError> {
+        match (&self.original_dst, &self.shared.spec.original_dst) {
+            (Some(hosts), Some(spec)) => match destination {
+                Some(addr) => Ok(hosts.host(spec, addr)),
+                None => {
+                    self.shared.stats.upstream_cx_none_healthy.inc();
+                    Err(UpstreamError::NoHealthyUpstream {
+                        cluster: self.shared.spec.name.clone(),
+                    })
+                }
+            },
+            _ => self.choose(),
+        }
+    }
+
     fn choose(&self) -> Result<Arc<Host>, UpstreamError> {
         self.hosts
             .load()
@@ -185,7 +210,14 @@ impl Cluster {
                 limit: "max_requests",
             });
         }
-        let host = self.choose()?;
+        let host = match &shared.spec.original_dst {
+            Some(spec) => self.choose_for(original_dst::destination(
+                spec,
+                req.headers(),
+                req.extensions().get::<OriginalDestination>().copied(),
+            ))?,
+            None => self.choose()?,
+        };
         let hostname = (!host.hostname.is_empty()).then(|| host.hostname.clone());
         if ctx.auto_host_rewrite {
             if let Some(v) = hostname
@@ -233,9 +265,9 @@ impl Cluster {
     }
 
     /// A TCP connection to a host of this cluster (tcp_proxy), within the `max_connections` breaker.
-    pub async fn connect_tcp(&self, _ctx: &ConnectContext) -> Result<TcpConnection, UpstreamError> {
+    pub async fn connect_tcp(&self, ctx: &ConnectContext) -> Result<TcpConnection, UpstreamError> {
         let shared = &self.shared;
-        let host = self.choose()?;
+        let host = self.choose_for(ctx.original_dst)?;
         let Some(slot) = shared.breakers.connections.try_acquire() else {
             shared.stats.upstream_cx_overflow.inc();
             return Err(UpstreamError::Overflow {

@@ -40,7 +40,7 @@ pub async fn resolve(name: &str, port: u16, family: LookupFamily) -> io::Result<
 
 /// Spawns the refresh task of a DNS cluster; it ends when the cluster is dropped.
 pub(crate) fn spawn(cluster: &Arc<Cluster>) {
-    if cluster.spec().discovery == Discovery::Static || !cluster.mark_started() {
+    if !cluster.spec().discovery.uses_dns() || !cluster.mark_started() {
         return;
     }
     let weak = Arc::downgrade(cluster);

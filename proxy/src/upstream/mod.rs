@@ -15,6 +15,7 @@ pub mod config;
 pub mod dns;
 pub mod endpoint;
 pub mod error;
+pub mod original_dst;
 pub mod pool;
 pub mod stats;
 

@@ -61,6 +61,8 @@ pub(super) fn from_cluster(
             }
         }
         Ok(PbLbPolicy::LoadBalancingPolicyConfig) => LbPolicy::RoundRobin,
+        // The cluster picks the host itself (ORIGINAL_DST; the pairing is checked with the type).
+        Ok(PbLbPolicy::ClusterProvided) => LbPolicy::RoundRobin,
         Ok(other) => {
             errs.push(
                 path.field("lb_policy"),

@@ -37,11 +37,13 @@ pub enum Discovery {
     StrictDns,
     /// One logical host per cluster, connecting to the first address of the latest resolution.
     LogicalDns,
+    /// The downstream connection's original destination (or a request header) is the host.
+    OriginalDst,
 }
 
 impl Discovery {
-    fn uses_dns(self) -> bool {
-        !matches!(self, Discovery::Static)
+    pub fn uses_dns(self) -> bool {
+        matches!(self, Discovery::StrictDns | Discovery::LogicalDns)
     }
 }
 
@@ -99,6 +101,10 @@ pub struct ClusterSpec {
     pub overprovisioning: f64,
     /// `transport_socket` `envoy.transport_sockets.tls`.
     pub tls: Option<Arc<ClientTls>>,
+    /// ORIGINAL_DST clusters: `original_dst_lb_config` and `cleanup_interval`.
+    pub original_dst: Option<super::original_dst::OriginalDstSpec>,
+    /// `upstream_bind_config.source_address`: where upstream connections come from.
+    pub source_address: Option<std::net::SocketAddr>,
 }
 
 /// The real type name behind an extension's `typed_config`.
@@ -161,6 +167,11 @@ impl ClusterSpec {
         });
         let dns = dns_settings(c, path, discovery.unwrap_or(Discovery::Static));
         unsupported(c, path, &mut errs);
+        let original_dst = original_dst(c, discovery, path, &mut errs);
+        let source_address = c
+            .upstream_bind_config
+            .as_ref()
+            .and_then(|b| bind_config(b, &path.field("upstream_bind_config"), &mut errs));
 
         let (endpoints, overprovisioning) = match discovery {
             Some(d) => endpoints::from_cluster(c, d, path, &mut errs),
@@ -209,8 +220,153 @@ impl ClusterSpec {
             endpoints,
             overprovisioning,
             tls,
+            original_dst,
+            source_address,
         })
     }
+}
+
+/// ORIGINAL_DST needs `lb_policy: CLUSTER_PROVIDED` and no endpoints, and CLUSTER_PROVIDED needs
+/// ORIGINAL_DST (Envoy's rules).
+fn original_dst(
+    c: &Cluster,
+    discovery: Option<Discovery>,
+    path: &Path,
+    errs: &mut ConfigErrors,
+) -> Option<super::original_dst::OriginalDstSpec> {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{LbConfig, LbPolicy as PbLbPolicy};
+    let provided = c.lb_policy == PbLbPolicy::ClusterProvided as i32;
+    if discovery != Some(Discovery::OriginalDst) {
+        if provided && discovery.is_some() {
+            errs.push(
+                path.field("lb_policy"),
+                "lb_policy CLUSTER_PROVIDED is only valid for cluster type ORIGINAL_DST",
+            );
+        }
+        if matches!(c.lb_config, Some(LbConfig::OriginalDstLbConfig(_))) {
+            errs.push(
+                path.field("original_dst_lb_config"),
+                "original_dst_lb_config is only valid for cluster type ORIGINAL_DST",
+            );
+        }
+        return None;
+    }
+    if !provided {
+        let name = PbLbPolicy::try_from(c.lb_policy)
+            .map(|p| p.as_str_name().to_string())
+            .unwrap_or_else(|_| c.lb_policy.to_string());
+        errs.push(
+            path.field("lb_policy"),
+            format!(
+                "lb_policy {name} is not valid for cluster type ORIGINAL_DST; only CLUSTER_PROVIDED is allowed"
+            ),
+        );
+    }
+    if c.load_assignment
+        .as_ref()
+        .is_some_and(|la| la.endpoints.iter().any(|e| !e.lb_endpoints.is_empty()))
+    {
+        errs.push(
+            path.field("load_assignment"),
+            "ORIGINAL_DST clusters must have no endpoints: the destination is the host",
+        );
+    }
+    let cfg = match &c.lb_config {
+        Some(LbConfig::OriginalDstLbConfig(o)) => Some(o),
+        _ => None,
+    };
+    let cpath = path.field("original_dst_lb_config");
+    let header = match cfg
+        .map(|o| o.http_header_name.as_str())
+        .filter(|h| !h.is_empty())
+    {
+        Some(h) => match http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                errs.push(
+                    cpath.field("http_header_name"),
+                    format!("invalid header name {h:?}"),
+                );
+                super::original_dst::DEFAULT_HEADER
+            }
+        },
+        None => super::original_dst::DEFAULT_HEADER,
+    };
+    let port_override =
+        cfg.and_then(|o| o.upstream_port_override)
+            .and_then(|p| match u16::try_from(p.value) {
+                Ok(v) if v > 0 => Some(v),
+                _ => {
+                    errs.push(
+                        cpath.field("upstream_port_override"),
+                        format!("port {} is out of range", p.value),
+                    );
+                    None
+                }
+            });
+    if cfg.is_some_and(|o| o.metadata_key.is_some()) {
+        errs.push(
+            cpath.field("metadata_key"),
+            "metadata_key (destination from dynamic metadata) is not supported yet",
+        );
+    }
+    Some(super::original_dst::OriginalDstSpec {
+        use_http_header: cfg.is_some_and(|o| o.use_http_header),
+        header,
+        port_override,
+        cleanup_interval: c
+            .cleanup_interval
+            .as_ref()
+            .map(duration)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(5)),
+    })
+}
+
+/// `upstream_bind_config`: a fixed source address (Istio binds inbound passthrough to 127.0.0.6).
+fn bind_config(
+    b: &envoy_types::pb::envoy::config::core::v3::BindConfig,
+    path: &Path,
+    errs: &mut ConfigErrors,
+) -> Option<std::net::SocketAddr> {
+    use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+    #[allow(deprecated)]
+    let extra = !b.additional_source_addresses.is_empty()
+        || !b.extra_source_addresses.is_empty()
+        || b.local_address_selector.is_some()
+        || !b.socket_options.is_empty();
+    if extra {
+        errs.push(
+            path.clone(),
+            "only upstream_bind_config.source_address (and freebind) are supported",
+        );
+    }
+    let sa = b.source_address.as_ref()?;
+    let spath = path.field("source_address");
+    let ip: std::net::IpAddr = match sa.address.parse() {
+        Ok(ip) => ip,
+        Err(_) => {
+            errs.push(
+                spath.field("address"),
+                format!("{:?} is not an IP address", sa.address),
+            );
+            return None;
+        }
+    };
+    let port = match sa.port_specifier {
+        Some(PortSpecifier::PortValue(p)) => match u16::try_from(p) {
+            Ok(p) => p,
+            Err(_) => {
+                errs.push(
+                    spath.field("port_value"),
+                    format!("port {p} is out of range"),
+                );
+                return None;
+            }
+        },
+        _ => 0,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
 }
 
 fn discovery(c: &Cluster, path: &Path, errs: &mut ConfigErrors) -> Option<Discovery> {
@@ -220,6 +376,7 @@ fn discovery(c: &Cluster, path: &Path, errs: &mut ConfigErrors) -> Option<Discov
             Ok(DiscoveryType::Static) => Some(Discovery::Static),
             Ok(DiscoveryType::StrictDns) => Some(Discovery::StrictDns),
             Ok(DiscoveryType::LogicalDns) => Some(Discovery::LogicalDns),
+            Ok(DiscoveryType::OriginalDst) => Some(Discovery::OriginalDst),
             Ok(other) => {
                 errs.push(
                     path.field("type"),
@@ -343,12 +500,6 @@ fn unsupported(c: &Cluster, path: &Path, errs: &mut ConfigErrors) {
         errs.push(
             path.field("transport_socket_matcher"),
             "transport_socket_matcher is not supported yet",
-        );
-    }
-    if c.upstream_bind_config.is_some() {
-        errs.push(
-            path.field("upstream_bind_config"),
-            "upstream_bind_config is not supported yet",
         );
     }
     if c.lb_subset_config.is_some() {

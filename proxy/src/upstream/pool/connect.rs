@@ -90,6 +90,9 @@ pub(crate) async fn tcp(
     }
     .map_err(fail)?;
     socket.set_nodelay(true).map_err(fail)?;
+    if let Some(source) = shared.spec.source_address {
+        socket.bind(source).map_err(fail)?;
+    }
     let stream = match tokio::time::timeout(timeout, socket.connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(fail(e)),
