@@ -142,13 +142,17 @@ fn xff_entries(headers: &HeaderMap) -> Vec<&str> {
 /// Applies the connection manager's request-side header policy (Envoy's `mutateRequestHeaders`):
 /// `x-forwarded-for` / `-proto`, internal or edge classification, internal-only header stripping,
 /// `x-envoy-external-address`, `x-request-id`, `via`.
+///
+/// Returns the downstream remote address when `x-forwarded-for` decides it (Envoy's "original client"
+/// when the connection's peer is not trusted as the client: `use_remote_address: false`, or trusted
+/// hops); `None` means the peer is the remote address.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     peer: IpAddr,
     scheme: &'static str,
     cfg: &HcmConfig,
     internal_only: &[HeaderName],
-) {
+) -> Option<IpAddr> {
     let peer = match peer {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
         v4 => v4,
@@ -216,6 +220,7 @@ pub fn prepare_request(
     if let Some(via) = &cfg.via {
         append_via(headers, via);
     }
+    trusted.filter(|_| !cfg.use_remote_address || cfg.xff_num_trusted_hops > 0)
 }
 
 /// Adds the connection manager's `via` to a response, as Envoy does on both directions.

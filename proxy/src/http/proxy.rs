@@ -55,6 +55,8 @@ pub struct Outcome {
     pub log_wanted: bool,
     /// The response came from upstream (not a local reply).
     pub from_upstream: bool,
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%` when x-forwarded-for decides it (port 0, as Envoy).
+    pub remote_from_xff: Option<std::net::SocketAddr>,
     /// The TLS of the upstream connection that answered (`%UPSTREAM_TLS_VERSION%`, ...).
     pub upstream_tls: Option<Arc<crate::tls::TlsInfo>>,
     /// Why the last upstream connection failed (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
@@ -190,7 +192,7 @@ pub async fn handle(
                     upstream_host: outcome.upstream_host,
                     upstream_cluster: outcome.cluster.as_deref(),
                     route_name: outcome.route_name.as_deref(),
-                    downstream_remote_address: Some(info.peer),
+                    downstream_remote_address: outcome.remote_from_xff.or(Some(info.peer)),
                     downstream_local_address: Some(info.local),
                     downstream_direct_remote_address: Some(info.peer),
                     connection_id: Some(info.id),
@@ -326,13 +328,14 @@ async fn route_and_forward(
         }
     }
     let internal_only = rt.cfg.routes.internal_only_headers();
-    headers::prepare_request(
+    outcome.remote_from_xff = headers::prepare_request(
         &mut parts.headers,
         down.info.peer.ip(),
         down.info.scheme,
         &rt.cfg,
         internal_only,
-    );
+    )
+    .map(|ip| std::net::SocketAddr::new(ip, 0));
     headers::forward_client_cert(
         &mut parts.headers,
         down.info.tls.as_deref(),
@@ -442,6 +445,7 @@ async fn route_and_forward(
                     upstream,
                 } => {
                     outcome.from_upstream = true;
+                    outcome.details = "via_upstream";
                     vars.upstream_remote = Some(upstream);
                     let upgraded = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
                     headers::strip_hop_by_hop(response.headers_mut(), upgraded);

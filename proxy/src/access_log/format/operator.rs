@@ -161,6 +161,8 @@ impl Operator {
             "RESPONSE_DURATION" => no_arg(Operator::ResponseDuration),
             "UPSTREAM_HOST" | "UPSTREAM_REMOTE_ADDRESS" => no_arg(Operator::UpstreamHost),
             "UPSTREAM_CLUSTER" => no_arg(Operator::UpstreamCluster),
+            // The cluster's name even when it has an alt_stat_name (remora logs the name for both).
+            "UPSTREAM_CLUSTER_RAW" => no_arg(Operator::UpstreamCluster),
             "UPSTREAM_LOCAL_ADDRESS" => no_arg(Operator::UpstreamLocalAddress),
             "UPSTREAM_TRANSPORT_FAILURE_REASON" => no_arg(Operator::UpstreamTransportFailureReason),
             "DOWNSTREAM_REMOTE_ADDRESS" => no_arg(Operator::DownstreamRemoteAddress),
