@@ -15,6 +15,7 @@ pub mod detect;
 pub mod drain;
 pub mod echo;
 pub mod http;
+pub mod istio;
 pub mod listener;
 pub mod logging;
 pub mod probe;
