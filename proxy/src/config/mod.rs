@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 pub mod error;
+pub mod extra_descriptors;
 pub mod hcm;
 pub mod network;
 pub mod parse;

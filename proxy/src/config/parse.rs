@@ -26,11 +26,15 @@ pub fn descriptor_pool() -> &'static DescriptorPool {
         #[allow(clippy::expect_used)]
         let mut pool =
             DescriptorPool::decode(DESCRIPTORS).expect("envoy-types descriptor set decodes");
-        // Messages Envoy accepts that envoy-types does not generate.
-        if let Err(e) =
-            pool.add_file_descriptor_proto(crate::listener::matcher::ip::file_descriptor())
-        {
-            tracing::error!(error = %e, "cannot register xds.type.matcher.v3.IPMatcher");
+        // Messages Envoy accepts that envoy-types' set lacks.
+        for file in super::extra_descriptors::all() {
+            let name = file.name.clone().unwrap_or_default();
+            if pool.get_file_by_name(&name).is_some() {
+                continue;
+            }
+            if let Err(e) = pool.add_file_descriptor_proto(file) {
+                tracing::error!(error = %e, file = %name, "cannot register a descriptor");
+            }
         }
         pool
     })

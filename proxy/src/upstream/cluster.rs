@@ -99,9 +99,16 @@ impl Cluster {
             .iter()
             .filter_map(|e| match e.target {
                 Target::Ip(addr) => Some(Arc::new(Host::new(e, addr))),
-                Target::Dns { .. } => None,
+                Target::Dns { .. } | Target::Pipe(_) => None,
             })
             .collect();
+        if spec
+            .endpoints
+            .iter()
+            .any(|e| matches!(e.target, Target::Pipe(_)))
+        {
+            tracing::info!(cluster = %spec.name, "cluster endpoints are Unix sockets: usable as a gRPC config source; requests routed to it get no healthy upstream");
+        }
         let is_static = !spec.discovery.uses_dns();
         let original_dst = spec.original_dst.is_some().then(OriginalDstHosts::default);
         let set = HostSet::new(hosts, &spec);

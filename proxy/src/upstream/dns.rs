@@ -102,6 +102,8 @@ async fn refresh_strict(
     for (i, e) in spec.endpoints.iter().enumerate() {
         let addrs = match &e.target {
             Target::Ip(a) => vec![*a],
+            // Only STATIC clusters have pipes, and they do not resolve.
+            Target::Pipe(_) => Vec::new(),
             Target::Dns { name, port } => match resolve(name, *port, spec.dns.family).await {
                 Ok(a) => a,
                 Err(err) => {
@@ -145,6 +147,10 @@ async fn refresh_logical(cluster: &Arc<Cluster>, logical: &mut Option<Arc<Host>>
     };
     let first = match &e.target {
         Target::Ip(a) => Ok(*a),
+        Target::Pipe(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "pipe endpoints do not resolve",
+        )),
         Target::Dns { name, port } => resolve(name, *port, spec.dns.family).await.and_then(|a| {
             a.first()
                 .copied()

@@ -6,7 +6,9 @@
 use envoy_types::pb::xds::core::v3::CidrRange;
 use envoy_types::pb::xds::r#type::matcher::v3::matcher::OnMatch;
 use prost_types::field_descriptor_proto::{Label, Type};
-use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto};
+use prost_types::{DescriptorProto, FileDescriptorProto};
+
+use crate::config::extra_descriptors::field;
 
 pub const IP_MATCHER: &str = "xds.type.matcher.v3.IPMatcher";
 
@@ -27,40 +29,6 @@ pub struct IpRangeMatcher {
     /// When false, a failed nested match falls back to less specific ranges.
     #[prost(bool, tag = "3")]
     pub exclusive: bool,
-}
-
-fn field(
-    name: &str,
-    number: i32,
-    label: Label,
-    ty: Type,
-    type_name: Option<&str>,
-) -> FieldDescriptorProto {
-    FieldDescriptorProto {
-        name: Some(name.into()),
-        number: Some(number),
-        label: Some(label as i32),
-        r#type: Some(ty as i32),
-        type_name: type_name.map(Into::into),
-        json_name: Some(json_name(name)),
-        ..Default::default()
-    }
-}
-
-fn json_name(snake: &str) -> String {
-    let mut out = String::with_capacity(snake.len());
-    let mut upper = false;
-    for c in snake.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The descriptor of `xds/type/matcher/v3/ip.proto` (the two messages above).

@@ -20,6 +20,9 @@ pub enum Target {
         name: String,
         port: u16,
     },
+    /// A Unix domain socket (`pipe`): usable as a gRPC config source (Istio's `xds-grpc` and
+    /// `sds-grpc`); the data path does not proxy to it yet, so it is no load-balancing host.
+    Pipe(std::path::PathBuf),
 }
 
 /// An endpoint's `health_status` as Envoy folds it.
@@ -188,12 +191,19 @@ fn target(
 ) -> Option<Target> {
     let sa = match addr.and_then(|a| a.address.as_ref()) {
         Some(address::Address::SocketAddress(sa)) => sa,
-        Some(address::Address::Pipe(_)) => {
-            errs.push(
-                path.field("pipe"),
-                "pipe (unix socket) endpoints are not supported yet",
-            );
-            return None;
+        Some(address::Address::Pipe(p)) => {
+            if discovery != Discovery::Static {
+                errs.push(
+                    path.field("pipe"),
+                    "pipe (unix socket) endpoints need a STATIC cluster",
+                );
+                return None;
+            }
+            if p.path.is_empty() {
+                errs.push(path.field("pipe").field("path"), "path must not be empty");
+                return None;
+            }
+            return Some(Target::Pipe(p.path.clone().into()));
         }
         Some(address::Address::EnvoyInternalAddress(_)) => {
             errs.push(
