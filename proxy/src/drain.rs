@@ -17,17 +17,28 @@ struct Inflight {
     idle: Notify,
 }
 
+/// How a drain closes connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Running,
+    /// A listener update or removal: HTTP/1 connections answer their next request with
+    /// `Connection: close` and close once idle past the grace time; HTTP/2 ones get a GOAWAY.
+    Gentle(Duration),
+    /// The process is going away: every connection shuts down gracefully now.
+    Now,
+}
+
 /// The side that starts a drain.
 #[derive(Debug)]
 pub struct Signal {
-    tx: watch::Sender<bool>,
+    tx: Arc<watch::Sender<Mode>>,
     inflight: Arc<Inflight>,
 }
 
 /// The side that observes a drain. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Watch {
-    rx: watch::Receiver<bool>,
+    rx: watch::Receiver<Mode>,
     inflight: Arc<Inflight>,
 }
 
@@ -40,11 +51,11 @@ pub struct Guard {
 
 /// A new drain signal and its first watch.
 pub fn channel() -> (Signal, Watch) {
-    let (tx, rx) = watch::channel(false);
+    let (tx, rx) = watch::channel(Mode::Running);
     let inflight = Arc::new(Inflight::default());
     (
         Signal {
-            tx,
+            tx: Arc::new(tx),
             inflight: inflight.clone(),
         },
         Watch { rx, inflight },
@@ -54,7 +65,20 @@ pub fn channel() -> (Signal, Watch) {
 impl Signal {
     /// Starts the drain. Idempotent.
     pub fn drain(&self) {
-        self.tx.send_replace(true);
+        self.tx.send_replace(Mode::Now);
+    }
+
+    /// Starts a gentle drain (a listener changed or went away): see [`Mode::Gentle`]. A later
+    /// [`Signal::drain`] still closes everything at once.
+    pub fn drain_gently(&self, grace: Duration) {
+        self.tx.send_if_modified(|m| {
+            if *m == Mode::Running {
+                *m = Mode::Gentle(grace);
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// How many guards are currently held.
@@ -92,6 +116,11 @@ impl Signal {
 impl Watch {
     /// Whether the drain has started.
     pub fn is_draining(&self) -> bool {
+        *self.rx.borrow() != Mode::Running
+    }
+
+    /// How the drain, if any, closes connections.
+    pub fn mode(&self) -> Mode {
         *self.rx.borrow()
     }
 
@@ -99,8 +128,38 @@ impl Watch {
     /// is always an explicit decision, as in Envoy.
     pub async fn signaled(&self) {
         let mut rx = self.rx.clone();
-        if rx.wait_for(|draining| *draining).await.is_err() {
+        if rx.wait_for(|m| *m != Mode::Running).await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+
+    /// Completes when the drain is immediate ([`Signal::drain`], here or on the parent).
+    pub async fn immediate(&self) {
+        let mut rx = self.rx.clone();
+        if rx.wait_for(|m| *m == Mode::Now).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// A signal of its own (one listener's connections) that also drains, immediately, when this
+    /// watch does. Its connections count as in flight for this watch's signal too, so the process
+    /// drain waits for them. Needs a tokio runtime.
+    pub fn child(&self) -> Signal {
+        let (tx, _) = watch::channel(Mode::Running);
+        let tx = Arc::new(tx);
+        let parent = self.clone();
+        let weak = Arc::downgrade(&tx);
+        // Holds only a weak reference: a child dropped before the process drains leaves a task that
+        // wakes once, at the process drain, and finds nothing to do.
+        tokio::spawn(async move {
+            parent.immediate().await;
+            if let Some(tx) = weak.upgrade() {
+                tx.send_replace(Mode::Now);
+            }
+        });
+        Signal {
+            tx,
+            inflight: self.inflight.clone(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! Wiring: the snapshot's listeners, clusters and admin become running tasks; signals become a drain.
 
+pub mod dynamic;
 mod hooks;
+pub mod listeners;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,9 +20,14 @@ use crate::config::{self, ParseOptions, Snapshot};
 use crate::detect::{Detector, TlsStart};
 use crate::drain;
 use crate::http::server::ConnInfo;
-use crate::listener::{self, Accepted, ActiveListener};
+use crate::listener::Accepted;
 use crate::logging::LogControl;
 use crate::stats::Store;
+use crate::xds::file::FileSource;
+use crate::xds::stats::UpdateStats;
+use crate::xds::{Kind, TypeSource};
+use dynamic::DynamicConfig;
+use listeners::ListenerManager;
 
 /// What `/server_info` and `server.version` report.
 pub const VERSION: &str = concat!("remora/", env!("CARGO_PKG_VERSION"));
@@ -90,22 +97,55 @@ pub async fn run(
         clusters,
         listeners,
         secrets,
+        builder,
+        dynamic,
     } = snapshot;
     secrets.start();
     clusters.start();
-    clusters.initialized().await;
+    let listener_manager = ListenerManager::new(
+        builder.clone(),
+        &stats,
+        workers,
+        Duration::from_secs(args.drain_time_s),
+        drain_watch.clone(),
+    );
+    let config = Arc::new(DynamicConfig {
+        clusters: clusters.clone(),
+        routes: builder.routes.clone(),
+        listeners: listener_manager.clone(),
+        secrets: secrets.clone(),
+        warm_timeout: INITIAL_FETCH_TIMEOUT,
+    });
+    let (sources_stop, sources_stop_rx) = tokio::sync::watch::channel(false);
+    let sink: Arc<dyn crate::xds::ConfigSink> = config.clone();
+    let (cds_file, lds_file) = match &dynamic {
+        Some(plan) => (
+            file_source(&plan.cds, Kind::Cluster, &sink, &stats),
+            file_source(&plan.lds, Kind::Listener, &sink, &stats),
+        ),
+        None => (None, None),
+    };
 
-    // Bind everything before serving anything, so a bad address fails the start as a whole.
-    let mut bound = Vec::new();
-    for cfg in listeners {
-        let sockets = listener::bind(&cfg, workers)
-            .with_context(|| format!("binding listener \"{}\"", cfg.name))?;
-        bound.push((ActiveListener::new(cfg, &stats), sockets));
+    // Init order, as Envoy: clusters (CDS, then their EDS or DNS warming), then listeners (LDS, then
+    // their RDS), then the server is LIVE and `/ready` answers 200.
+    if let Some(cds) = &cds_file {
+        let cds = cds.clone();
+        let _ = tokio::task::spawn_blocking(move || cds.poll()).await;
     }
-    let listener_info = bound
-        .iter()
-        .map(|(l, _)| (l.config.name.clone(), l.config.address))
-        .collect();
+    if tokio::time::timeout(INITIAL_FETCH_TIMEOUT, clusters.initialized())
+        .await
+        .is_err()
+    {
+        tracing::warn!("clusters still warming after the initial fetch timeout; starting anyway");
+    }
+
+    // Bind the static listeners before serving anything, so a bad address fails the start as a whole.
+    for (cfg, proto) in listeners {
+        let name = cfg.name.clone();
+        listener_manager
+            .add_static(cfg, proto)
+            .map_err(|e| anyhow::anyhow!("binding listener \"{name}\": {}", e.message))?;
+    }
     let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(None);
     let server = ServerInfo {
         version: VERSION.to_string(),
@@ -120,8 +160,9 @@ pub async fn run(
     };
     let hooks = AppHooks {
         bootstrap,
-        clusters: clusters.clone(),
-        listeners: listener_info,
+        config: config.clone(),
+        cds: cds_file.as_ref().map(|f| f.stats().clone()),
+        lds: lds_file.as_ref().map(|f| f.stats().clone()),
         drain: drain_tx,
         loaded: SystemTime::now(),
     };
@@ -140,23 +181,17 @@ pub async fn run(
             let _ = admin_stop_rx.await;
         }));
     }
-    let listener_count = bound.len();
-    for (active, sockets) in bound {
-        let detector = Arc::new(Detector::new(&active.config, &stats));
-        for b in sockets {
-            let socket = tokio::net::TcpListener::from_std(b.listener)?;
-            let detector = detector.clone();
-            tokio::spawn(listener::serve(
-                socket,
-                active.clone(),
-                move |acc| serve_connection(acc, detector.clone()),
-                drain_watch.clone(),
-            ));
-        }
+    if let Some(lds) = &lds_file {
+        let lds = lds.clone();
+        let _ = tokio::task::spawn_blocking(move || lds.poll()).await;
+    }
+    listener_manager.warmed().await;
+    for f in cds_file.iter().chain(lds_file.iter()) {
+        f.clone().spawn(sources_stop_rx.clone());
     }
     server.state.set(ServerState::Live);
     tracing::info!(
-        listeners = listener_count,
+        listeners = listener_manager.views().len(),
         clusters = clusters.iter().count(),
         workers,
         "remora is ready"
@@ -177,6 +212,7 @@ pub async fn run(
         }
     };
     server.state.set(ServerState::Draining);
+    let _ = sources_stop.send(true);
     drain_signal.drain();
     if graceful {
         let drained = drain_signal
@@ -195,9 +231,35 @@ pub async fn run(
     Ok(())
 }
 
+/// How long init waits for warming clusters and listeners (Envoy's default `initial_fetch_timeout`).
+const INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The watcher of a file-based LDS or CDS source, counted under Envoy's names.
+fn file_source(
+    source: &TypeSource,
+    kind: Kind,
+    sink: &Arc<dyn crate::xds::ConfigSink>,
+    stats: &Store,
+) -> Option<Arc<FileSource>> {
+    let TypeSource::File(cs) = source else {
+        return None;
+    };
+    let path = crate::xds::file::path_of(cs)?;
+    let prefix = match kind {
+        Kind::Listener => "listener_manager.lds.",
+        _ => "cluster_manager.cds.",
+    };
+    Some(Arc::new(FileSource::new(
+        path,
+        kind,
+        sink.clone(),
+        UpdateStats::new(stats, prefix),
+    )))
+}
+
 /// Hands an accepted connection to its chain's terminal filter, through the chain's TLS context
 /// when it has one.
-async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Arc<Detector>) {
+pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Arc<Detector>) {
     // Detect: listeners with listener filters choose the chain from the connection's first bytes.
     let mut requested_server_name = None;
     if acc.chain.is_none() {

@@ -5,9 +5,13 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
-use super::network::{build_chain, ChainStack};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+
+use super::listeners::ListenerBuilder;
+use super::network::ChainStack;
 use super::parse::{self, ParseOptions};
-use super::{BuildContext, ConfigError, ConfigErrors, Path};
+use super::rds::RouteRegistry;
+use super::{ConfigError, ConfigErrors, Path};
 use crate::access_log::Writers;
 use crate::http::stats::ClusterHttpStats;
 use crate::listener::address::listen_address;
@@ -21,9 +25,14 @@ pub struct Snapshot {
     pub bootstrap: Bootstrap,
     pub admin: Option<SocketAddr>,
     pub clusters: Arc<ClusterManager>,
-    pub listeners: Vec<ListenerConfig<ChainStack>>,
+    /// Static listeners with the protos they came from.
+    pub listeners: Vec<(ListenerConfig<ChainStack>, Listener)>,
     /// Named secrets; `start` their SDS file watchers once a runtime runs.
     pub secrets: SecretStore,
+    /// Translates LDS listeners against the same clusters, secrets and route registry.
+    pub builder: ListenerBuilder,
+    /// `dynamic_resources`, when the bootstrap has them.
+    pub dynamic: Option<crate::xds::Plan>,
 }
 
 /// Reads the bootstrap as Envoy does: the file (JSON by extension `.json`, else YAML), then
@@ -76,11 +85,21 @@ pub fn build(
 ) -> Result<Snapshot, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let root = Path::default();
-    if bootstrap.dynamic_resources.is_some() {
-        errors.push(
-            root.field("dynamic_resources"),
-            "dynamic resources (xDS) are not supported yet",
-        );
+    let dynamic = match crate::xds::plan(&bootstrap) {
+        Ok(plan) => plan,
+        Err(e) => {
+            errors.extend(e);
+            None
+        }
+    };
+    if let Some(plan) = &dynamic {
+        // The gRPC sources resolve (see `xds::plan`), but the proxy does not run their streams yet.
+        if plan.uses_grpc() {
+            errors.push(
+                root.field("dynamic_resources"),
+                "xDS over gRPC (ads_config, api_config_source) is not supported yet; use path_config_source",
+            );
+        }
     }
     let res = bootstrap.static_resources.clone().unwrap_or_default();
     let spath = root.field("static_resources");
@@ -103,40 +122,34 @@ pub fn build(
     // Listeners are checked against the clusters that did translate, so one bad cluster does not hide
     // listener errors.
     let translated = clusters.is_some();
-    let clusters = Arc::new(clusters.unwrap_or_default());
+    let clusters = Arc::new(clusters.unwrap_or_else(|| ClusterManager::new(stats, &secrets)));
+    let names: Vec<String> = clusters.iter().map(|c| c.name().to_string()).collect();
     let cluster_stats = Arc::new(ClusterHttpStats::new(
         stats,
-        clusters.iter().map(|c| c.name()),
+        names.iter().map(String::as_str),
     ));
-    let ctx = BuildContext {
-        clusters: &clusters,
-        cluster_stats: &cluster_stats,
-        stats,
+    let builder = ListenerBuilder {
+        clusters: clusters.clone(),
+        cluster_stats,
+        stats: stats.clone(),
         opts,
-        log_writers: writers,
-        secrets: &secrets,
+        writers: writers.clone(),
+        secrets: secrets.clone(),
+        routes: RouteRegistry::new((*clusters).clone()),
     };
     let lpath = spath.field("listeners");
     let mut listeners = Vec::new();
     for (i, l) in res.listeners.iter().enumerate() {
-        let p = lpath.index(i);
-        let mut chain = |fc: &envoy_types::pb::envoy::config::listener::v3::FilterChain,
-                         path: &Path| build_chain(fc, path, &ctx);
-        match listener::from_proto(l, &p, &mut chain) {
-            Ok(cfg) => {
-                // TLS stats live under the listener's prefix, known only now.
-                for (_, c) in cfg.chains.iter() {
-                    if let Some(tls) = &c.payload.tls {
-                        tls.bind_stats(stats, &cfg.stat_prefix);
-                    }
-                }
-                listeners.push(cfg)
-            }
+        match builder.build(l, &lpath.index(i)) {
+            Ok(cfg) => listeners.push((cfg, l.clone())),
             Err(e) => errors.extend(e),
         }
     }
-    if let Err(e) = listener::validate_listener_set(&listeners, &lpath) {
-        errors.extend(e);
+    {
+        let configs: Vec<&ListenerConfig<ChainStack>> = listeners.iter().map(|(c, _)| c).collect();
+        if let Err(e) = listener::validate_listener_set(&configs, &lpath) {
+            errors.extend(e);
+        }
     }
     let admin = match bootstrap.admin.as_ref().and_then(|a| a.address.as_ref()) {
         Some(a) => {
@@ -159,5 +172,7 @@ pub fn build(
         clusters,
         listeners,
         secrets,
+        builder,
+        dynamic,
     })
 }

@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager,
 };
 
+use super::rds::Routes;
 use super::{duration, BuildContext, ConfigErrors, Path};
 use crate::access_log::AccessLogs;
 use crate::http::route::{RouteContext, RouteTable};
@@ -58,7 +59,7 @@ pub struct ClientCertDetails {
 pub struct HcmConfig {
     pub stat_prefix: String,
     pub codec: Codec,
-    pub routes: Arc<RouteTable>,
+    pub routes: Routes,
     pub server_name: String,
     pub server_header: ServerHeader,
     /// Zero means disabled, as in Envoy.
@@ -141,19 +142,44 @@ pub fn build(
                 filter_config_known: &|_| false,
             };
             match RouteTable::from_proto(rc, &path.field("route_config"), &rctx) {
-                Ok(t) => Some(Arc::new(t)),
+                Ok(t) => Some(Routes::Static(Arc::new(t))),
                 Err(e) => {
                     errors.extend(e);
                     None
                 }
             }
         }
-        Some(RouteSpecifier::Rds(_)) => {
-            errors.push(
-                path.field("rds"),
-                "RDS is not supported yet; use an inline route_config",
-            );
-            None
+        Some(RouteSpecifier::Rds(rds)) => {
+            let rpath = path.field("rds");
+            if rds.route_config_name.is_empty() {
+                errors.push(
+                    rpath.field("route_config_name"),
+                    "value length must be at least 1 characters",
+                );
+            }
+            use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+            #[allow(deprecated)]
+            match rds
+                .config_source
+                .as_ref()
+                .and_then(|c| c.config_source_specifier.as_ref())
+            {
+                Some(ConfigSourceSpecifier::Ads(_) | ConfigSourceSpecifier::ApiConfigSource(_)) => {
+                }
+                Some(
+                    ConfigSourceSpecifier::PathConfigSource(_) | ConfigSourceSpecifier::Path(_),
+                ) => {
+                    errors.push(
+                        rpath.field("config_source"),
+                        "file-based RDS is not supported yet; use ads or an inline route_config",
+                    );
+                }
+                _ => errors.push(
+                    rpath.field("config_source"),
+                    "a config_source (ads or api_config_source) is required",
+                ),
+            }
+            Some(Routes::Rds(ctx.routes.subscribe(&rds.route_config_name)))
         }
         Some(RouteSpecifier::ScopedRoutes(_)) => {
             errors.push(

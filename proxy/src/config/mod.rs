@@ -7,8 +7,10 @@ pub mod bootstrap;
 pub mod error;
 pub mod extra_descriptors;
 pub mod hcm;
+pub mod listeners;
 pub mod network;
 pub mod parse;
+pub mod rds;
 pub mod tcp_proxy;
 
 use std::sync::Arc;
@@ -32,6 +34,8 @@ pub struct BuildContext<'a> {
     pub opts: ParseOptions,
     pub log_writers: &'a Writers,
     pub secrets: &'a SecretStore,
+    /// Where `rds` connection managers find their route configurations.
+    pub routes: &'a rds::RouteRegistry,
 }
 
 impl BuildContext<'_> {

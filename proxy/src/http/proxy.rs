@@ -38,6 +38,11 @@ pub struct Downstream {
     pub active: Arc<AtomicUsize>,
     pub activity: Arc<tokio::sync::Notify>,
     pub counted_protocol: AtomicBool,
+    /// Set by a gentle drain (the listener changed): HTTP/1 responses carry `Connection: close`, so
+    /// the client moves to the new listener configuration after this response.
+    pub closing: AtomicBool,
+    /// Whether the connection carries HTTP/2 (known from its first request).
+    pub http2: AtomicBool,
 }
 
 /// What the access log and stats learn about a request as it proceeds.
@@ -106,6 +111,7 @@ pub async fn handle(
     let version = req.version();
     if version == Version::HTTP_2 {
         stats.rq_http2_total.inc();
+        down.http2.store(true, Ordering::Relaxed);
     } else {
         stats.rq_http1_total.inc();
     }
@@ -156,6 +162,12 @@ pub async fn handle(
         }
     };
     headers::prepare_response(resp.headers_mut(), &rt.cfg);
+    if version != Version::HTTP_2 && down.closing.load(Ordering::Acquire) {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     if !outcome.from_upstream {
         local_reply_framing(&mut resp, version, progress.done());
     }
@@ -327,7 +339,9 @@ async fn route_and_forward(
             }
         }
     }
-    let internal_only = rt.cfg.routes.internal_only_headers();
+    // The table this request routes with, to its end, whatever RDS delivers meanwhile.
+    let routes = rt.cfg.routes.current();
+    let internal_only = routes.internal_only_headers();
     outcome.remote_from_xff = headers::prepare_request(
         &mut parts.headers,
         down.info.peer.ip(),
@@ -345,7 +359,7 @@ async fn route_and_forward(
     if outcome.log_wanted {
         outcome.log_headers = Some(parts.headers.clone());
     }
-    let Some(selected) = rt.cfg.routes.select(&parts) else {
+    let Some(selected) = routes.select(&parts) else {
         rt.stats.no_route.inc();
         outcome.flags = LocalReason::NoRoute.flag();
         outcome.details = "route_not_found";

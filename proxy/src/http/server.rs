@@ -78,7 +78,10 @@ where
         active: active.clone(),
         activity: activity.clone(),
         counted_protocol: Default::default(),
+        closing: Default::default(),
+        http2: Default::default(),
     });
+    let flags = down.clone();
     let svc_rt = rt.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let rt = svc_rt.clone();
@@ -97,8 +100,22 @@ where
     };
     tokio::pin!(lifetime);
     let mut draining = false;
+    // A gentle drain: HTTP/1 requests get `Connection: close` until the grace time, then the
+    // connection closes once idle; no request is refused on a kept-alive connection meanwhile.
+    let mut gentle: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut gentle_deadline: Option<Duration> = None;
     loop {
+        if let Some(grace) = gentle_deadline.take() {
+            gentle = Some(Box::pin(tokio::time::sleep(grace)));
+        }
         let idle_wait = idle_timer(idle, &active, &activity);
+        let gentle_started = gentle.is_some();
+        let grace = async {
+            match gentle.as_mut() {
+                Some(s) => s.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -106,7 +123,23 @@ where
                 }
                 break;
             }
-            _ = drain.signaled(), if !draining => {
+            _ = drain.signaled(), if !draining && !gentle_started => {
+                match drain.mode() {
+                    drain::Mode::Gentle(grace) if !flags.http2.load(Ordering::Relaxed) => {
+                        flags.closing.store(true, Ordering::Release);
+                        gentle_deadline = Some(grace);
+                    }
+                    _ => {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            _ = drain.immediate(), if !draining && gentle_started => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = grace, if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }

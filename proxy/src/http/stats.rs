@@ -70,9 +70,13 @@ impl HttpStats {
 
 /// The router's per-cluster stats (`cluster.<name>.upstream_rq_200`, `upstream_rq_retry`, ...), created
 /// once per configuration for every cluster so the data path never registers a name.
+///
+/// Clusters added later (CDS) get theirs on first use; the map is copied then, never on the request
+/// path of a known cluster.
 #[derive(Debug, Default)]
 pub struct ClusterHttpStats {
-    clusters: std::collections::HashMap<String, Arc<RouterClusterStats>>,
+    clusters: arc_swap::ArcSwap<std::collections::HashMap<String, Arc<RouterClusterStats>>>,
+    store: Option<Store>,
     detached: Arc<RouterClusterStats>,
 }
 
@@ -125,16 +129,31 @@ impl RouterClusterStats {
 impl ClusterHttpStats {
     pub fn new<'a>(store: &Store, clusters: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
-            clusters: clusters
-                .into_iter()
-                .map(|c| (c.to_string(), Arc::new(RouterClusterStats::new(store, c))))
-                .collect(),
+            clusters: arc_swap::ArcSwap::from_pointee(
+                clusters
+                    .into_iter()
+                    .map(|c| (c.to_string(), Arc::new(RouterClusterStats::new(store, c))))
+                    .collect(),
+            ),
+            store: Some(store.clone()),
             detached: Arc::default(),
         }
     }
 
-    pub fn get(&self, cluster: &str) -> &RouterClusterStats {
-        self.clusters.get(cluster).unwrap_or(&self.detached)
+    pub fn get(&self, cluster: &str) -> Arc<RouterClusterStats> {
+        if let Some(s) = self.clusters.load().get(cluster) {
+            return s.clone();
+        }
+        let Some(store) = &self.store else {
+            return self.detached.clone();
+        };
+        let made = Arc::new(RouterClusterStats::new(store, cluster));
+        self.clusters.rcu(|m| {
+            let mut m = (**m).clone();
+            m.entry(cluster.to_string()).or_insert_with(|| made.clone());
+            m
+        });
+        self.clusters.load().get(cluster).cloned().unwrap_or(made)
     }
 }
 

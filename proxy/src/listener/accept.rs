@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -90,21 +91,59 @@ pub async fn serve<C, H, F>(
     drain: drain::Watch,
 ) where
     C: Send + Sync + 'static,
-    H: Fn(Accepted<C>) -> F + Clone + Send + 'static,
+    H: Fn(Accepted<C>) -> F + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    let name = active.config.name.clone();
+    let current = Arc::new(ArcSwap::from_pointee(Serving {
+        active,
+        with: (),
+        drain: drain.clone(),
+    }));
+    serve_current(listener, current, move |acc, _| handler(acc), drain).await
+}
+
+/// What an accept loop hands new connections to: one version of a listener. The listener manager
+/// swaps it when the listener's configuration changes, keeping the bound socket.
+pub struct Serving<C, X> {
+    pub active: Arc<ActiveListener<C>>,
+    /// What the handler needs besides the connection (e.g. the listener filters).
+    pub with: X,
+    /// Drains the connections of this version.
+    pub drain: drain::Watch,
+}
+
+/// [`serve`] over a swappable [`Serving`]: each accepted connection belongs to the version current
+/// when it was accepted. Stops accepting when `stop` is signaled.
+pub async fn serve_current<C, X, H, F>(
+    listener: TcpListener,
+    current: Arc<ArcSwap<Serving<C, X>>>,
+    handler: H,
+    stop: drain::Watch,
+) where
+    C: Send + Sync + 'static,
+    X: Send + Sync + 'static,
+    H: Fn(Accepted<C>, &X) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let name = current.load().active.config.name.clone();
     let mut backoff = Backoff::default();
     loop {
         let accepted = tokio::select! {
             biased;
-            () = drain.signaled() => break,
+            () = stop.signaled() => break,
             r = listener.accept() => r,
         };
         match accepted {
             Ok((stream, peer)) => {
                 backoff.reset();
-                admit(stream, peer, &active, &handler, &drain);
+                let serving = current.load_full();
+                admit(
+                    stream,
+                    peer,
+                    &serving.active,
+                    &|acc| handler(acc, &serving.with),
+                    &serving.drain,
+                );
             }
             Err(e) if per_connection(&e) => {
                 debug!(listener = %name, error = %e, "accept failed for one connection");
@@ -114,13 +153,13 @@ pub async fn serve<C, H, F>(
                 warn!(listener = %name, error = %e, ?wait, "accept failed; backing off");
                 tokio::select! {
                     biased;
-                    () = drain.signaled() => break,
+                    () = stop.signaled() => break,
                     () = tokio::time::sleep(wait) => {}
                 }
             }
         }
     }
-    debug!(listener = %name, "drain started; no longer accepting");
+    debug!(listener = %name, "no longer accepting");
 }
 
 fn admit<C, H, F>(
@@ -131,7 +170,7 @@ fn admit<C, H, F>(
     drain: &drain::Watch,
 ) where
     C: Send + Sync + 'static,
-    H: Fn(Accepted<C>) -> F + Clone + Send + 'static,
+    H: Fn(Accepted<C>) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let stats = &active.stats;
@@ -196,10 +235,10 @@ fn admit<C, H, F>(
         _permit: permit,
         _drain: drain.guard(),
     };
-    let handler = handler.clone();
+    let connection = handler(accepted);
     tokio::spawn(
         async move {
-            handler(accepted).await;
+            connection.await;
             drop(tracker);
         }
         .instrument(span),

@@ -327,14 +327,15 @@ pub fn flatten_runtime(layer: &serde_json::Value, out: &mut HashMap<String, Stri
 /// Checks a whole listener set (`path` names the list, e.g. `static_resources.listeners`): names are
 /// unique and no two listeners bind the same address (port 0 excepted, as the kernel picks distinct
 /// ports).
-pub fn validate_listener_set<C>(
-    listeners: &[ListenerConfig<C>],
+pub fn validate_listener_set<L: std::borrow::Borrow<ListenerConfig<C>>, C>(
+    listeners: &[L],
     path: &Path,
 ) -> Result<(), ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
     for (i, l) in listeners.iter().enumerate() {
+        let l = l.borrow();
         if let Some(j) = names
             .insert(l.name.as_str(), i)
             .filter(|_| !l.name.is_empty())
@@ -356,7 +357,9 @@ pub fn validate_listener_set<C>(
                     path.index(i).field("address"),
                     format!(
                         "listener \"{}\" has duplicate address {} as listener \"{}\" ({path}[{j}])",
-                        l.name, a.address, listeners[j].name
+                        l.name,
+                        a.address,
+                        listeners[j].borrow().name
                     ),
                 );
             }

@@ -36,7 +36,7 @@ pub mod original_dst;
 #[cfg(test)]
 mod tests;
 
-pub use accept::{serve, Accepted};
+pub use accept::{serve, serve_current, Accepted, Serving};
 pub use active::{ActiveListener, ListenerStats};
 pub use address::{Cidr, ListenAddress};
 pub use bind::{bind, Bound};

@@ -266,8 +266,13 @@ impl SecretStore {
         let file = match &source.config_source_specifier {
             Some(ConfigSourceSpecifier::Path(p)) => PathBuf::from(p),
             Some(ConfigSourceSpecifier::PathConfigSource(pcs)) => PathBuf::from(&pcs.path),
-            Some(ConfigSourceSpecifier::Ads(_)) | Some(ConfigSourceSpecifier::ApiConfigSource(_)) => {
-                return Err(ConfigError::new(&spath, "SDS over gRPC (ads, api_config_source) is not supported yet; use path_config_source").into())
+            // Pushed by an SDS stream through `update`; the context is not ready until it arrives.
+            Some(ConfigSourceSpecifier::Ads(_))
+            | Some(ConfigSourceSpecifier::ApiConfigSource(_)) => {
+                return Ok(self.entry(SecretKey {
+                    name: cfg.name.clone(),
+                    source: SecretSource::Api,
+                }));
             }
             Some(_) | None => {
                 return Err(ConfigError::new(&spath, "sds_config needs path_config_source").into())
@@ -343,6 +348,40 @@ impl SecretStore {
                 .await;
             }
         });
+    }
+
+    /// Applies an SDS update: every secret is loaded and installed under its name; those that do not
+    /// load keep their previous value and are returned, one error each, naming the field.
+    pub fn apply_secrets(
+        &self,
+        update: &crate::xds::Decoded<Secret>,
+    ) -> Result<(), Vec<remora_xds_client::ResourceError>> {
+        let mut errors = Vec::new();
+        for r in &update.resources {
+            if let Err(e) = self.update(&r.resource) {
+                errors.extend(
+                    e.0.into_iter()
+                        .map(|e| remora_xds_client::ResourceError::new(&r.resource.name, e)),
+                );
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The names of secrets that TLS contexts expect from an SDS stream.
+    pub fn pushed_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.inner.entries)
+            .keys()
+            .filter(|k| k.source == SecretSource::Api)
+            .map(|k| k.name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Every named secret, for the admin `/certs` view.

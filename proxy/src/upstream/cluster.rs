@@ -109,7 +109,8 @@ impl Cluster {
         {
             tracing::info!(cluster = %spec.name, "cluster endpoints are Unix sockets: usable as a gRPC config source; requests routed to it get no healthy upstream");
         }
-        let is_static = !spec.discovery.uses_dns();
+        // DNS clusters are ready after their first resolution, EDS ones with their first assignment.
+        let is_static = !spec.discovery.uses_dns() && spec.discovery != Discovery::Eds;
         let original_dst = spec.original_dst.is_some().then(OriginalDstHosts::default);
         let set = HostSet::new(hosts, &spec);
         set.publish(&stats);
@@ -161,6 +162,55 @@ impl Cluster {
             if !new.hosts.iter().any(|n| Arc::ptr_eq(n, h)) {
                 h.pool.drain();
             }
+        }
+    }
+
+    /// Installs the endpoints of an EDS `ClusterLoadAssignment`: hosts that did not change are kept
+    /// (with their pools), the others replaced; the cluster counts as initialized from now on.
+    pub(crate) fn assign(&self, endpoints: &[super::config::EndpointSpec], overprovisioning: f64) {
+        let old = self.hosts.load_full();
+        let hosts: Vec<Arc<Host>> = endpoints
+            .iter()
+            .filter_map(|e| match e.target {
+                Target::Ip(addr) => Some(
+                    old.hosts
+                        .iter()
+                        .find(|h| h.is(e, addr))
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Host::new(e, addr))),
+                ),
+                Target::Dns { .. } | Target::Pipe(_) => None,
+            })
+            .collect();
+        let changed = hosts.len() != old.hosts.len()
+            || hosts
+                .iter()
+                .zip(old.hosts.iter())
+                .any(|(a, b)| !Arc::ptr_eq(a, b));
+        let set = if (overprovisioning - self.shared.spec.overprovisioning).abs() > f64::EPSILON {
+            let mut spec = self.shared.spec.clone();
+            spec.overprovisioning = overprovisioning;
+            HostSet::new(hosts, &spec)
+        } else {
+            HostSet::new(hosts, &self.shared.spec)
+        };
+        self.install(set);
+        if changed {
+            self.shared.stats.membership_change.inc();
+        }
+        self.ready.send_replace(true);
+    }
+
+    /// Whether the cluster has finished its first resolution or assignment.
+    pub fn is_initialized(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Stops pooling: idle connections close now, busy ones once their exchange ends. Called when the
+    /// cluster leaves the configuration.
+    pub(crate) fn drain_pools(&self) {
+        for h in &self.hosts.load().hosts {
+            h.pool.drain();
         }
     }
 

@@ -50,6 +50,19 @@ impl Host {
         }
     }
 
+    /// Whether this host is what `spec` at `address` describes (an EDS update keeps such hosts, with
+    /// their pools and counters).
+    pub(crate) fn is(&self, spec: &EndpointSpec, address: SocketAddr) -> bool {
+        self.address() == address
+            && self.hostname == spec.hostname
+            && self.weight == spec.weight
+            && self.priority == spec.priority
+            && self.locality == spec.locality
+            && self.locality_index == spec.locality_index
+            && self.locality_weight == spec.locality_weight
+            && self.health == spec.health
+    }
+
     /// Where new connections go (a LOGICAL_DNS host moves with each resolution).
     pub fn address(&self) -> SocketAddr {
         **self.address.load()

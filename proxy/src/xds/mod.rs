@@ -8,6 +8,7 @@
 //! and apply it through a [`ConfigSink`], which owns the meaning of resources; clusters then subscribe
 //! their EDS names and listeners their RDS names, as Envoy does.
 
+pub mod file;
 pub mod handlers;
 pub mod source;
 pub mod stats;

@@ -69,8 +69,8 @@ pub struct RouteContext<'a> {
     pub filter_config_known: &'a dyn Fn(&str) -> bool,
 }
 
-/// A validated, immutable route table.
-#[derive(Debug)]
+/// A validated, immutable route table. The default one is empty: every request is 404 NR.
+#[derive(Debug, Default)]
 pub struct RouteTable {
     name: String,
     vhosts: Vec<VirtualHost>,
@@ -96,6 +96,14 @@ pub struct Selected<'a> {
 const DEFAULT_MAX_DIRECT_BODY: usize = 4096;
 
 impl RouteTable {
+    /// A table without virtual hosts, named `name` (an RDS name before its first update).
+    pub fn empty(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            ..Self::default()
+        }
+    }
+
     /// Validates `rc`; `path` is where it sits in the configuration (for error messages).
     pub fn from_proto(
         rc: &RouteConfiguration,

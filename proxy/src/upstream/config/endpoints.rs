@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, HealthStatus};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use tracing::warn;
 
 use crate::config::{ConfigErrors, Path};
@@ -78,11 +79,22 @@ pub(super) fn from_cluster(
     path: &Path,
     errs: &mut ConfigErrors,
 ) -> (Vec<EndpointSpec>, f64) {
+    match &c.load_assignment {
+        Some(la) => from_assignment(la, discovery, &path.field("load_assignment"), errs),
+        None => (Vec::new(), 1.4),
+    }
+}
+
+/// The endpoints of one `ClusterLoadAssignment` found at `la_path` (a cluster's `load_assignment`, or
+/// an EDS resource), plus its overprovisioning factor.
+pub(crate) fn from_assignment(
+    la: &ClusterLoadAssignment,
+    discovery: Discovery,
+    la_path: &Path,
+    errs: &mut ConfigErrors,
+) -> (Vec<EndpointSpec>, f64) {
     let mut out = Vec::new();
-    let Some(la) = &c.load_assignment else {
-        return (out, 1.4);
-    };
-    let la_path = path.field("load_assignment");
+    let la_path = la_path.clone();
     let mut overprovisioning = 1.4;
     if let Some(policy) = &la.policy {
         if let Some(f) = policy.overprovisioning_factor {
@@ -255,7 +267,7 @@ fn target(
     }
     match sa.address.parse::<IpAddr>() {
         Ok(ip) => Some(Target::Ip(SocketAddr::new(ip, port))),
-        Err(_) if discovery == Discovery::Static => {
+        Err(_) if matches!(discovery, Discovery::Static | Discovery::Eds) => {
             errs.push(
                 sp.field("address"),
                 format!(

@@ -2,7 +2,7 @@
 //! reads. Everything that would change behaviour but is not implemented is an error naming its path;
 //! fields with no effect on a plaintext static proxy are accepted (some with a warning).
 
-mod endpoints;
+pub(crate) mod endpoints;
 mod lb;
 mod protocol;
 
@@ -39,6 +39,8 @@ pub enum Discovery {
     LogicalDns,
     /// The downstream connection's original destination (or a request header) is the host.
     OriginalDst,
+    /// Endpoints come from EDS (`ClusterLoadAssignment`s named by [`ClusterSpec::eds_service_name`]).
+    Eds,
 }
 
 impl Discovery {
@@ -97,6 +99,9 @@ pub struct ClusterSpec {
     pub high_limits: Limits,
     pub keepalive: Option<Keepalive>,
     pub endpoints: Vec<EndpointSpec>,
+    /// EDS clusters: the `ClusterLoadAssignment` name to take endpoints from
+    /// (`eds_cluster_config.service_name`, else the cluster's name). Empty for other types.
+    pub eds_service_name: String,
     /// `load_assignment.policy.overprovisioning_factor` as a ratio (1.4 by default).
     pub overprovisioning: f64,
     /// `transport_socket` `envoy.transport_sockets.tls`.
@@ -173,7 +178,26 @@ impl ClusterSpec {
             .as_ref()
             .and_then(|b| bind_config(b, &path.field("upstream_bind_config"), &mut errs));
 
+        let mut eds_service_name = String::new();
         let (endpoints, overprovisioning) = match discovery {
+            // EDS clusters take their endpoints from EDS only; a `load_assignment` is ignored, as
+            // Envoy does.
+            Some(Discovery::Eds) => {
+                match &c.eds_cluster_config {
+                    Some(eds) if eds.eds_config.is_some() => {
+                        eds_service_name = if eds.service_name.is_empty() {
+                            c.name.clone()
+                        } else {
+                            eds.service_name.clone()
+                        };
+                    }
+                    _ => errs.push(
+                        path.field("eds_cluster_config").field("eds_config"),
+                        "EDS clusters need eds_cluster_config.eds_config",
+                    ),
+                }
+                (Vec::new(), 1.4)
+            }
             Some(d) => endpoints::from_cluster(c, d, path, &mut errs),
             None => (Vec::new(), 1.4),
         };
@@ -218,6 +242,7 @@ impl ClusterSpec {
             high_limits,
             keepalive,
             endpoints,
+            eds_service_name,
             overprovisioning,
             tls,
             original_dst,
@@ -377,13 +402,7 @@ fn discovery(c: &Cluster, path: &Path, errs: &mut ConfigErrors) -> Option<Discov
             Ok(DiscoveryType::StrictDns) => Some(Discovery::StrictDns),
             Ok(DiscoveryType::LogicalDns) => Some(Discovery::LogicalDns),
             Ok(DiscoveryType::OriginalDst) => Some(Discovery::OriginalDst),
-            Ok(other) => {
-                errs.push(
-                    path.field("type"),
-                    format!("cluster type {} is not supported yet", other.as_str_name()),
-                );
-                None
-            }
+            Ok(DiscoveryType::Eds) => Some(Discovery::Eds),
             Err(_) => {
                 errs.push(path.field("type"), format!("unknown cluster type {t}"));
                 None

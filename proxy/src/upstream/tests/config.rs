@@ -15,15 +15,14 @@ fn errors(yaml: &str) -> Vec<String> {
 const EP: &str = "    load_assignment:\n      cluster_name: x\n      endpoints:\n      - lb_endpoints:\n        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 80 } } }\n";
 
 #[test]
-fn eds_is_refused_with_its_path() {
+fn eds_needs_its_config_source() {
     let e = errors(
-        "static_resources:\n  clusters:\n  - name: a\n    type: EDS\n    eds_cluster_config: { eds_config: { ads: {} } }\n  - name: b\n    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n",
+        "static_resources:\n  clusters:\n  - name: a\n    type: EDS\n    eds_cluster_config: { eds_config: { ads: {} } }\n  - name: c\n    type: EDS\n",
     );
+    assert!(!e.iter().any(|m| m.contains("clusters[0]")), "{e:?}");
     assert_eq!(
         e,
-        vec![
-            "static_resources.clusters[0].type: cluster type EDS is not supported yet".to_string()
-        ],
+        vec!["static_resources.clusters[1].eds_cluster_config.eds_config: EDS clusters need eds_cluster_config.eds_config".to_string()],
     );
 }
 

@@ -1,0 +1,176 @@
+//! RDS: route configurations by name, each an atomically swapped cell that the connection managers
+//! naming it (`rds.route_config_name`) read once per request.
+//!
+//! A request loads the table when it starts and keeps that `Arc<RouteTable>` to the end, so an
+//! update never changes the routing of a request in flight.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use remora_xds_client::ResourceError;
+use tokio::sync::watch;
+
+use super::Path;
+use crate::http::route::{RouteContext, RouteTable};
+use crate::upstream::ClusterManager;
+use crate::xds::Decoded;
+
+/// Where a connection manager's routes come from.
+#[derive(Debug, Clone)]
+pub enum Routes {
+    /// An inline `route_config`.
+    Static(Arc<RouteTable>),
+    /// `rds`: whatever RDS delivered last for the name.
+    Rds(Arc<RdsRoute>),
+}
+
+impl Routes {
+    /// The table a request starts with.
+    pub fn current(&self) -> Arc<RouteTable> {
+        match self {
+            Routes::Static(t) => t.clone(),
+            Routes::Rds(r) => r.table.load_full(),
+        }
+    }
+}
+
+/// What RDS delivered for one name.
+#[derive(Debug, Clone)]
+pub struct RdsVersion {
+    pub proto: RouteConfiguration,
+    pub version: String,
+    pub last_updated: SystemTime,
+}
+
+/// One RDS route configuration name.
+#[derive(Debug)]
+pub struct RdsRoute {
+    pub name: String,
+    table: ArcSwap<RouteTable>,
+    applied: ArcSwap<Option<RdsVersion>>,
+    ready: watch::Sender<bool>,
+}
+
+impl RdsRoute {
+    /// The last accepted version, if any arrived.
+    pub fn applied(&self) -> Option<RdsVersion> {
+        (**self.applied.load()).clone()
+    }
+
+    /// Resolves once the first version has arrived (the connection manager's listener is warm).
+    pub async fn ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+}
+
+/// Every RDS name some connection manager refers to. A cheap handle.
+#[derive(Debug, Clone)]
+pub struct RouteRegistry {
+    routes: Arc<Mutex<BTreeMap<String, Arc<RdsRoute>>>>,
+    clusters: ClusterManager,
+}
+
+impl RouteRegistry {
+    /// A registry whose route configurations that set `validate_clusters` are checked against
+    /// `clusters`.
+    pub fn new(clusters: ClusterManager) -> Self {
+        Self {
+            routes: Arc::default(),
+            clusters,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<RdsRoute>>> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The cell for `name`: the current table, or an empty one (every request 404 NR) until RDS
+    /// delivers it.
+    pub fn subscribe(&self, name: &str) -> Arc<RdsRoute> {
+        let mut routes = self.lock();
+        routes
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let table = RouteTable::empty(name);
+                Arc::new(RdsRoute {
+                    name: name.to_string(),
+                    table: ArcSwap::from_pointee(table),
+                    applied: ArcSwap::from_pointee(None),
+                    ready: watch::channel(false).0,
+                })
+            })
+            .clone()
+    }
+
+    /// The names some connection manager still uses (what to subscribe over RDS).
+    pub fn names(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, r)| Arc::strong_count(r) > 1)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Every route configuration in use, with what RDS delivered for it.
+    pub fn entries(&self) -> Vec<Arc<RdsRoute>> {
+        self.lock()
+            .values()
+            .filter(|r| Arc::strong_count(r) > 1)
+            .cloned()
+            .collect()
+    }
+
+    /// Applies an RDS update: every route configuration is validated (`validate_clusters` defaults to
+    /// false for RDS, as in Envoy: a route to a missing cluster answers 503 NC at request time), then
+    /// all tables swap. One invalid resource rejects the whole update. Names nobody refers to yet are
+    /// kept for the connection managers that will.
+    pub fn apply_routes(
+        &self,
+        update: &Decoded<RouteConfiguration>,
+    ) -> Result<(), Vec<ResourceError>> {
+        let mut errors = Vec::new();
+        let mut built = Vec::new();
+        for r in &update.resources {
+            let rc = &r.resource;
+            let name = if rc.name.is_empty() {
+                &r.name
+            } else {
+                &rc.name
+            };
+            let ctx = RouteContext {
+                cluster_exists: &|c: &str| self.clusters.contains(c),
+                validate_clusters: rc.validate_clusters.map(|v| v.value).unwrap_or(false),
+                filter_config_known: &|_| false,
+            };
+            match RouteTable::from_proto(rc, &Path::default(), &ctx) {
+                Ok(t) => built.push((name.clone(), rc, t)),
+                Err(e) => errors.extend(e.0.into_iter().map(|e| ResourceError::new(name, e))),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let now = SystemTime::now();
+        for (name, rc, table) in built {
+            let cell = self.subscribe(&name);
+            cell.table.store(Arc::new(table));
+            cell.applied.store(Arc::new(Some(RdsVersion {
+                proto: rc.clone(),
+                version: update.version.clone(),
+                last_updated: now,
+            })));
+            cell.ready.send_replace(true);
+        }
+        Ok(())
+    }
+}
