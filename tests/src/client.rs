@@ -171,6 +171,18 @@ impl Client {
     }
 
     async fn send_inner(&mut self, req: &Request) -> anyhow::Result<Response> {
+        match self.send_once(req).await {
+            // Never sent (the connection went away first, e.g. an HTTP/2 GOAWAY): a new connection
+            // may carry it, as real clients do.
+            Err(e) if never_processed(&e) => {
+                self.sender = None;
+                self.send_once(req).await
+            }
+            r => r,
+        }
+    }
+
+    async fn send_once(&mut self, req: &Request) -> anyhow::Result<Response> {
         if !self.usable() {
             self.connect().await?;
         }
@@ -197,6 +209,16 @@ impl Client {
             None => return Err(anyhow!("not connected")),
         };
         let status = resp.status().as_u16();
+        // A client honours `Connection: close`: the next request opens a new connection instead of
+        // racing the server's close on this one.
+        let closing = resp
+            .headers()
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if closing {
+            self.sender = None;
+        }
         let headers = resp
             .headers()
             .iter()
@@ -214,6 +236,27 @@ impl Client {
             body,
         })
     }
+}
+
+/// Whether the server guarantees it did not process the request: hyper canceled it before sending,
+/// or HTTP/2 refused the stream (REFUSED_STREAM, or a graceful GOAWAY below its id). Clients retry
+/// those on a new connection.
+fn never_processed(e: &anyhow::Error) -> bool {
+    let Some(h) = e.downcast_ref::<hyper::Error>() else {
+        return false;
+    };
+    if h.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(h);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Send one request on a fresh connection.

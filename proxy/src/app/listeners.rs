@@ -157,7 +157,7 @@ impl ListenerManager {
     ) -> Serving<ChainStack, Arc<Detector>> {
         let detector = Arc::new(Detector::new(&cfg, &self.inner.store));
         Serving {
-            active: ActiveListener::new(cfg, &self.inner.store),
+            active: ActiveListener::uncounted(cfg, &self.inner.store),
             with: detector,
             drain: connections.watch(),
         }

@@ -40,14 +40,28 @@ pub struct ActiveListener<C> {
     pub config: ListenerConfig<C>,
     pub stats: ListenerStats,
     limit: Option<Arc<Semaphore>>,
-    total_listeners_active: Gauge,
+    total_listeners_active: Option<Gauge>,
 }
 
 impl<C> ActiveListener<C> {
     pub fn new(config: ListenerConfig<C>, store: &Store) -> Arc<Self> {
+        let total = store.gauge("listener_manager.total_listeners_active");
+        total.inc();
+        Self::build(config, store, Some(total))
+    }
+
+    /// One version of a listener whose manager counts `total_listeners_active` itself (a replaced
+    /// version still draining is not an active listener).
+    pub fn uncounted(config: ListenerConfig<C>, store: &Store) -> Arc<Self> {
+        Self::build(config, store, None)
+    }
+
+    fn build(
+        config: ListenerConfig<C>,
+        store: &Store,
+        total_listeners_active: Option<Gauge>,
+    ) -> Arc<Self> {
         let stats = ListenerStats::new(store, &config.stat_prefix);
-        let total_listeners_active = store.gauge("listener_manager.total_listeners_active");
-        total_listeners_active.inc();
         // tokio caps a semaphore's permits; a limit beyond that is no limit in practice.
         let limit = config.max_connections.map(|n| {
             let n = usize::try_from(n).unwrap_or(usize::MAX);
@@ -73,6 +87,8 @@ impl<C> ActiveListener<C> {
 
 impl<C> Drop for ActiveListener<C> {
     fn drop(&mut self) {
-        self.total_listeners_active.dec();
+        if let Some(g) = &self.total_listeners_active {
+            g.dec();
+        }
     }
 }
