@@ -174,3 +174,74 @@ impl RouteRegistry {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse::{from_yaml, ParseOptions};
+    use crate::xds::Named;
+
+    fn update(version: &str, yaml: &str) -> Decoded<RouteConfiguration> {
+        let rc: RouteConfiguration =
+            from_yaml(yaml, ParseOptions::default()).expect("route config");
+        Decoded {
+            version: version.into(),
+            resources: vec![Named {
+                name: rc.name.clone(),
+                version: version.into(),
+                resource: rc,
+            }],
+            removed: Vec::new(),
+            full_state: false,
+        }
+    }
+
+    const TO_MISSING: &str = "name: r\nvirtual_hosts:\n- name: all\n  domains: ['*']\n  routes: [{ match: { prefix: / }, route: { cluster: missing } }]\n";
+
+    #[test]
+    fn rds_swaps_the_table_and_requests_in_flight_keep_theirs() {
+        let registry = RouteRegistry::new(ClusterManager::default());
+        let routes = Routes::Rds(registry.subscribe("r"));
+        let Routes::Rds(cell) = &routes else {
+            unreachable!("built as Rds")
+        };
+        assert!(!cell.is_ready());
+        assert_eq!(registry.names(), ["r"]);
+        let before = routes.current();
+        assert!(before.virtual_hosts().is_empty());
+
+        // RDS does not validate clusters unless asked: a missing one answers 503 NC at request time.
+        registry
+            .apply_routes(&update("1", TO_MISSING))
+            .expect("accepted");
+        assert!(cell.is_ready());
+        let after = routes.current();
+        assert_eq!(after.virtual_hosts().len(), 1);
+        assert!(
+            before.virtual_hosts().is_empty(),
+            "the old table is unchanged"
+        );
+        assert_eq!(cell.applied().expect("applied").version, "1");
+    }
+
+    #[test]
+    fn validate_clusters_rejects_the_update_and_keeps_the_table() {
+        let registry = RouteRegistry::new(ClusterManager::default());
+        let routes = Routes::Rds(registry.subscribe("r"));
+        registry
+            .apply_routes(&update("1", TO_MISSING))
+            .expect("accepted");
+        let strict = format!("{TO_MISSING}validate_clusters: true\n");
+        let errors = registry
+            .apply_routes(&update("2", &strict))
+            .expect_err("rejected");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].name, "r");
+        assert!(errors[0].message.contains("missing"), "{errors:?}");
+        assert_eq!(routes.current().virtual_hosts().len(), 1);
+        let Routes::Rds(cell) = &routes else {
+            unreachable!("built as Rds")
+        };
+        assert_eq!(cell.applied().expect("applied").version, "1");
+    }
+}

@@ -3,6 +3,7 @@
 mod balance;
 mod breakers;
 mod config;
+mod dynamic;
 mod pool;
 
 use std::convert::Infallible;
