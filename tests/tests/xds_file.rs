@@ -431,3 +431,50 @@ async fn updates_under_load_fail_no_request() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_cannot_bind_is_rejected_and_the_others_serve() {
+    for_each_kind(|kind| async move {
+        let s = start(kind, &[]).await;
+        let adm = s.proxy.admin();
+        // Held by someone else, without SO_REUSEPORT.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = held.local_addr().expect("addr").port();
+        let fresh = free_port();
+        publish(
+            s.dir.path(),
+            "lds.yaml",
+            "l2",
+            &[
+                listener("main", s.port, "a"),
+                listener("taken", taken, "b"),
+                listener("fresh", fresh, "b"),
+            ],
+        );
+        eventually("the listener that binds serves", kind, || async {
+            backend_of(fresh).await.as_deref() == Some("b")
+        })
+        .await;
+        assert_eq!(backend_of(s.port).await.as_deref(), Some("a"), "[{kind}]");
+        let stats = admin::get(adm, "/stats?filter=listener_manager")
+            .await
+            .expect("stats")
+            .text();
+        // Envoy 1.40 counts the same: the update is rejected, the two others are added.
+        for (name, value) in [
+            ("listener_manager.lds.update_rejected", 1),
+            ("listener_manager.lds.update_success", 1),
+            ("listener_manager.listener_added", 2),
+            ("listener_manager.listener_create_failure", 1),
+            ("listener_manager.total_listeners_active", 2),
+        ] {
+            assert_eq!(
+                admin::stat_in(&stats, name),
+                Some(value),
+                "[{kind}] {name}\n{stats}"
+            );
+        }
+        drop(held);
+    })
+    .await;
+}

@@ -60,11 +60,28 @@ impl Gauge {
     }
 }
 
+/// A string value (Envoy's text readout, `cluster_manager.cds.version_text`).
+#[derive(Debug, Clone, Default)]
+pub struct TextReadout(Arc<arc_swap::ArcSwapOption<String>>);
+
+impl TextReadout {
+    pub fn set(&self, v: impl Into<String>) {
+        self.0.store(Some(Arc::new(v.into())));
+    }
+    pub fn get(&self) -> String {
+        self.0.load().as_deref().cloned().unwrap_or_default()
+    }
+    fn used(&self) -> bool {
+        self.0.load().is_some()
+    }
+}
+
 /// One stat of the namespace.
 #[derive(Debug, Clone)]
 pub enum Stat {
     Counter(Counter),
     Gauge(Gauge),
+    Text(TextReadout),
 }
 
 impl Stat {
@@ -73,6 +90,7 @@ impl Stat {
         match self {
             Stat::Counter(c) => c.get() > 0,
             Stat::Gauge(g) => g.used(),
+            Stat::Text(t) => t.used(),
         }
     }
 }
@@ -97,8 +115,8 @@ impl Store {
             .or_insert_with(|| Stat::Counter(Counter::default()))
         {
             Stat::Counter(c) => c.clone(),
-            // A name used as both kinds is a programming error; keep serving with a detached stat.
-            Stat::Gauge(_) => Counter::default(),
+            // A name used as two kinds is a programming error; keep serving with a detached stat.
+            _ => Counter::default(),
         }
     }
 
@@ -110,7 +128,19 @@ impl Store {
             .or_insert_with(|| Stat::Gauge(Gauge::default()))
         {
             Stat::Gauge(g) => g.clone(),
-            Stat::Counter(_) => Gauge::default(),
+            _ => Gauge::default(),
+        }
+    }
+
+    /// The text readout named `name`, empty if new.
+    pub fn text(&self, name: impl Into<String>) -> TextReadout {
+        let mut stats = self.lock();
+        match stats
+            .entry(name.into())
+            .or_insert_with(|| Stat::Text(TextReadout::default()))
+        {
+            Stat::Text(t) => t.clone(),
+            _ => TextReadout::default(),
         }
     }
 

@@ -236,6 +236,8 @@ pub fn render(store: &Store, used_only: bool, filter: Option<&Regex>) -> String 
         let (family, value) = match &stat {
             Stat::Counter(c) => (&mut counters, i128::from(c.get())),
             Stat::Gauge(g) => (&mut gauges, i128::from(g.get())),
+            // Envoy leaves text readouts out of the Prometheus output by default.
+            Stat::Text(_) => continue,
         };
         family
             .entry(extracted)

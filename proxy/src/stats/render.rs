@@ -4,11 +4,12 @@ use regex::Regex;
 
 use super::{Stat, Store};
 
-/// The value of a counter or gauge as Envoy prints it.
-fn value(stat: &Stat) -> i128 {
+/// The value of a stat as Envoy prints it: text readouts quoted.
+fn value(stat: &Stat) -> String {
     match stat {
-        Stat::Counter(c) => i128::from(c.get()),
-        Stat::Gauge(g) => i128::from(g.get()),
+        Stat::Counter(c) => c.get().to_string(),
+        Stat::Gauge(g) => g.get().to_string(),
+        Stat::Text(t) => format!("{:?}", t.get()),
     }
 }
 
@@ -31,7 +32,7 @@ pub fn text(store: &Store, filter: Option<&Regex>, used_only: bool) -> String {
     for (name, stat) in selected(store, filter, used_only) {
         out.push_str(&name);
         out.push_str(": ");
-        out.push_str(&value(&stat).to_string());
+        out.push_str(&value(&stat));
         out.push('\n');
     }
     out
@@ -45,6 +46,7 @@ pub fn json(store: &Store, filter: Option<&Regex>, used_only: bool) -> String {
             let v = match stat {
                 Stat::Counter(c) => serde_json::Value::from(c.get()),
                 Stat::Gauge(g) => serde_json::Value::from(g.get()),
+                Stat::Text(t) => serde_json::Value::from(t.get()),
             };
             serde_json::json!({ "name": name, "value": v })
         })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use remora_xds_client::XdsStats;
 
-use crate::stats::{Counter, Gauge, Store};
+use crate::stats::{Counter, Gauge, Store, TextReadout};
 
 /// One subscription's counters (`<prefix>update_attempt`, `update_success`, `update_rejected`,
 /// `update_failure`, `version`) and its last accepted version text.
@@ -19,6 +19,8 @@ pub struct UpdateStats {
     failure: Counter,
     version: Gauge,
     version_text: Arc<ArcSwap<String>>,
+    /// `<prefix>version_text`, Envoy's text readout of the last accepted version.
+    version_readout: TextReadout,
 }
 
 impl UpdateStats {
@@ -31,6 +33,7 @@ impl UpdateStats {
             failure: store.counter(format!("{prefix}update_failure")),
             version: store.gauge(format!("{prefix}version")),
             version_text: Arc::default(),
+            version_readout: store.text(format!("{prefix}version_text")),
         }
     }
 
@@ -52,6 +55,7 @@ impl UpdateStats {
         self.success.inc();
         self.version.set(version_hash(version));
         self.version_text.store(Arc::new(version.to_string()));
+        self.version_readout.set(version);
     }
 
     /// The last accepted `version_info`.

@@ -28,6 +28,7 @@ fn counter(store: &Store, name: &str) -> i64 {
         .map(|(_, s)| match s {
             crate::stats::Stat::Counter(c) => i64::try_from(c.get()).unwrap_or(i64::MAX),
             crate::stats::Stat::Gauge(g) => g.get(),
+            crate::stats::Stat::Text(_) => 0,
         })
         .unwrap_or_else(|| panic!("no stat {name}"))
 }
