@@ -478,3 +478,79 @@ async fn a_listener_that_cannot_bind_is_rejected_and_the_others_serve() {
     })
     .await;
 }
+
+fn rds_listener(name: &str, port: u16, dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: {name}
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: {name}
+        http_filters: [{{ name: envoy.filters.http.router, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }} }}]
+        rds:
+          route_config_name: routes
+          config_source:
+            resource_api_version: V3
+            path_config_source: {{ path: {d}/rds/rds.yaml, watched_directory: {{ path: {d}/rds }} }}
+"#
+    )
+}
+
+fn route_config(cluster: &str) -> String {
+    format!(
+        r#"- "@type": type.googleapis.com/envoy.config.route.v3.RouteConfiguration
+  name: routes
+  virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+    - {{ match: {{ prefix: "/missing" }}, route: {{ cluster: nowhere }} }}
+    - {{ match: {{ prefix: "/" }}, route: {{ cluster: {cluster} }} }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rds_from_a_file_routes_and_follows_a_rename() {
+    for_each_kind(|kind| async move {
+        let s = start(kind, &[]).await;
+        let rds_port = free_port();
+        publish(s.dir.path(), "rds.yaml", "r1", &[route_config("a")]);
+        publish(
+            s.dir.path(),
+            "lds.yaml",
+            "l2",
+            &[
+                listener("main", s.port, "a"),
+                rds_listener("rds", rds_port, s.dir.path()),
+            ],
+        );
+        eventually("the RDS listener serves", kind, || async {
+            backend_of(rds_port).await.as_deref() == Some("a")
+        })
+        .await;
+        // RDS does not validate clusters by default: a route to a missing cluster is accepted and
+        // answers 503 (NC) at request time.
+        let r = remora_tests::client::get(loopback(rds_port), "/missing/x")
+            .await
+            .expect("response");
+        assert_eq!(r.status, 503, "[{kind}]");
+
+        publish(s.dir.path(), "rds.yaml", "r2", &[route_config("b")]);
+        eventually("the route moves to b", kind, || async {
+            backend_of(rds_port).await.as_deref() == Some("b")
+        })
+        .await;
+        assert_eq!(
+            backend_of(s.port).await.as_deref(),
+            Some("a"),
+            "[{kind}] the other listener is untouched"
+        );
+    })
+    .await;
+}

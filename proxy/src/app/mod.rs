@@ -189,6 +189,7 @@ pub async fn run(
     for f in cds_file.iter().chain(lds_file.iter()) {
         f.clone().spawn(sources_stop_rx.clone());
     }
+    spawn_rds_files(config.routes.clone(), sources_stop_rx.clone());
     server.state.set(ServerState::Live);
     tracing::info!(
         listeners = listener_manager.views().len(),
@@ -233,6 +234,27 @@ pub async fn run(
 
 /// How long init waits for warming clusters and listeners (Envoy's default `initial_fetch_timeout`).
 const INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Polls the file-based RDS sources (route configurations named by `rds.config_source.path_config_source`).
+fn spawn_rds_files(
+    routes: crate::config::rds::RouteRegistry,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::xds::file::POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if routes.has_files() {
+                let r = routes.clone();
+                let _ = tokio::task::spawn_blocking(move || r.poll_files()).await;
+            }
+        }
+    });
+}
 
 /// The watcher of a file-based LDS or CDS source, counted under Envoy's names.
 fn file_source(

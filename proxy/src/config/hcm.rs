@@ -158,6 +158,7 @@ pub fn build(
                 );
             }
             use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+            let name = &rds.route_config_name;
             #[allow(deprecated)]
             match rds
                 .config_source
@@ -165,21 +166,22 @@ pub fn build(
                 .and_then(|c| c.config_source_specifier.as_ref())
             {
                 Some(ConfigSourceSpecifier::Ads(_) | ConfigSourceSpecifier::ApiConfigSource(_)) => {
+                    Some(Routes::Rds(ctx.routes.subscribe(name)))
                 }
-                Some(
-                    ConfigSourceSpecifier::PathConfigSource(_) | ConfigSourceSpecifier::Path(_),
-                ) => {
+                Some(ConfigSourceSpecifier::PathConfigSource(p)) => Some(Routes::Rds(
+                    ctx.routes.watch_file(name, p.path.clone().into()),
+                )),
+                Some(ConfigSourceSpecifier::Path(p)) => {
+                    Some(Routes::Rds(ctx.routes.watch_file(name, p.into())))
+                }
+                _ => {
                     errors.push(
                         rpath.field("config_source"),
-                        "file-based RDS is not supported yet; use ads or an inline route_config",
+                        "a config_source (ads, api_config_source or path_config_source) is required",
                     );
+                    None
                 }
-                _ => errors.push(
-                    rpath.field("config_source"),
-                    "a config_source (ads or api_config_source) is required",
-                ),
             }
-            Some(Routes::Rds(ctx.routes.subscribe(&rds.route_config_name)))
         }
         Some(RouteSpecifier::ScopedRoutes(_)) => {
             errors.push(

@@ -71,10 +71,14 @@ impl RdsRoute {
     }
 }
 
+type Stamp = Option<(u64, u64, Option<SystemTime>, u64)>;
+
 /// Every RDS name some connection manager refers to. A cheap handle.
 #[derive(Debug, Clone)]
 pub struct RouteRegistry {
     routes: Arc<Mutex<BTreeMap<String, Arc<RdsRoute>>>>,
+    /// File-based RDS (`rds.config_source.path_config_source`): each file and its last stamp.
+    files: Arc<Mutex<BTreeMap<std::path::PathBuf, Stamp>>>,
     clusters: ClusterManager,
 }
 
@@ -84,8 +88,60 @@ impl RouteRegistry {
     pub fn new(clusters: ClusterManager) -> Self {
         Self {
             routes: Arc::default(),
+            files: Arc::default(),
             clusters,
         }
+    }
+
+    /// Serves `name` from the file at `path` (a `DiscoveryResponse` of route configurations): read
+    /// now, then whenever [`RouteRegistry::poll_files`] sees it change.
+    pub fn watch_file(&self, name: &str, path: std::path::PathBuf) -> Arc<RdsRoute> {
+        let cell = self.subscribe(name);
+        let mut files = self
+            .files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !files.contains_key(&path) {
+            let mut stamp = None;
+            crate::xds::file::changed(&path, &mut stamp);
+            files.insert(path.clone(), stamp);
+            drop(files);
+            self.load_file(&path);
+        }
+        cell
+    }
+
+    fn load_file(&self, path: &std::path::Path) {
+        let result = crate::xds::file::read_update(path, |r: &RouteConfiguration| r.name.clone())
+            .and_then(|u| self.apply_routes(&u));
+        if let Err(errors) = result {
+            for e in errors {
+                tracing::warn!(path = %path.display(), resource = %e.name, error = %e.message, "file-based RDS update rejected");
+            }
+        }
+    }
+
+    /// Reloads the RDS files that changed (atomic rename or rewrite).
+    pub fn poll_files(&self) {
+        let changed: Vec<std::path::PathBuf> = self
+            .files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter_mut()
+            .filter_map(|(p, stamp)| crate::xds::file::changed(p, stamp).then(|| p.clone()))
+            .collect();
+        for p in changed {
+            self.load_file(&p);
+        }
+    }
+
+    /// Whether any RDS file is watched.
+    pub fn has_files(&self) -> bool {
+        !self
+            .files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_empty()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<RdsRoute>>> {

@@ -174,6 +174,32 @@ impl FileSource {
     }
 }
 
+/// Reads a file's resources of type `T` as one update (its name, from `name_of`).
+pub fn read_update<T: Message + Name + Default>(
+    path: &FsPath,
+    name_of: impl Fn(&T) -> String,
+) -> Result<Decoded<T>, Vec<ResourceError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ResourceError::new(
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )]
+    })?;
+    let resp: DiscoveryResponse =
+        from_yaml(&text, ParseOptions::default()).map_err(|e| vec![ResourceError::new("", e)])?;
+    decode(&resp, name_of)
+}
+
+/// The stamp of `path` now, to tell whether it changed since the last look.
+pub fn changed(path: &FsPath, seen: &mut Option<(u64, u64, Option<SystemTime>, u64)>) -> bool {
+    let now = stamp(path).map(|s| (s.dev, s.ino, s.mtime, s.len));
+    if now.is_none() || *seen == now {
+        return false;
+    }
+    *seen = now;
+    true
+}
+
 /// The resources of a file, all of one type, as a state-of-the-world update.
 fn decode<T: Message + Name + Default>(
     resp: &DiscoveryResponse,
