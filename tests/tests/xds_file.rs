@@ -184,6 +184,36 @@ async fn lds_and_cds_files_route_and_follow_a_rename() {
             Some(2),
             "[{kind}]"
         );
+        let lm = admin::get(adm, "/stats?filter=listener_manager.listener_")
+            .await
+            .expect("stats")
+            .text();
+        // As Envoy counts a change of the filter chains only.
+        for (name, value) in [
+            ("listener_manager.listener_added", 1),
+            ("listener_manager.listener_modified", 1),
+            ("listener_manager.listener_in_place_updated", 1),
+            ("listener_manager.listener_create_success", 2),
+        ] {
+            assert_eq!(
+                admin::stat_in(&lm, name),
+                Some(value),
+                "[{kind}] {name}\n{lm}"
+            );
+        }
+        let text = admin::get(adm, "/stats?filter=version_text")
+            .await
+            .expect("stats")
+            .text();
+        for line in [
+            "cluster_manager.cds.version_text: \"c1\"",
+            "listener_manager.lds.version_text: \"l2\"",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "[{kind}] {line} in\n{text}"
+            );
+        }
 
         let dump = admin::get(adm, "/config_dump")
             .await

@@ -58,7 +58,9 @@ struct ManagerStats {
     active: Gauge,
     added: Counter,
     modified: Counter,
+    in_place_updated: Counter,
     removed: Counter,
+    create_success: Counter,
     create_failure: Counter,
 }
 
@@ -89,6 +91,16 @@ pub struct ListenerManager {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether only the filter chains changed (Envoy's in-place filter chain update).
+fn only_filter_chains_differ(a: &Listener, b: &Listener) -> bool {
+    let strip = |l: &Listener| Listener {
+        filter_chains: Vec::new(),
+        default_filter_chain: None,
+        ..l.clone()
+    };
+    strip(a) == strip(b)
 }
 
 /// What a new listener version needs before it serves: its RDS route configurations.
@@ -130,7 +142,9 @@ impl ListenerManager {
                     active: s.gauge("total_listeners_active"),
                     added: s.counter("listener_added"),
                     modified: s.counter("listener_modified"),
+                    in_place_updated: s.counter("listener_in_place_updated"),
                     removed: s.counter("listener_removed"),
+                    create_success: s.counter("listener_create_success"),
                     create_failure: s.counter("listener_create_failure"),
                 },
             }),
@@ -351,6 +365,10 @@ impl ListenerManager {
                         old.current.store(Arc::new(serving));
                         let previous = std::mem::replace(&mut old.connections, connections);
                         previous.drain_gently(self.inner.grace);
+                        if only_filter_chains_differ(&old.proto, &proto) {
+                            self.inner.stats.in_place_updated.inc();
+                        }
+                        self.inner.stats.create_success.inc();
                         old.proto = proto;
                         old.version = update.version.clone();
                         old.last_updated = SystemTime::now();
@@ -361,6 +379,7 @@ impl ListenerManager {
                         match self.start(cfg, proto, Origin::Dynamic, update.version.clone()) {
                             Ok(new) => {
                                 self.retire(old);
+                                self.inner.stats.create_success.inc();
                                 running.insert(name.clone(), new);
                                 self.inner.stats.modified.inc();
                                 tracing::info!(listener = %name, "listener moved to a new address");
@@ -375,6 +394,7 @@ impl ListenerManager {
                 }
                 None => match self.start(cfg, proto, Origin::Dynamic, update.version.clone()) {
                     Ok(new) => {
+                        self.inner.stats.create_success.inc();
                         running.insert(name.clone(), new);
                         self.inner.stats.added.inc();
                         tracing::info!(listener = %name, "listener added");
