@@ -584,3 +584,95 @@ async fn rds_from_a_file_routes_and_follows_a_rename() {
     })
     .await;
 }
+
+fn eds_cluster(name: &str, dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: {name}
+  connect_timeout: 1s
+  type: EDS
+  eds_cluster_config:
+    service_name: svc
+    eds_config:
+      resource_api_version: V3
+      path_config_source: {{ path: {d}/eds/eds.yaml, watched_directory: {{ path: {d}/eds }} }}
+"#
+    )
+}
+
+fn assignment(endpoints: &[(u16, &str)]) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|(port, health)| {
+            format!(
+                "    - {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}, health_status: {health} }}\n"
+            )
+        })
+        .collect();
+    format!(
+        "- \"@type\": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment\n  cluster_name: svc\n  endpoints:\n  - lb_endpoints:\n{eps}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eds_from_a_file_sets_the_endpoints_and_follows_a_rename() {
+    for_each_kind(|kind| async move {
+        let s = start(kind, &[]).await;
+        let adm = s.proxy.admin();
+        publish(
+            s.dir.path(),
+            "eds.yaml",
+            "e1",
+            &[assignment(&[(s.a.port(), "HEALTHY")])],
+        );
+        publish(
+            s.dir.path(),
+            "cds.yaml",
+            "c2",
+            &[
+                cluster("a", s.a.port(), "1s"),
+                cluster("b", s.b.port(), "1s"),
+                eds_cluster("e", s.dir.path()),
+            ],
+        );
+        eventually("the EDS cluster is active", kind, || async {
+            admin::stat(adm, "cluster_manager.active_clusters").await == Some(3)
+        })
+        .await;
+        publish(
+            s.dir.path(),
+            "lds.yaml",
+            "l2",
+            &[listener("main", s.port, "e")],
+        );
+        eventually("the listener routes to the EDS cluster", kind, || async {
+            backend_of(s.port).await.as_deref() == Some("a")
+        })
+        .await;
+        assert_eq!(
+            admin::stat(adm, "cluster_manager.warming_clusters").await,
+            Some(0),
+            "[{kind}]"
+        );
+
+        // A draining endpoint takes no traffic.
+        publish(
+            s.dir.path(),
+            "eds.yaml",
+            "e2",
+            &[assignment(&[
+                (s.a.port(), "DRAINING"),
+                (s.b.port(), "HEALTHY"),
+            ])],
+        );
+        eventually("traffic moves to b", kind, || async {
+            backend_of(s.port).await.as_deref() == Some("b")
+        })
+        .await;
+        for _ in 0..10 {
+            assert_eq!(backend_of(s.port).await.as_deref(), Some("b"), "[{kind}]");
+        }
+    })
+    .await;
+}

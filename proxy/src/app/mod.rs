@@ -190,6 +190,7 @@ pub async fn run(
         f.clone().spawn(sources_stop_rx.clone());
     }
     spawn_rds_files(config.routes.clone(), sources_stop_rx.clone());
+    spawn_eds_files((*config.clusters).clone(), sources_stop_rx.clone());
     server.state.set(ServerState::Live);
     tracing::info!(
         listeners = listener_manager.views().len(),
@@ -252,6 +253,25 @@ fn spawn_rds_files(
                 let r = routes.clone();
                 let _ = tokio::task::spawn_blocking(move || r.poll_files()).await;
             }
+        }
+    });
+}
+
+/// Polls the file-based EDS sources (`eds_cluster_config.eds_config.path_config_source`).
+fn spawn_eds_files(
+    clusters: crate::upstream::ClusterManager,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::xds::file::POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let c = clusters.clone();
+            let _ = tokio::task::spawn_blocking(move || c.poll_eds_files()).await;
         }
     });
 }

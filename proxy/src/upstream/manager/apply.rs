@@ -11,6 +11,7 @@ use remora_xds_client::ResourceError;
 use super::{ClusterEntry, ClusterManager, Clusters, Origin};
 use crate::config::{ConfigErrors, Path};
 use crate::upstream::config::{endpoints, ClusterSpec, Discovery, EndpointSpec};
+use crate::upstream::Cluster;
 use crate::xds::Decoded;
 
 /// What a CDS update changed.
@@ -149,14 +150,7 @@ impl ClusterManager {
             } else {
                 applied.added.push(proto.name.clone());
             }
-            let service = spec.eds_service_name.clone();
-            let eds = spec.discovery == Discovery::Eds;
-            let cluster = self.build(spec);
-            if eds {
-                if let Some(la) = self.cached_assignment(&service) {
-                    assign(&cluster, &la);
-                }
-            }
+            let cluster = self.build_for(spec, proto);
             let entry = Arc::new(ClusterEntry {
                 cluster,
                 proto: proto.clone(),
@@ -207,6 +201,84 @@ impl ClusterManager {
             self.warm(entry);
         }
         Ok(applied)
+    }
+
+    /// Builds a cluster; an EDS cluster starts with the assignment already known for its service
+    /// name (read now from its file when its `eds_config` is a file).
+    pub(super) fn build_for(&self, spec: ClusterSpec, proto: &ClusterProto) -> Arc<Cluster> {
+        let service = spec.eds_service_name.clone();
+        let eds = spec.discovery == Discovery::Eds;
+        if eds {
+            if let Some(path) = proto
+                .eds_cluster_config
+                .as_ref()
+                .and_then(|e| e.eds_config.as_ref())
+                .and_then(crate::xds::file::path_of)
+            {
+                self.watch_eds_file(path);
+            }
+        }
+        let cluster = self.build(spec);
+        if eds {
+            if let Some(la) = self.cached_assignment(&service) {
+                assign(&cluster, &la);
+            }
+        }
+        cluster
+    }
+
+    fn watch_eds_file(&self, path: std::path::PathBuf) {
+        let mut files = self
+            .inner
+            .eds_files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if files.contains_key(&path) {
+            return;
+        }
+        let mut stamp = None;
+        crate::xds::file::changed(&path, &mut stamp);
+        files.insert(path.clone(), stamp);
+        drop(files);
+        self.load_eds_file(&path);
+    }
+
+    fn load_eds_file(&self, path: &std::path::Path) {
+        let result =
+            crate::xds::file::read_update(path, |l: &ClusterLoadAssignment| l.cluster_name.clone())
+                .and_then(|mut u| {
+                    // A file names the assignments it has; it removes none.
+                    u.full_state = false;
+                    self.apply_endpoints(&u)
+                });
+        if let Err(errors) = result {
+            for e in errors {
+                tracing::warn!(path = %path.display(), resource = %e.name, error = %e.message, "file-based EDS update rejected");
+            }
+        }
+    }
+
+    /// Reloads the EDS files that changed; returns whether any file is watched.
+    pub fn poll_eds_files(&self) -> bool {
+        let (changed, any): (Vec<std::path::PathBuf>, bool) = {
+            let mut files = self
+                .inner
+                .eds_files
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let any = !files.is_empty();
+            (
+                files
+                    .iter_mut()
+                    .filter_map(|(p, stamp)| crate::xds::file::changed(p, stamp).then(|| p.clone()))
+                    .collect(),
+                any,
+            )
+        };
+        for p in changed {
+            self.load_eds_file(&p);
+        }
+        any
     }
 
     /// Promotes `entry` from warming to serving once it is initialized.
@@ -342,7 +414,7 @@ impl ClusterManager {
     }
 }
 
-fn assign(cluster: &crate::upstream::Cluster, la: &ClusterLoadAssignment) {
+fn assign(cluster: &Cluster, la: &ClusterLoadAssignment) {
     let mut errs = ConfigErrors::default();
     let (eps, op) = endpoints::from_assignment(la, Discovery::Eds, &Path::default(), &mut errs);
     if errs.is_empty() {

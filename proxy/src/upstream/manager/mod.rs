@@ -77,6 +77,8 @@ impl Clusters {
     }
 }
 
+type Stamp = Option<(u64, u64, Option<SystemTime>, u64)>;
+
 #[derive(Debug)]
 struct ManagerStats {
     active: Gauge,
@@ -94,6 +96,8 @@ struct Inner {
     /// The last assignment of every EDS service name, so a cluster created or changed after its
     /// endpoints arrived starts with them.
     assignments: Mutex<HashMap<String, ClusterLoadAssignment>>,
+    /// File-based EDS (`eds_cluster_config.eds_config.path_config_source`): each file and its stamp.
+    eds_files: Mutex<BTreeMap<std::path::PathBuf, Stamp>>,
     /// Whether `start` ran: clusters added later start their DNS resolution at once.
     started: std::sync::atomic::AtomicBool,
     stats: ManagerStats,
@@ -124,6 +128,7 @@ impl ClusterManager {
                 state: ArcSwap::default(),
                 update: Mutex::new(()),
                 assignments: Mutex::default(),
+                eds_files: Mutex::default(),
                 started: Default::default(),
                 stats: ManagerStats {
                     active: store.gauge("cluster_manager.active_clusters"),
@@ -179,7 +184,7 @@ impl ClusterManager {
             .into_iter()
             .map(|(spec, proto)| {
                 Arc::new(ClusterEntry {
-                    cluster: mgr.build(spec),
+                    cluster: mgr.build_for(spec, proto),
                     proto: proto.clone(),
                     origin: Origin::Static,
                     version: String::new(),
