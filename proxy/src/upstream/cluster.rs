@@ -110,7 +110,8 @@ impl Cluster {
             tracing::info!(cluster = %spec.name, "cluster endpoints are Unix sockets: usable as a gRPC config source; requests routed to it get no healthy upstream");
         }
         // DNS clusters are ready after their first resolution, EDS ones with their first assignment.
-        let is_static = !spec.discovery.uses_dns() && spec.discovery != super::config::Discovery::Eds;
+        let is_static =
+            !spec.discovery.uses_dns() && spec.discovery != super::config::Discovery::Eds;
         let original_dst = spec.original_dst.is_some().then(OriginalDstHosts::default);
         let set = HostSet::new(hosts, &spec);
         set.publish(&stats);

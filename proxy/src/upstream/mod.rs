@@ -15,8 +15,8 @@ pub mod config;
 pub mod dns;
 pub mod endpoint;
 pub mod error;
-pub mod original_dst;
 pub mod manager;
+pub mod original_dst;
 pub mod pool;
 pub mod stats;
 
