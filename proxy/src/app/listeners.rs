@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -73,6 +74,8 @@ struct Inner {
     running: Mutex<BTreeMap<String, Running>>,
     /// How many LDS updates wait for their route configurations.
     warming: tokio::sync::watch::Sender<usize>,
+    /// LDS updates applied so far, to drop a warming update that a later one replaced.
+    updates: AtomicU64,
     stats: ManagerStats,
 }
 
@@ -138,6 +141,7 @@ impl ListenerManager {
                 process,
                 running: Mutex::default(),
                 warming: tokio::sync::watch::channel(0).0,
+                updates: AtomicU64::new(0),
                 stats: ManagerStats {
                     active: s.gauge("total_listeners_active"),
                     added: s.counter("listener_added"),
@@ -236,6 +240,7 @@ impl ListenerManager {
             version: update.version.clone(),
             removed: self.removals(update),
         };
+        let seq = self.inner.updates.fetch_add(1, Ordering::AcqRel) + 1;
         if waiting.is_empty() {
             errors.extend(self.install(update));
         } else {
@@ -249,6 +254,15 @@ impl ListenerManager {
                     {
                         tracing::warn!(route_config = %rds.name, "RDS did not arrive in time; serving without its routes");
                     }
+                }
+                // A later update replaced this one while it warmed (state of the world: the later
+                // one carries every listener).
+                if mgr.inner.updates.load(Ordering::Acquire) != seq {
+                    tracing::debug!(
+                        "a newer LDS update arrived while this one warmed; dropping it"
+                    );
+                    mgr.inner.warming.send_modify(|n| *n -= 1);
+                    return;
                 }
                 for e in mgr.install(update) {
                     tracing::warn!(listener = %e.name, error = %e.message, "listener rejected");
