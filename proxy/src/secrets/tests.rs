@@ -173,3 +173,64 @@ async fn a_context_refuses_connections_until_its_secret_arrives() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn secrets_pushed_over_sds_reach_the_contexts_that_name_them() {
+    use crate::xds::{Decoded, Named};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+    let (dir, _, ca) = setup();
+    let stats = Store::new();
+    let store = SecretStore::new(&stats);
+    let cfg: SdsSecretConfig = from_yaml(
+        "name: server\nsds_config: { ads: {}, resource_api_version: V3 }",
+        ParseOptions::default(),
+    )
+    .expect("sds config");
+    let entry = store.resolve(&cfg, &Path::root("cfg")).expect("resolve");
+    assert!(entry.current().is_none(), "nothing until the push");
+    assert_eq!(store.pushed_names(), ["server"]);
+
+    let push = |cert: &IssuedCert| -> Decoded<Secret> {
+        let secret: Secret = from_yaml(
+            &format!(
+                "name: server\ntls_certificate:\n  certificate_chain: {{ inline_string: {:?} }}\n  private_key: {{ inline_string: {:?} }}\n",
+                cert.chain_pem, cert.key_pem
+            ),
+            ParseOptions::default(),
+        )
+        .expect("secret");
+        Decoded {
+            version: "1".into(),
+            resources: vec![Named {
+                name: "server".into(),
+                version: "1".into(),
+                resource: secret,
+            }],
+            removed: Vec::new(),
+            full_state: false,
+        }
+    };
+    let first = issue_with(&ca, "spiffe://td/server", &ten_days());
+    store.apply_secrets(&push(&first)).expect("accepted");
+    assert_eq!(
+        serial(entry.current()),
+        first.leaf_info().expect("leaf").serial().to_string()
+    );
+
+    // A secret that does not load is rejected by name; the one in use stays.
+    let mut bad = push(&first);
+    if let Some(r) = bad.resources.first_mut() {
+        r.resource = from_yaml(
+            "name: server\ntls_certificate:\n  certificate_chain: { inline_string: nope }\n  private_key: { inline_string: nope }\n",
+            ParseOptions::default(),
+        )
+        .expect("secret");
+    }
+    let errors = store.apply_secrets(&bad).expect_err("rejected");
+    assert_eq!(errors[0].name, "server");
+    assert_eq!(
+        serial(entry.current()),
+        first.leaf_info().expect("leaf").serial().to_string()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
