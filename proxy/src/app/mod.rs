@@ -126,26 +126,36 @@ pub async fn run(
         None => (None, None),
     };
 
-    // Init order, as Envoy: clusters (CDS, then their EDS or DNS warming), then listeners (LDS, then
-    // their RDS), then the server is LIVE and `/ready` answers 200.
-    if let Some(cds) = &cds_file {
-        let cds = cds.clone();
-        let _ = tokio::task::spawn_blocking(move || cds.poll()).await;
-    }
-    if tokio::time::timeout(INITIAL_FETCH_TIMEOUT, clusters.initialized())
-        .await
-        .is_err()
-    {
-        tracing::warn!("clusters still warming after the initial fetch timeout; starting anyway");
-    }
+    // gRPC sources (ADS, or per-type api_config_source) start streaming at once; their first
+    // responses gate the init stages below as the files do.
+    let grpc = match &dynamic {
+        Some(plan) if plan.uses_grpc() => {
+            let node = grpc_node(&bootstrap, &args);
+            Some(
+                crate::xds::spawn(
+                    plan,
+                    node,
+                    sink.clone(),
+                    &stats,
+                    true,
+                    sources_stop_rx.clone(),
+                )
+                .context("starting the xDS client")?,
+            )
+        }
+        _ => None,
+    };
+    let grpc_stats = |kind: Kind| {
+        grpc.as_ref().and_then(|g| {
+            g.stats
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, s)| s.clone())
+        })
+    };
+    let (grpc_cds, grpc_lds) = (grpc_stats(Kind::Cluster), grpc_stats(Kind::Listener));
 
-    // Bind the static listeners before serving anything, so a bad address fails the start as a whole.
-    for (cfg, proto) in listeners {
-        let name = cfg.name.clone();
-        listener_manager
-            .add_static(cfg, proto)
-            .map_err(|e| anyhow::anyhow!("binding listener \"{name}\": {}", e.message))?;
-    }
+    // The admin API answers from the start (`/ready` is 503 until the server is LIVE).
     let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(None);
     let server = ServerInfo {
         version: VERSION.to_string(),
@@ -161,8 +171,14 @@ pub async fn run(
     let hooks = AppHooks {
         bootstrap,
         config: config.clone(),
-        cds: cds_file.as_ref().map(|f| f.stats().clone()),
-        lds: lds_file.as_ref().map(|f| f.stats().clone()),
+        cds: cds_file
+            .as_ref()
+            .map(|f| f.stats().clone())
+            .or(grpc_cds.clone()),
+        lds: lds_file
+            .as_ref()
+            .map(|f| f.stats().clone())
+            .or(grpc_lds.clone()),
         drain: drain_tx,
         loaded: SystemTime::now(),
     };
@@ -181,9 +197,36 @@ pub async fn run(
             let _ = admin_stop_rx.await;
         }));
     }
+
+    // Init order, as Envoy: clusters (CDS, then their EDS or DNS warming), then listeners (LDS, then
+    // their RDS), then the server is LIVE and `/ready` answers 200.
+    if let Some(cds) = &cds_file {
+        let cds = cds.clone();
+        let _ = tokio::task::spawn_blocking(move || cds.poll()).await;
+    }
+    if let (Some(s), Some(plan)) = (&grpc_cds, &dynamic) {
+        first_response(s, "CDS", plan.cds_fetch_timeout).await;
+    }
+    if tokio::time::timeout(INITIAL_FETCH_TIMEOUT, clusters.initialized())
+        .await
+        .is_err()
+    {
+        tracing::warn!("clusters still warming after the initial fetch timeout; starting anyway");
+    }
+
+    // Bind the static listeners before serving anything, so a bad address fails the start as a whole.
+    for (cfg, proto) in listeners {
+        let name = cfg.name.clone();
+        listener_manager
+            .add_static(cfg, proto)
+            .map_err(|e| anyhow::anyhow!("binding listener \"{name}\": {}", e.message))?;
+    }
     if let Some(lds) = &lds_file {
         let lds = lds.clone();
         let _ = tokio::task::spawn_blocking(move || lds.poll()).await;
+    }
+    if let (Some(s), Some(plan)) = (&grpc_lds, &dynamic) {
+        first_response(s, "LDS", plan.lds_fetch_timeout).await;
     }
     listener_manager.warmed().await;
     for f in cds_file.iter().chain(lds_file.iter()) {
@@ -231,6 +274,44 @@ pub async fn run(
     let flush_writers = writers.clone();
     let _ = tokio::task::spawn_blocking(move || flush_writers.flush(Duration::from_secs(2))).await;
     Ok(())
+}
+
+/// Waits for the first response of a gRPC subscription (accepted or rejected), as Envoy's init
+/// manager does; `timeout` is the source's `initial_fetch_timeout` (`None`: wait as long as it takes,
+/// Istio's `0s`).
+async fn first_response(stats: &UpdateStats, kind: &str, timeout: Option<Duration>) {
+    let wait = async {
+        while stats.attempts() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    match timeout {
+        Some(t) => {
+            if tokio::time::timeout(t, wait).await.is_err() {
+                tracing::warn!(%kind, timeout = ?t, "no response from the control plane within initial_fetch_timeout; starting without it");
+            }
+        }
+        None => {
+            tracing::info!(%kind, "waiting for the control plane's first response");
+            wait.await;
+        }
+    }
+}
+
+/// The node remora announces: the bootstrap's, with `--service-node` / `--service-cluster` as Envoy
+/// applies them.
+fn grpc_node(
+    bootstrap: &envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap,
+    args: &ServerArgs,
+) -> envoy_types::pb::envoy::config::core::v3::Node {
+    let mut node = crate::xds::node(bootstrap);
+    if let Some(id) = args.service_node.as_ref().filter(|s| !s.is_empty()) {
+        node.id = id.clone();
+    }
+    if let Some(c) = args.service_cluster.as_ref().filter(|s| !s.is_empty()) {
+        node.cluster = c.clone();
+    }
+    node
 }
 
 /// How long init waits for warming clusters and listeners (Envoy's default `initial_fetch_timeout`).

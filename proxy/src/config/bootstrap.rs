@@ -92,15 +92,6 @@ pub fn build(
             None
         }
     };
-    if let Some(plan) = &dynamic {
-        // The gRPC sources resolve (see `xds::plan`), but the proxy does not run their streams yet.
-        if plan.uses_grpc() {
-            errors.push(
-                root.field("dynamic_resources"),
-                "xDS over gRPC (ads_config, api_config_source) is not supported yet; use path_config_source",
-            );
-        }
-    }
     let res = bootstrap.static_resources.clone().unwrap_or_default();
     let spath = root.field("static_resources");
     let secrets = SecretStore::new(stats);

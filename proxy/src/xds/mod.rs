@@ -48,6 +48,18 @@ pub struct Plan {
     pub ads: Option<GrpcSource>,
     pub lds: TypeSource,
     pub cds: TypeSource,
+    /// `initial_fetch_timeout` of `lds_config` / `cds_config`: how long init waits for the first
+    /// response (15 s when unset; `None` for `0s`, which waits as long as it takes).
+    pub lds_fetch_timeout: Option<std::time::Duration>,
+    pub cds_fetch_timeout: Option<std::time::Duration>,
+}
+
+/// Envoy's `initial_fetch_timeout` semantics.
+fn fetch_timeout(cs: &Option<ConfigSource>) -> Option<std::time::Duration> {
+    match cs.as_ref().and_then(|c| c.initial_fetch_timeout.as_ref()) {
+        None => Some(std::time::Duration::from_secs(15)),
+        Some(d) => Some(crate::config::to_std(d)).filter(|d| !d.is_zero()),
+    }
 }
 
 impl Plan {
@@ -117,7 +129,13 @@ pub fn plan(bootstrap: &Bootstrap) -> Result<Option<Plan>, ConfigErrors> {
     };
     let lds = type_source(&dr.lds_config, "lds_config");
     let cds = type_source(&dr.cds_config, "cds_config");
-    errors.finish(Some(Plan { ads, lds, cds }))
+    errors.finish(Some(Plan {
+        ads,
+        lds,
+        cds,
+        lds_fetch_timeout: fetch_timeout(&dr.lds_config),
+        cds_fetch_timeout: fetch_timeout(&dr.cds_config),
+    }))
 }
 
 /// The node remora announces: the bootstrap's, with `--service-node`/`--service-cluster` applied by

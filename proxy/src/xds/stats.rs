@@ -37,6 +37,11 @@ impl UpdateStats {
         }
     }
 
+    /// Responses received so far (accepted or rejected).
+    pub fn attempts(&self) -> u64 {
+        self.attempt.get()
+    }
+
     pub fn attempt(&self) {
         self.attempt.inc();
     }
