@@ -92,6 +92,18 @@ pub fn build(
             None
         }
     };
+    if let Some(m) = bootstrap
+        .stats_config
+        .as_ref()
+        .and_then(|c| c.stats_matcher.as_ref())
+    {
+        let mpath = root.field("stats_config").field("stats_matcher");
+        match crate::stats::matcher::StatsMatcher::from_proto(m, &mpath) {
+            Ok(Some(m)) => stats.set_matcher(m),
+            Ok(None) => {}
+            Err(e) => errors.extend(e),
+        }
+    }
     let res = bootstrap.static_resources.clone().unwrap_or_default();
     let spath = root.field("static_resources");
     let secrets = SecretStore::new(stats);

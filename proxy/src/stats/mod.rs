@@ -4,6 +4,7 @@
 //! touches atomics. `/stats` renders the namespace as Envoy's text form and `/stats/prometheus` through
 //! tag extraction (`envoy_cluster_upstream_rq_total{envoy_cluster_name="web"}`).
 
+pub mod matcher;
 pub mod prometheus;
 pub mod render;
 
@@ -99,6 +100,8 @@ impl Stat {
 #[derive(Debug, Clone, Default)]
 pub struct Store {
     stats: Arc<Mutex<BTreeMap<String, Stat>>>,
+    /// `stats_config.stats_matcher`, set once from the bootstrap.
+    matcher: Arc<std::sync::OnceLock<matcher::StatsMatcher>>,
 }
 
 impl Store {
@@ -106,12 +109,26 @@ impl Store {
         Self::default()
     }
 
+    /// Applies the bootstrap's stats matcher to every stat created from now on (once; later calls
+    /// are ignored). Stats it rejects are handed out detached and never listed.
+    pub fn set_matcher(&self, m: matcher::StatsMatcher) {
+        let _ = self.matcher.set(m);
+    }
+
+    fn rejects(&self, name: &str) -> bool {
+        self.matcher.get().is_some_and(|m| !m.accepts(name))
+    }
+
     /// The counter named `name`, created at zero if new. The same name always yields the same counter,
     /// so a reloaded component keeps counting where its predecessor stopped, as in Envoy.
     pub fn counter(&self, name: impl Into<String>) -> Counter {
+        let name = name.into();
+        if self.rejects(&name) {
+            return Counter::default();
+        }
         let mut stats = self.lock();
         match stats
-            .entry(name.into())
+            .entry(name)
             .or_insert_with(|| Stat::Counter(Counter::default()))
         {
             Stat::Counter(c) => c.clone(),
@@ -122,9 +139,13 @@ impl Store {
 
     /// The gauge named `name`, created at zero if new.
     pub fn gauge(&self, name: impl Into<String>) -> Gauge {
+        let name = name.into();
+        if self.rejects(&name) {
+            return Gauge::default();
+        }
         let mut stats = self.lock();
         match stats
-            .entry(name.into())
+            .entry(name)
             .or_insert_with(|| Stat::Gauge(Gauge::default()))
         {
             Stat::Gauge(g) => g.clone(),
@@ -134,9 +155,13 @@ impl Store {
 
     /// The text readout named `name`, empty if new.
     pub fn text(&self, name: impl Into<String>) -> TextReadout {
+        let name = name.into();
+        if self.rejects(&name) {
+            return TextReadout::default();
+        }
         let mut stats = self.lock();
         match stats
-            .entry(name.into())
+            .entry(name)
             .or_insert_with(|| Stat::Text(TextReadout::default()))
         {
             Stat::Text(t) => t.clone(),

@@ -27,7 +27,7 @@ mod redirect;
 mod request;
 mod retry;
 mod rewrite;
-mod string_match;
+pub(crate) mod string_match;
 mod vhost;
 
 #[cfg(test)]
