@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue};
 use remora_proxy::access_log::Writers;
 use remora_proxy::config::hcm::{self, HcmConfig};
 use remora_proxy::config::parse::from_yaml;
+use remora_proxy::config::rds::RouteRegistry;
 use remora_proxy::config::{BuildContext, ParseOptions, Path};
 use remora_proxy::http::headers::prepare_request;
 use remora_proxy::http::stats::ClusterHttpStats;
@@ -33,7 +34,9 @@ fn hcm_config(extra: &str) -> HcmConfig {
     let cluster_stats = Arc::new(ClusterHttpStats::new(&store, ["backend"]));
     let writers = Writers::new(&store, Duration::from_secs(1));
     let secrets = SecretStore::new(&store);
+    let routes = RouteRegistry::new((*clusters).clone());
     let ctx = BuildContext {
+        routes: &routes,
         secrets: &secrets,
         clusters: &clusters,
         cluster_stats: &cluster_stats,

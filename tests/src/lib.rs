@@ -19,6 +19,7 @@ pub mod peers;
 pub mod pki;
 pub mod ports;
 pub mod proxy;
+pub mod sds_server;
 pub mod select;
 pub mod stack;
 pub mod tempdir;

@@ -62,7 +62,7 @@ impl ConfigSink for DynamicConfig {
         match type_url {
             TypeUrl::ENDPOINT => self.clusters.eds_service_names(),
             TypeUrl::ROUTE => self.routes.names(),
-            TypeUrl::SECRET => self.secrets.pushed_names(),
+            TypeUrl::SECRET => self.secrets.ads_names(),
             _ => Vec::new(),
         }
     }

@@ -145,6 +145,19 @@ pub async fn run(
         }
         _ => None,
     };
+    // SDS over its own api_config_source (Istio's sds-grpc) follows the names TLS contexts expect.
+    crate::xds::sds::spawn(
+        secrets.clone(),
+        bootstrap
+            .static_resources
+            .as_ref()
+            .map(|r| r.clusters.clone())
+            .unwrap_or_default(),
+        grpc_node(&bootstrap, &args),
+        sink.clone(),
+        stats.clone(),
+        sources_stop_rx.clone(),
+    );
     let grpc_stats = |kind: Kind| {
         grpc.as_ref().and_then(|g| {
             g.stats

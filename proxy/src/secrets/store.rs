@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+use envoy_types::pb::envoy::config::core::v3::ApiConfigSource;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{SdsSecretConfig, Secret};
 
 use super::file_watch::FileWatch;
@@ -108,6 +109,10 @@ struct Inner {
     anonymous: Mutex<Vec<Arc<SecretEntry>>>,
     files: Mutex<BTreeMap<PathBuf, Arc<FileWatch>>>,
     days_until_first_cert_expiring: Gauge,
+    /// Secrets pushed by a stream, by name: `None` over ADS, else the SDS `api_config_source`.
+    api_sources: Mutex<BTreeMap<String, Option<ApiConfigSource>>>,
+    /// Bumped whenever `api_sources` gains a name, so SDS clients can subscribe to it.
+    api_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Inner {
@@ -167,6 +172,8 @@ impl SecretStore {
                 files: Mutex::default(),
                 days_until_first_cert_expiring: stats
                     .gauge("server.days_until_first_cert_expiring"),
+                api_sources: Mutex::default(),
+                api_changed: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -269,6 +276,20 @@ impl SecretStore {
             // Pushed by an SDS stream through `update`; the context is not ready until it arrives.
             Some(ConfigSourceSpecifier::Ads(_))
             | Some(ConfigSourceSpecifier::ApiConfigSource(_)) => {
+                let api = match &source.config_source_specifier {
+                    Some(ConfigSourceSpecifier::ApiConfigSource(a)) => Some(a.clone()),
+                    _ => None,
+                };
+                let added = {
+                    let mut sources = lock(&self.inner.api_sources);
+                    let before = sources.get(&cfg.name);
+                    let new = before != Some(&api);
+                    sources.insert(cfg.name.clone(), api);
+                    new
+                };
+                if added {
+                    self.inner.api_changed.send_modify(|v| *v += 1);
+                }
                 return Ok(self.entry(SecretKey {
                     name: cfg.name.clone(),
                     source: SecretSource::Api,
@@ -370,6 +391,33 @@ impl SecretStore {
         } else {
             Err(errors)
         }
+    }
+
+    /// The names of secrets whose `sds_config` is `ads`.
+    pub fn ads_names(&self) -> Vec<String> {
+        lock(&self.inner.api_sources)
+            .iter()
+            .filter(|(_, s)| s.is_none())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Each distinct SDS `api_config_source` with the names expected from it.
+    pub fn api_sources(&self) -> Vec<(ApiConfigSource, Vec<String>)> {
+        let mut out: Vec<(ApiConfigSource, Vec<String>)> = Vec::new();
+        for (name, src) in lock(&self.inner.api_sources).iter() {
+            let Some(src) = src else { continue };
+            match out.iter_mut().find(|(s, _)| s == src) {
+                Some((_, names)) => names.push(name.clone()),
+                None => out.push((src.clone(), vec![name.clone()])),
+            }
+        }
+        out
+    }
+
+    /// Changes whenever a TLS context starts expecting a pushed secret.
+    pub fn api_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.api_changed.subscribe()
     }
 
     /// The names of secrets that TLS contexts expect from an SDS stream.

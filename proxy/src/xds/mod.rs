@@ -10,6 +10,7 @@
 
 pub mod file;
 pub mod handlers;
+pub mod sds;
 pub mod source;
 pub mod stats;
 

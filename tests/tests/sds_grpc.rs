@@ -1,0 +1,162 @@
+//! SDS over gRPC from a separate server on a Unix socket (Istio's `sds-grpc` cluster to
+//! istio-agent): the listener's certificate (`default`) and client root (`ROOTCA`) arrive by name,
+//! a pushed certificate is served by new handshakes while a keep-alive connection carries on, and
+//! every response is ACKed with its nonce. Same fixture, same pushes on remora and on Envoy.
+
+use std::time::Duration;
+
+use remora_tests::peers::{server_serial, MeshStack, TlsClient};
+use remora_tests::pki::{istio_id, Identity, Pki};
+use remora_tests::sds_server::{certificate, validation, SdsServer};
+use remora_tests::select::for_each_kind;
+use remora_tests::template::Vars;
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("join")
+}
+
+fn push_identity(sds: &SdsServer, id: &Identity) {
+    sds.set(certificate("default", &id.cert_pem(), &id.key_pem()));
+}
+
+async fn served_serial(c: &TlsClient, port: u16) -> Option<String> {
+    let probe = c.clone();
+    let r = blocking(move || probe.s_client(port, &[], b"")).await;
+    server_serial(&r.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sds_grpc_delivers_and_rotates_the_listener_certificate() {
+    for_each_kind(|kind| async move {
+        let mut pki = Pki::new();
+        let v1 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
+        pki.issue("client", &istio_id("client"), &[]);
+        let socket = pki.path("sds.sock");
+        let sds = SdsServer::start(&socket).await;
+        let ca = std::fs::read_to_string(pki.ca_pem()).expect("ca");
+        sds.set(validation("ROOTCA", &ca));
+        push_identity(&sds, &v1);
+
+        let extra = Vars::new().with("sds_socket", socket.display());
+        let s = MeshStack::start(kind, "mtls/sds_grpc.yaml", &pki, &extra).await;
+        let port = s.port("listener_port");
+        let c = TlsClient::new("server.mesh")
+            .cert(pki.get("client"))
+            .ca(pki.ca_pem());
+        assert_eq!(
+            served_serial(&c, port).await.as_deref(),
+            Some(v1.serial.as_str()),
+            "[{kind}] the SDS certificate is served: {}",
+            s.proxy.stderr()
+        );
+
+        // A client the pushed ROOTCA does not know is refused.
+        let mut other = Pki::new();
+        let stranger = other.issue("client", &istio_id("client"), &[]);
+        let bad = TlsClient::new("server.mesh")
+            .cert(&stranger)
+            .ca(pki.ca_pem());
+        let r = blocking(move || bad.curl(port, "/")).await;
+        assert!(
+            !r.stdout.ends_with("200"),
+            "[{kind}] a client from another CA is refused: {r:?}"
+        );
+
+        // Rotate while one keep-alive connection sends 40 requests at 20/s.
+        let looper = c.clone();
+        let load = tokio::task::spawn_blocking(move || looper.curl_loop(port, "/loop", 40, "20/s"));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let v2 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
+        assert_ne!(v1.serial, v2.serial);
+        push_identity(&sds, &v2);
+        let mut seen = None;
+        for _ in 0..50 {
+            seen = served_serial(&c, port).await;
+            if seen.as_deref() == Some(v2.serial.as_str()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            seen.as_deref(),
+            Some(v2.serial.as_str()),
+            "[{kind}] new handshakes present the pushed certificate"
+        );
+        let run = load.await.expect("join");
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines.len(), 40, "[{kind}] {run:?}");
+        assert!(
+            lines.iter().all(|l| l.starts_with("200 ")),
+            "[{kind}] no request failed across the rotation: {lines:?}"
+        );
+        let connects: u32 = lines
+            .iter()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok())
+            .sum();
+        assert_eq!(connects, 1, "[{kind}] the connection survived: {lines:?}");
+
+        // The proxy asked for exactly the two names and ACKed each push with its nonce.
+        let seen = sds.seen();
+        let mut names: Vec<String> = seen
+            .requests
+            .iter()
+            .flat_map(|(n, _, _)| n.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names, ["ROOTCA", "default"], "[{kind}] {seen:?}");
+        assert!(
+            seen.requests.iter().all(|(_, _, err)| err.is_none()),
+            "[{kind}] nothing was NACKed: {seen:?}"
+        );
+        assert!(
+            seen.requests.iter().any(|(_, nonce, _)| !nonce.is_empty()),
+            "[{kind}] responses were ACKed by nonce: {seen:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_pushed_certificate_is_nacked_and_the_old_one_stays() {
+    for_each_kind(|kind| async move {
+        let mut pki = Pki::new();
+        let v1 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
+        pki.issue("client", &istio_id("client"), &[]);
+        let socket = pki.path("sds.sock");
+        let sds = SdsServer::start(&socket).await;
+        let ca = std::fs::read_to_string(pki.ca_pem()).expect("ca");
+        sds.set(validation("ROOTCA", &ca));
+        push_identity(&sds, &v1);
+        let extra = Vars::new().with("sds_socket", socket.display());
+        let s = MeshStack::start(kind, "mtls/sds_grpc.yaml", &pki, &extra).await;
+        let port = s.port("listener_port");
+        let c = TlsClient::new("server.mesh")
+            .cert(pki.get("client"))
+            .ca(pki.ca_pem());
+        assert_eq!(
+            served_serial(&c, port).await.as_deref(),
+            Some(v1.serial.as_str()),
+            "[{kind}] {}",
+            s.proxy.stderr()
+        );
+
+        sds.set(certificate("default", "not a certificate", "not a key"));
+        let mut nack = None;
+        for _ in 0..100 {
+            nack = sds.seen().requests.iter().find_map(|(_, _, e)| e.clone());
+            if nack.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let nack = nack.unwrap_or_else(|| panic!("[{kind}] the push was NACKed: {:?}", sds.seen()));
+        assert!(!nack.is_empty(), "[{kind}] the NACK says why");
+        assert_eq!(
+            served_serial(&c, port).await.as_deref(),
+            Some(v1.serial.as_str()),
+            "[{kind}] the last good certificate is still served (NACK: {nack})"
+        );
+    })
+    .await;
+}
