@@ -11,6 +11,7 @@ pub mod admin;
 pub mod backend;
 pub mod bins;
 pub mod client;
+pub mod control_plane;
 pub mod curl;
 pub mod diff;
 pub mod exec;

@@ -44,6 +44,7 @@ pub struct XdsStats {
     /// Streams that ended, with an error or closed by the server.
     pub stream_failures: AtomicU64,
     types: BTreeMap<String, Arc<TypeStats>>,
+    changed: tokio::sync::Notify,
 }
 
 impl XdsStats {
@@ -60,6 +61,16 @@ impl XdsStats {
     /// Whether a stream to the control plane is established.
     pub fn connected(&self) -> bool {
         self.connected_streams.load(Ordering::Relaxed) > 0
+    }
+
+    /// Resolves after the connection state or a stream-failure count changes (one waiter; a
+    /// change that happens while nobody waits is kept for the next call).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    pub(crate) fn notify(&self) {
+        self.changed.notify_one();
     }
 
     /// The counters of one type URL (every type with a handler has them).
@@ -79,6 +90,7 @@ pub(crate) struct ConnectedGuard(Arc<XdsStats>);
 impl ConnectedGuard {
     pub(crate) fn new(stats: Arc<XdsStats>) -> Self {
         stats.connected_streams.fetch_add(1, Ordering::Relaxed);
+        stats.notify();
         Self(stats)
     }
 }
@@ -86,5 +98,6 @@ impl ConnectedGuard {
 impl Drop for ConnectedGuard {
     fn drop(&mut self) {
         self.0.connected_streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.notify();
     }
 }

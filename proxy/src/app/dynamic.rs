@@ -12,6 +12,7 @@ use remora_xds_client::{ResourceError, TypeUrl};
 
 use super::listeners::ListenerManager;
 use crate::config::rds::RouteRegistry;
+use crate::http::stats::ClusterHttpStats;
 use crate::secrets::SecretStore;
 use crate::upstream::ClusterManager;
 use crate::xds::{ConfigSink, Decoded};
@@ -24,6 +25,8 @@ pub struct DynamicConfig {
     pub routes: RouteRegistry,
     pub listeners: ListenerManager,
     pub secrets: SecretStore,
+    /// The router's per-cluster counters, forgotten with their cluster.
+    pub cluster_stats: Arc<ClusterHttpStats>,
     /// How long a listener waits for its RDS route configurations (Envoy's `initial_fetch_timeout`).
     pub warm_timeout: Duration,
 }
@@ -31,6 +34,9 @@ pub struct DynamicConfig {
 impl ConfigSink for DynamicConfig {
     fn clusters(&self, update: Decoded<Cluster>) -> Result<(), Vec<ResourceError>> {
         let applied = self.clusters.apply_clusters(&update)?;
+        for name in &applied.removed {
+            self.cluster_stats.forget(name);
+        }
         tracing::info!(
             version = %update.version,
             added = applied.added.len(),

@@ -114,6 +114,7 @@ pub async fn run(
         routes: builder.routes.clone(),
         listeners: listener_manager.clone(),
         secrets: secrets.clone(),
+        cluster_stats: builder.cluster_stats.clone(),
         warm_timeout: INITIAL_FETCH_TIMEOUT,
     });
     let (sources_stop, sources_stop_rx) = tokio::sync::watch::channel(false);

@@ -140,6 +140,18 @@ impl ClusterHttpStats {
         }
     }
 
+    /// Drops a removed cluster's counters, so that a cluster added later under the same name
+    /// registers fresh ones.
+    pub fn forget(&self, cluster: &str) {
+        if self.clusters.load().contains_key(cluster) {
+            self.clusters.rcu(|m| {
+                let mut m = (**m).clone();
+                m.remove(cluster);
+                m
+            });
+        }
+    }
+
     pub fn get(&self, cluster: &str) -> Arc<RouterClusterStats> {
         if let Some(s) = self.clusters.load().get(cluster) {
             return s.clone();

@@ -177,6 +177,23 @@ impl Store {
         }
     }
 
+    /// Removes the stats under `prefix` (a removed cluster's `cluster.<name>.`), except those
+    /// `keep` claims (a live cluster whose name extends the removed one's). Handles already given
+    /// out keep working, detached, so in-flight work on the removed component is harmless.
+    pub fn remove_prefix(&self, prefix: &str, keep: impl Fn(&str) -> bool) -> usize {
+        let mut stats = self.lock();
+        let doomed: Vec<String> = stats
+            .range(prefix.to_string()..)
+            .take_while(|(n, _)| n.starts_with(prefix))
+            .filter(|(n, _)| !keep(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &doomed {
+            stats.remove(n);
+        }
+        doomed.len()
+    }
+
     /// A sorted copy of every stat with its name.
     pub fn snapshot(&self) -> Vec<(String, Stat)> {
         self.lock()
@@ -216,6 +233,30 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removing_a_prefix_spares_what_keep_claims_and_detaches_handles() {
+        let s = Store::new();
+        let held = s.counter("cluster.b.upstream_rq_total");
+        s.counter("cluster.b.x.upstream_rq_total").inc();
+        s.counter("cluster.c.upstream_rq_total");
+        let n = s.remove_prefix("cluster.b.", |n| n.starts_with("cluster.b.x."));
+        assert_eq!(n, 1);
+        let names: Vec<String> = s.snapshot().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "cluster.b.x.upstream_rq_total",
+                "cluster.c.upstream_rq_total"
+            ]
+        );
+        held.inc();
+        assert_eq!(
+            s.counter("cluster.b.upstream_rq_total").get(),
+            0,
+            "a fresh counter"
+        );
+    }
 
     #[test]
     fn same_name_same_counter() {

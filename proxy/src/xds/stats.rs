@@ -93,9 +93,7 @@ pub fn mirror(
     let connected = store.gauge("control_plane.connected_state");
     tokio::spawn(async move {
         let mut seen = vec![0u64; subscriptions.len()];
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
-            tick.tick().await;
             connected.set(i64::from(client.connected()));
             for (i, (url, stats)) in subscriptions.iter().enumerate() {
                 let Some(t) = client.type_stats(url) else {
@@ -111,6 +109,8 @@ pub fn mirror(
                 connected.set(0);
                 return;
             }
+            // Woken by every change; the timeout notices the client going away.
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.changed()).await;
         }
     })
 }

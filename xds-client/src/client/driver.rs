@@ -94,6 +94,7 @@ pub(crate) async fn drive<P: Protocol>(shared: &Shared, service: Service, types:
                 stats.update_failure.fetch_add(1, Ordering::Relaxed);
             }
         }
+        shared.stats.notify();
         for sub in streamed.subs.values_mut() {
             sub.reset_stream();
         }

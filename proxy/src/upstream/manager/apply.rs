@@ -196,11 +196,38 @@ impl ClusterManager {
         applied.removed = removed.iter().map(|s| s.to_string()).collect();
         applied.removed.sort();
         self.publish(Clusters::from_active(active, warming));
+        self.forget_stats(&applied.removed);
         drop(_serial);
         for entry in to_warm {
             self.warm(entry);
         }
         Ok(applied)
+    }
+
+    /// Envoy drops a removed cluster's stats with the cluster: `/stats` stops listing them and
+    /// cluster churn does not grow the store. A live cluster whose name merely extends a removed
+    /// one's (`b` and `b.x`) keeps its own.
+    fn forget_stats(&self, removed: &[String]) {
+        if removed.is_empty() {
+            return;
+        }
+        let live: Vec<String> = self
+            .entries()
+            .iter()
+            .map(|e| format!("cluster.{}.", e.proto.name))
+            .chain(
+                self.warming()
+                    .iter()
+                    .map(|e| format!("cluster.{}.", e.proto.name)),
+            )
+            .collect();
+        for name in removed {
+            let prefix = format!("cluster.{name}.");
+            self.inner.store.remove_prefix(&prefix, |stat| {
+                live.iter()
+                    .any(|l| l.len() > prefix.len() && stat.starts_with(l.as_str()))
+            });
+        }
     }
 
     /// Builds a cluster; an EDS cluster starts with the assignment already known for its service
