@@ -5,6 +5,7 @@ mod mesh;
 mod profile;
 mod resources;
 mod single;
+mod xds;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -136,6 +137,7 @@ impl Bench {
             self.mesh(*kind, bin, &mut t).await;
             self.memory(*kind, bin, &mut t).await;
             self.scale(*kind, bin, &mut t).await;
+            self.xds(*kind, bin, &mut t).await;
         }
         t.into_selected(&self.workloads)
     }
@@ -172,6 +174,7 @@ pub struct Tables {
     pub handshake: Table,
     pub memory: Table,
     pub scale: Table,
+    pub xds: Table,
 }
 
 pub const RATE_COLUMNS: [&str; 8] = [
@@ -213,6 +216,20 @@ impl Tables {
         );
         rate.notes
             .push("+p50 / +p99: added over the direct path's median.".into());
+        let mut xds = Table::new(
+            "xds",
+            format!(
+                "xDS updates over ADS: push to ACK for {} clusters, {} endpoints, {} routes; then the full route table {} times a second",
+                p.scale_clusters,
+                p.scale_clusters * 10,
+                p.scale_routes,
+                10
+            ),
+            &["CDS ms", "EDS ms", "RDS ms", "CPU ms/push", "RSS MB"],
+        );
+        xds.notes.push(
+            "Each figure is one push's time from the control plane's send to the proxy's ACK (which follows the apply).".into(),
+        );
         Tables {
             http1: Table::new(
                 "http1",
@@ -258,6 +275,7 @@ impl Tables {
                 ),
                 &["ready ms", "RSS MB"],
             ),
+            xds,
         }
     }
 
@@ -271,6 +289,7 @@ impl Tables {
             (Workload::Handshake, self.handshake),
             (Workload::Memory, self.memory),
             (Workload::Scale, self.scale),
+            (Workload::Xds, self.xds),
         ]
         .into_iter()
         .filter(|(k, _)| w.contains(k))

@@ -21,9 +21,11 @@ pub enum Workload {
     Memory,
     /// Start-up time and RSS with a large generated bootstrap.
     Scale,
+    /// Applying large xDS pushes, and CPU per push under a steady push rate.
+    Xds,
 }
 
-pub const ALL_WORKLOADS: [Workload; 8] = [
+pub const ALL_WORKLOADS: [Workload; 9] = [
     Workload::Http1,
     Workload::H2c,
     Workload::Rate,
@@ -32,6 +34,7 @@ pub const ALL_WORKLOADS: [Workload; 8] = [
     Workload::Handshake,
     Workload::Memory,
     Workload::Scale,
+    Workload::Xds,
 ];
 
 #[derive(Debug, Clone)]

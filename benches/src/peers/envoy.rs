@@ -15,6 +15,9 @@ const DOWNSTREAM_TLS: &str =
 
 /// The bootstrap for `role`, with the admin interface on `admin_port`.
 pub fn bootstrap(role: &Role, setup: &Setup<'_>, admin_port: u16) -> String {
+    if let Role::Xds { ads, .. } = role {
+        return xds_bootstrap(*ads, admin_port);
+    }
     let mut y = format!(
         "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }}\n\
          static_resources:\n  listeners:\n"
@@ -65,6 +68,7 @@ pub fn bootstrap(role: &Role, setup: &Setup<'_>, admin_port: u16) -> String {
             y.push_str("  clusters:\n");
             cluster(&mut y, "backend", backend, "");
         }
+        Role::Xds { .. } => {}
         Role::Scale {
             listen,
             routes,
@@ -170,5 +174,23 @@ fn common_tls(
         chain.display(),
         key.display(),
         root.display()
+    )
+}
+
+/// Only the control plane is static: ADS (state of the world) for listeners and clusters.
+fn xds_bootstrap(ads: u16, admin_port: u16) -> String {
+    format!(
+        "node: {{ id: bench~127.0.0.1~bench.default~default.svc.cluster.local, cluster: bench }}\n\
+         admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }}\n\
+         dynamic_resources:\n  ads_config:\n    api_type: GRPC\n    transport_api_version: V3\n\
+         \x20   grpc_services: [{{ envoy_grpc: {{ cluster_name: xds-grpc }} }}]\n\
+         \x20 lds_config: {{ ads: {{}}, resource_api_version: V3 }}\n\
+         \x20 cds_config: {{ ads: {{}}, resource_api_version: V3 }}\n\
+         static_resources:\n  clusters:\n  - name: xds-grpc\n    type: STATIC\n    connect_timeout: 1s\n\
+         \x20   load_assignment:\n      cluster_name: xds-grpc\n      endpoints:\n      - lb_endpoints:\n\
+         \x20       - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ads} }} }} }}\n\
+         \x20   typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n\
+         \x20       \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n\
+         \x20       explicit_http_config: {{ http2_protocol_options: {{}} }}\n"
     )
 }

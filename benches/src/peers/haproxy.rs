@@ -40,7 +40,7 @@ pub fn config(role: &Role, setup: &Setup<'_>) -> Option<String> {
                 p.root.display()
             ));
         }
-        Role::Scale { .. } => return None,
+        Role::Scale { .. } | Role::Xds { .. } => return None,
     }
     Some(c)
 }

@@ -124,6 +124,8 @@ pub enum Role {
         routes: usize,
         clusters: usize,
     },
+    /// Everything from an ADS control plane on `ads` (loopback TCP); `listen` comes by LDS.
+    Xds { listen: u16, ads: u16 },
 }
 
 impl Role {
@@ -132,7 +134,8 @@ impl Role {
             Role::Single { http1, h2c, tcp } => vec![*http1, *h2c, *tcp],
             Role::MeshOutbound { listen, .. }
             | Role::MeshInbound { listen }
-            | Role::Scale { listen, .. } => {
+            | Role::Scale { listen, .. }
+            | Role::Xds { listen, .. } => {
                 vec![*listen]
             }
         }

@@ -66,7 +66,7 @@ pub fn config(role: &Role, setup: &Setup<'_>, dir: &Path) -> Option<(String, Vec
                 p.root.display()
             ));
         }
-        Role::Scale { .. } => return None,
+        Role::Scale { .. } | Role::Xds { .. } => return None,
     }
     let mut unserved = Vec::new();
     if let (Role::Single { tcp, .. }, false) = (role, has_stream) {
