@@ -57,7 +57,7 @@ impl ConfigSink for DynamicConfig {
     }
 
     fn routes(&self, update: Decoded<RouteConfiguration>) -> Result<(), Vec<ResourceError>> {
-        self.routes.apply_routes(&update)
+        self.routes.apply_routes(update)
     }
 
     fn secrets(&self, update: Decoded<Secret>) -> Result<(), Vec<ResourceError>> {

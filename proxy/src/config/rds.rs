@@ -113,7 +113,7 @@ impl RouteRegistry {
 
     fn load_file(&self, path: &std::path::Path) {
         let result = crate::xds::file::read_update(path, |r: &RouteConfiguration| r.name.clone())
-            .and_then(|u| self.apply_routes(&u));
+            .and_then(|u| self.apply_routes(u));
         if let Err(errors) = result {
             for e in errors {
                 tracing::warn!(path = %path.display(), resource = %e.name, error = %e.message, "file-based RDS update rejected");
@@ -192,10 +192,10 @@ impl RouteRegistry {
     /// kept for the connection managers that will.
     pub fn apply_routes(
         &self,
-        update: &Decoded<RouteConfiguration>,
+        update: Decoded<RouteConfiguration>,
     ) -> Result<(), Vec<ResourceError>> {
         let mut errors = Vec::new();
-        let mut built = Vec::new();
+        let mut built = Vec::with_capacity(update.resources.len());
         for r in &update.resources {
             let rc = &r.resource;
             let name = if rc.name.is_empty() {
@@ -209,7 +209,7 @@ impl RouteRegistry {
                 filter_config_known: &|_| false,
             };
             match RouteTable::from_proto(rc, &Path::default(), &ctx) {
-                Ok(t) => built.push((name.clone(), rc, t)),
+                Ok(t) => built.push((name.clone(), t)),
                 Err(e) => errors.extend(e.0.into_iter().map(|e| ResourceError::new(name, e))),
             }
         }
@@ -217,15 +217,17 @@ impl RouteRegistry {
             return Err(errors);
         }
         let now = SystemTime::now();
-        for (name, rc, table) in built {
+        // The protos move into the dump record: a 10k-route table is not copied per push.
+        for ((name, table), r) in built.into_iter().zip(update.resources) {
             let cell = self.subscribe(&name);
             cell.table.store(Arc::new(table));
-            cell.applied.store(Arc::new(Some(RdsVersion {
-                proto: rc.clone(),
+            let old = cell.applied.swap(Arc::new(Some(RdsVersion {
+                proto: r.resource,
                 version: update.version.clone(),
                 last_updated: now,
             })));
             cell.ready.send_replace(true);
+            drop(old);
         }
         Ok(())
     }
@@ -268,7 +270,7 @@ mod tests {
 
         // RDS does not validate clusters unless asked: a missing one answers 503 NC at request time.
         registry
-            .apply_routes(&update("1", TO_MISSING))
+            .apply_routes(update("1", TO_MISSING))
             .expect("accepted");
         assert!(cell.is_ready());
         let after = routes.current();
@@ -285,11 +287,11 @@ mod tests {
         let registry = RouteRegistry::new(ClusterManager::default());
         let routes = Routes::Rds(registry.subscribe("r"));
         registry
-            .apply_routes(&update("1", TO_MISSING))
+            .apply_routes(update("1", TO_MISSING))
             .expect("accepted");
         let strict = format!("{TO_MISSING}validate_clusters: true\n");
         let errors = registry
-            .apply_routes(&update("2", &strict))
+            .apply_routes(update("2", &strict))
             .expect_err("rejected");
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].name, "r");
