@@ -68,10 +68,13 @@ where
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         match &polled {
-            Poll::Ready(Some(Ok(frame))) => match frame.trailers_ref() {
-                Some(t) => this.observer.trailers(t),
-                None => this.observer.frame(frame.data_ref().map_or(0, |d| d.len())),
-            },
+            Poll::Ready(Some(Ok(frame))) => {
+                // Trailers count as activity (of zero bytes), as before they were observed.
+                this.observer.frame(frame.data_ref().map_or(0, |d| d.len()));
+                if let Some(t) = frame.trailers_ref() {
+                    this.observer.trailers(t);
+                }
+            }
             Poll::Ready(Some(Err(_))) | Poll::Ready(None) if !*this.ended => {
                 *this.ended = true;
                 this.observer.end(matches!(polled, Poll::Ready(None)));
@@ -290,5 +293,26 @@ mod tests {
             .expect("an error, not the end")
             .expect_err("idle");
         assert!(err.to_string().contains("idle"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_end_carries_the_grpc_status_of_the_trailers() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+        let frames = futures_util::stream::iter([
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"abc"))),
+            Ok(Frame::trailers(trailers)),
+        ]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let body = Observed::new(
+            http_body_util::StreamBody::new(frames),
+            OnEnd::new(move |e| {
+                let _ = tx.send(e);
+            }),
+        );
+        let _ = body.collect().await.expect("collects");
+        let ended = rx.try_recv().expect("ended once");
+        assert_eq!((ended.bytes, ended.complete), (3, true));
+        assert_eq!(ended.grpc_status, Some(14));
     }
 }
