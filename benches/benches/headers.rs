@@ -35,6 +35,7 @@ fn hcm_config(extra: &str) -> HcmConfig {
     let writers = Writers::new(&store, Duration::from_secs(1));
     let secrets = SecretStore::new(&store);
     let routes = RouteRegistry::new((*clusters).clone());
+    let istio = Arc::new(remora_proxy::istio::LocalNode::default());
     let ctx = BuildContext {
         routes: &routes,
         secrets: &secrets,
@@ -43,6 +44,8 @@ fn hcm_config(extra: &str) -> HcmConfig {
         stats: &store,
         opts: ParseOptions::default(),
         log_writers: &writers,
+        direction: 0,
+        istio: &istio,
     };
     let yaml = format!(
         "stat_prefix: bench\n{extra}route_config:\n  virtual_hosts:\n  - name: all\n    domains: [\"*\"]\n    routes:\n    - match: {{ prefix: \"/\" }}\n      route: {{ cluster: backend }}\nhttp_filters:\n- name: envoy.filters.http.router\n  typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}\n"

@@ -159,6 +159,8 @@ pub struct AdminState {
     pub log: LogControl,
     /// Refreshed before every stats read so `server.uptime` is current.
     pub server_stats: Option<ServerStats>,
+    /// Istio's standard metrics, rendered after Envoy's own in the Prometheus output.
+    pub istio: Option<crate::istio::IstioMetrics>,
     health_failed: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
 }
@@ -176,6 +178,7 @@ impl AdminState {
             hooks,
             log,
             server_stats: None,
+            istio: None,
             health_failed: Arc::new(AtomicBool::new(false)),
             shutdown: watch::Sender::new(false),
         }
@@ -184,6 +187,22 @@ impl AdminState {
     pub fn with_server_stats(mut self, stats: ServerStats) -> Self {
         self.server_stats = Some(stats);
         self
+    }
+
+    pub fn with_istio(mut self, metrics: crate::istio::IstioMetrics) -> Self {
+        self.istio = Some(metrics);
+        self
+    }
+
+    /// The Prometheus exposition: Envoy's stats, then Istio's metrics (filtered by family name).
+    fn prometheus(&self, used_only: bool, filter: Option<&regex::Regex>) -> String {
+        let mut out = crate::stats::prometheus::render(&self.stats, used_only, filter);
+        if let Some(m) = &self.istio {
+            m.render_matching(&mut out, |family| {
+                filter.is_none_or(|re| re.is_match(family))
+            });
+        }
+        out
     }
 
     /// True after `POST /healthcheck/fail` until `POST /healthcheck/ok`: the HTTP health_check filter

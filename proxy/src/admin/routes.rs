@@ -5,7 +5,7 @@ use regex::Regex;
 
 use crate::http::body::{full, BoxBody};
 use crate::logging::Level;
-use crate::stats::{prometheus, render};
+use crate::stats::render;
 
 use super::config_dump::{self, DumpError};
 use super::query::Query;
@@ -218,7 +218,7 @@ fn stats(state: &AdminState, query: &Query) -> Response<BoxBody> {
             JSON,
             render::json(&state.stats, filter.as_ref(), used_only),
         ),
-        "prometheus" => ok_text(prometheus::render(&state.stats, used_only, filter.as_ref())),
+        "prometheus" => ok_text(state.prometheus(used_only, filter.as_ref())),
         _ => bad_request("usage: /stats?format=(json|prometheus|text)\n"),
     }
 }
@@ -229,11 +229,7 @@ fn prometheus_stats(state: &AdminState, query: &Query) -> Response<BoxBody> {
         Err(resp) => return *resp,
     };
     state.refresh_server_stats();
-    ok_text(prometheus::render(
-        &state.stats,
-        query.has("usedonly"),
-        filter.as_ref(),
-    ))
+    ok_text(state.prometheus(query.has("usedonly"), filter.as_ref()))
 }
 
 fn config_dump(state: &AdminState, query: &Query) -> Response<BoxBody> {

@@ -392,3 +392,47 @@ async fn serve_returns_when_shutdown_completes() {
     .await
     .expect("serve stops");
 }
+
+#[test]
+fn istio_metrics_follow_envoys_stats_and_honour_the_filter() {
+    use crate::istio::labels::{http, Facts, Protocol, Reporter};
+    let store = Store::new();
+    store.counter("cluster.web.upstream_rq_total").inc();
+    let info = ServerInfo {
+        version: "v".into(),
+        state: ServerStateCell::new(ServerState::Live),
+        started: Instant::now(),
+        command_line_options: json!({}),
+        node: json!({}),
+    };
+    let metrics = crate::istio::IstioMetrics::default();
+    let labels = http(
+        Reporter::ServerSidecar,
+        &Default::default(),
+        &Facts::default(),
+        Protocol::Http,
+        200,
+        None,
+    );
+    metrics.record_request(labels, 1.0, 10, 20);
+    let state = AdminState::new(
+        store,
+        info,
+        Arc::new(NoHooks),
+        LogControl::detached(Level::Info),
+    )
+    .with_istio(metrics);
+    let all = state.prometheus(false, None);
+    let envoy = all
+        .find("envoy_cluster_upstream_rq_total")
+        .expect("envoy's");
+    let istio = all.find("istio_requests_total{").expect("istio's");
+    assert!(envoy < istio, "{all}");
+    assert!(all.contains("# TYPE istio_request_duration_milliseconds histogram"));
+    let only = state.prometheus(false, regex::Regex::new("istio_requests").ok().as_ref());
+    assert!(only.contains("istio_requests_total{"), "{only}");
+    assert!(
+        !only.contains("istio_request_bytes") && !only.contains("envoy_"),
+        "{only}"
+    );
+}

@@ -199,7 +199,8 @@ pub async fn run(
     let server_stats = admin::register_server_stats(&stats, workers, VERSION);
     let state = Arc::new(
         AdminState::new(stats.clone(), server.clone(), Arc::new(hooks), log)
-            .with_server_stats(server_stats),
+            .with_server_stats(server_stats)
+            .with_istio(builder.istio.metrics.clone()),
     );
     let mut shutdown_rx = state.shutdown_requested();
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -471,7 +472,8 @@ where
     match stack {
         NetworkStack::Http(rt) => crate::http::server::serve(stream, info, rt, drain).await,
         NetworkStack::Tcp(rt) => {
-            crate::tcp::serve(stream, info.peer, info.local, info.id, rt).await
+            let tls = info.tls.as_deref();
+            crate::tcp::serve(stream, info.peer, info.local, info.id, tls, rt).await
         }
     }
 }

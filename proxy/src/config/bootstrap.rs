@@ -14,6 +14,7 @@ use super::rds::RouteRegistry;
 use super::{ConfigError, ConfigErrors, Path};
 use crate::access_log::Writers;
 use crate::http::stats::ClusterHttpStats;
+use crate::istio::{IstioMetrics, LocalNode};
 use crate::listener::address::listen_address;
 use crate::listener::{self, ListenerConfig};
 use crate::secrets::SecretStore;
@@ -139,6 +140,10 @@ pub fn build(
         writers: writers.clone(),
         secrets: secrets.clone(),
         routes: RouteRegistry::new((*clusters).clone()),
+        istio: Arc::new(LocalNode::new(
+            bootstrap.node.as_ref(),
+            IstioMetrics::default(),
+        )),
     };
     let lpath = spath.field("listeners");
     let mut listeners = Vec::new();

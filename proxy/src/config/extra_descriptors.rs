@@ -69,5 +69,7 @@ pub fn all() -> Vec<FileDescriptorProto> {
     vec![
         udpa_typed_struct(),
         crate::listener::matcher::ip::file_descriptor(),
+        super::istio::descriptors::stats_plugin_config(),
+        super::istio::descriptors::peer_metadata_config(),
     ]
 }

@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager,
 };
 
+use super::istio::{self, HttpIstio};
 use super::rds::Routes;
 use super::{duration, BuildContext, ConfigErrors, Path};
 use crate::access_log::AccessLogs;
@@ -90,6 +91,8 @@ pub struct HcmConfig {
     pub client_cert_details: ClientCertDetails,
     pub access_logs: AccessLogs,
     pub drain_timeout: Duration,
+    /// Istio's stats and metadata exchange filters, when the chain has them.
+    pub istio: HttpIstio,
 }
 
 impl HcmConfig {
@@ -132,7 +135,7 @@ pub fn build(
             "value length must be at least 1 characters",
         );
     }
-    check_http_filters(hcm, path, &mut errors);
+    let istio = check_http_filters(hcm, path, ctx, &mut errors);
     let routes = match &hcm.route_specifier {
         Some(RouteSpecifier::RouteConfig(rc)) => {
             let rctx = RouteContext {
@@ -347,23 +350,47 @@ pub fn build(
         client_cert_details,
         access_logs,
         drain_timeout: duration(&hcm.drain_timeout).unwrap_or(Duration::from_secs(5)),
+        istio,
     })
 }
 
-/// The filter list must end in the router; filters remora does not implement are errors unless optional.
-fn check_http_filters(hcm: &HttpConnectionManager, path: &Path, errors: &mut ConfigErrors) {
+/// The filter list must end in the router; Istio's stats and metadata exchange filters are
+/// translated; other filters remora does not implement are errors unless optional.
+fn check_http_filters(
+    hcm: &HttpConnectionManager,
+    path: &Path,
+    ctx: &BuildContext<'_>,
+    errors: &mut ConfigErrors,
+) -> HttpIstio {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
+    let mut found = HttpIstio::default();
     let fpath = path.field("http_filters");
     let last = hcm.http_filters.iter().rposition(|f| !f.disabled);
     for (i, f) in hcm.http_filters.iter().enumerate() {
         let p = fpath.index(i);
-        let type_name = f.config_type.as_ref().and_then(|c| match c {
-            envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(any) => Some(super::parse::any_type_name(any)),
+        let any = f.config_type.as_ref().and_then(|c| match c {
+            ConfigType::TypedConfig(any) => Some(any),
             _ => None,
         });
+        let type_name = any.map(super::parse::any_type_name);
         let is_router = f.name == ROUTER_FILTER || type_name.as_deref() == Some(ROUTER_TYPE);
         if is_router {
             if Some(i) != last {
                 errors.push(p, "the router filter must be the last HTTP filter");
+            }
+            continue;
+        }
+        if !f.disabled && istio::is_stats(&f.name, any) {
+            match istio::stats(any, &p, ctx.opts, ctx.direction) {
+                Ok(c) => found.stats = Some(c),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
+        if !f.disabled && istio::is_exchange(&f.name, any) {
+            match istio::exchange(any, &p, ctx.opts) {
+                Ok(c) => found.exchange = Some(c),
+                Err(e) => errors.extend(e),
             }
             continue;
         }
@@ -380,4 +407,5 @@ fn check_http_filters(hcm: &HttpConnectionManager, path: &Path, errors: &mut Con
             "the HTTP filter chain must end with envoy.filters.http.router",
         );
     }
+    found
 }

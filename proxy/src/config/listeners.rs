@@ -10,6 +10,7 @@ use super::rds::RouteRegistry;
 use super::{BuildContext, ConfigErrors, ParseOptions, Path};
 use crate::access_log::Writers;
 use crate::http::stats::ClusterHttpStats;
+use crate::istio::LocalNode;
 use crate::listener::{self, ListenerConfig};
 use crate::secrets::SecretStore;
 use crate::stats::Store;
@@ -26,6 +27,8 @@ pub struct ListenerBuilder {
     pub writers: Writers,
     pub secrets: SecretStore,
     pub routes: RouteRegistry,
+    /// The local workload and the Istio metrics its filters record into.
+    pub istio: Arc<LocalNode>,
 }
 
 impl ListenerBuilder {
@@ -43,6 +46,8 @@ impl ListenerBuilder {
             log_writers: &self.writers,
             secrets: &self.secrets,
             routes: &self.routes,
+            direction: l.traffic_direction,
+            istio: &self.istio,
         };
         let mut chain = |fc: &FilterChain, path: &Path| build_chain(fc, path, &ctx);
         let cfg = listener::from_proto(l, path, &mut chain)?;

@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod error;
 pub mod extra_descriptors;
 pub mod hcm;
+pub mod istio;
 pub mod listeners;
 pub mod network;
 pub mod parse;
@@ -36,6 +37,10 @@ pub struct BuildContext<'a> {
     pub secrets: &'a SecretStore,
     /// Where `rds` connection managers find their route configurations.
     pub routes: &'a rds::RouteRegistry,
+    /// The listener's `traffic_direction` (which side Istio's stats filter reports from).
+    pub direction: i32,
+    /// This proxy's own workload and the process's Istio metrics.
+    pub istio: &'a Arc<crate::istio::LocalNode>,
 }
 
 impl BuildContext<'_> {

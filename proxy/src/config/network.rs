@@ -9,11 +9,13 @@ use envoy_types::pb::envoy::extensions::filters::network::{
 use prost::Name;
 
 use super::hcm::HcmConfig;
+use super::istio::{self as istio_config, StatsConfig};
 use super::parse::{any_type_name, unpack_any};
 use super::tcp_proxy::TcpProxyConfig;
 use super::{hcm, tcp_proxy, BuildContext, ConfigError, ConfigErrors, Path};
 use crate::http::proxy::HttpRuntime;
 use crate::http::stats::HttpStats;
+use crate::istio::{HttpTelemetry, TcpTelemetry};
 use crate::tcp::{TcpRuntime, TcpStats};
 use crate::tls::{self, ServerTls};
 
@@ -46,7 +48,12 @@ pub struct ChainStack {
 }
 
 fn http_runtime(cfg: HcmConfig, ctx: &BuildContext<'_>) -> NetworkStack {
+    let istio = (!cfg.istio.is_empty()).then(|| HttpTelemetry {
+        local: ctx.istio.clone(),
+        cfg: cfg.istio.clone(),
+    });
     NetworkStack::Http(Arc::new(HttpRuntime {
+        istio,
         stats: HttpStats::new(ctx.stats, &cfg.stat_prefix),
         cfg: Arc::new(cfg),
         clusters: ctx.clusters.clone(),
@@ -54,8 +61,16 @@ fn http_runtime(cfg: HcmConfig, ctx: &BuildContext<'_>) -> NetworkStack {
     }))
 }
 
-fn tcp_runtime(cfg: TcpProxyConfig, ctx: &BuildContext<'_>) -> NetworkStack {
+fn tcp_runtime(
+    cfg: TcpProxyConfig,
+    stats: Option<StatsConfig>,
+    ctx: &BuildContext<'_>,
+) -> NetworkStack {
     NetworkStack::Tcp(Arc::new(TcpRuntime {
+        istio: stats.map(|cfg| TcpTelemetry {
+            local: ctx.istio.clone(),
+            cfg,
+        }),
         stats: TcpStats::new(ctx.stats, &cfg.stat_prefix),
         cfg: Arc::new(cfg),
         clusters: ctx.clusters.clone(),
@@ -93,6 +108,8 @@ pub fn build_chain(
         );
     }
     let mut stack = None;
+    // `istio.stats` comes before the tcp_proxy it reports on.
+    let mut istio_stats = None;
     for (i, f) in chain.filters.iter().enumerate() {
         let p = fpath.index(i);
         let any = match &f.config_type {
@@ -114,6 +131,13 @@ pub fn build_chain(
         };
         let type_name = any_type_name(any);
         let tpath = p.field("typed_config");
+        if istio_config::is_stats(&f.name, Some(any)) {
+            match istio_config::stats(Some(any), &p, ctx.opts, ctx.direction) {
+                Ok(c) => istio_stats = Some(c),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
         let built = if f.name == HCM_NAME || type_name == HttpConnectionManager::full_name() {
             unpack_any::<HttpConnectionManager>(any, ctx.opts)
                 .map_err(|e| ConfigErrors::from(ConfigError::new(&tpath, e.message)))
@@ -123,7 +147,7 @@ pub fn build_chain(
             unpack_any::<TcpProxy>(any, ctx.opts)
                 .map_err(|e| ConfigErrors::from(ConfigError::new(&tpath, e.message)))
                 .and_then(|m| tcp_proxy::build(&m, &tpath, ctx))
-                .map(|c| tcp_runtime(c, ctx))
+                .map(|c| tcp_runtime(c, istio_stats, ctx))
         } else {
             errors.push(&p, format!("unknown filter \"{}\" ({type_name})", f.name));
             continue;

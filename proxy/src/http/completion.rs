@@ -17,6 +17,8 @@ use super::body::BoxError;
 pub trait Observer {
     /// A data frame of `bytes` passed.
     fn frame(&mut self, _bytes: usize) {}
+    /// The trailers passed.
+    fn trailers(&mut self, _trailers: &http::HeaderMap) {}
     /// The body ended (`complete`) or failed / was dropped early; called exactly once.
     fn end(&mut self, complete: bool);
 }
@@ -67,7 +69,11 @@ where
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                this.observer.frame(frame.data_ref().map_or(0, |d| d.len()))
+                // Trailers count as activity (of zero bytes), as before they were observed.
+                this.observer.frame(frame.data_ref().map_or(0, |d| d.len()));
+                if let Some(t) = frame.trailers_ref() {
+                    this.observer.trailers(t);
+                }
             }
             Poll::Ready(Some(Err(_))) | Poll::Ready(None) if !*this.ended => {
                 *this.ended = true;
@@ -87,28 +93,44 @@ where
     }
 }
 
-/// Counts bytes and runs `F(bytes, complete)` at the end: the response side's access log.
-pub struct OnEnd<F: FnOnce(u64, bool)> {
-    bytes: u64,
+/// How a response body ended, for the access log and the stats.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ended {
+    pub bytes: u64,
+    pub complete: bool,
+    /// `grpc-status` from the trailers, when they carried one.
+    pub grpc_status: Option<u32>,
+}
+
+/// Counts bytes and runs `F` at the end: the response side's access log and stats.
+pub struct OnEnd<F: FnOnce(Ended)> {
+    ended: Ended,
     f: Option<F>,
 }
 
-impl<F: FnOnce(u64, bool)> OnEnd<F> {
+impl<F: FnOnce(Ended)> OnEnd<F> {
     pub fn new(f: F) -> Self {
         Self {
-            bytes: 0,
+            ended: Ended::default(),
             f: Some(f),
         }
     }
 }
 
-impl<F: FnOnce(u64, bool)> Observer for OnEnd<F> {
+impl<F: FnOnce(Ended)> Observer for OnEnd<F> {
     fn frame(&mut self, bytes: usize) {
-        self.bytes += bytes as u64;
+        self.ended.bytes += bytes as u64;
+    }
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        self.ended.grpc_status = trailers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
     }
     fn end(&mut self, complete: bool) {
         if let Some(f) = self.f.take() {
-            f(self.bytes, complete);
+            self.ended.complete = complete;
+            f(self.ended);
         }
     }
 }
@@ -271,5 +293,26 @@ mod tests {
             .expect("an error, not the end")
             .expect_err("idle");
         assert!(err.to_string().contains("idle"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_end_carries_the_grpc_status_of_the_trailers() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+        let frames = futures_util::stream::iter([
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"abc"))),
+            Ok(Frame::trailers(trailers)),
+        ]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let body = Observed::new(
+            http_body_util::StreamBody::new(frames),
+            OnEnd::new(move |e| {
+                let _ = tx.send(e);
+            }),
+        );
+        let _ = body.collect().await.expect("collects");
+        let ended = rx.try_recv().expect("ended once");
+        assert_eq!((ended.bytes, ended.complete), (3, true));
+        assert_eq!(ended.grpc_status, Some(14));
     }
 }

@@ -21,6 +21,7 @@ use super::server::ConnInfo;
 use super::stats::{ClusterHttpStats, HttpStats};
 use crate::access_log::LogContext;
 use crate::config::hcm::HcmConfig;
+use crate::istio::http::Finished;
 use crate::upstream::ClusterManager;
 
 /// Everything a connection manager's requests share: its config, the clusters, its stats.
@@ -29,6 +30,8 @@ pub struct HttpRuntime {
     pub clusters: Arc<ClusterManager>,
     pub cluster_stats: Arc<ClusterHttpStats>,
     pub stats: HttpStats,
+    /// Istio's stats and metadata exchange filters, when configured.
+    pub istio: Option<crate::istio::HttpTelemetry>,
 }
 
 /// Per-connection state shared by its requests.
@@ -128,6 +131,7 @@ pub async fn handle(
         headers::is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     normalize_authority(&mut parts);
+    let istio_req = rt.istio.as_ref().map(|t| t.request(&mut parts.headers));
     let log_wanted = !rt.cfg.access_logs.is_empty();
     let method = parts.method.clone();
     let original_path = parts
@@ -161,6 +165,7 @@ pub async fn handle(
             local_reply::response(reason)
         }
     };
+    let istio_resp = rt.istio.as_ref().map(|t| t.response(resp.headers_mut()));
     headers::prepare_response(resp.headers_mut(), &rt.cfg);
     if version != Version::HTTP_2 && down.closing.load(Ordering::Acquire) {
         resp.headers_mut().insert(
@@ -181,8 +186,27 @@ pub async fn handle(
     let (parts, body) = resp.into_parts();
     let body = Observed::new(
         body,
-        OnEnd::new(move |sent, _complete| {
+        OnEnd::new(move |ended| {
             drop(guard);
+            let sent = ended.bytes;
+            if let (Some(t), Some(req), Some(resp)) = (&logs_rt.istio, &istio_req, &istio_resp) {
+                t.record(
+                    req,
+                    resp,
+                    &Finished {
+                        status,
+                        grpc_status: ended.grpc_status,
+                        flags: outcome.flags,
+                        cluster: outcome.cluster.as_deref(),
+                        route_name: outcome.route_name.as_deref(),
+                        downstream_tls: info.tls.as_deref(),
+                        upstream_tls: outcome.upstream_tls.as_deref(),
+                        duration: start.elapsed(),
+                        request_body_bytes: progress.bytes(),
+                        response_body_bytes: sent,
+                    },
+                );
+            }
             if let Some(req_headers) = outcome.log_headers.take() {
                 let resp_headers = resp_headers.unwrap_or_default();
                 let authority = req_headers.get(HOST).and_then(|v| v.to_str().ok());

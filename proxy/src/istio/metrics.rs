@@ -52,6 +52,9 @@ struct TcpSeries {
     received: u64,
 }
 
+type HistogramOf = fn(&HttpSeries) -> &Histogram;
+type TcpValue = fn(&TcpSeries) -> u64;
+
 #[derive(Debug, Default)]
 struct Families {
     http: HashMap<Values, HttpSeries>,
@@ -140,46 +143,44 @@ impl IstioMetrics {
 
     /// Appends the Prometheus exposition of every family to `out`.
     pub fn render(&self, out: &mut String) {
+        self.render_matching(out, |_| true);
+    }
+
+    /// Appends the families whose name `keep` accepts (the admin's `filter=`).
+    pub fn render_matching(&self, out: &mut String, keep: impl Fn(&str) -> bool) {
         let f = self.lock();
         let mut http: Vec<(&Values, &HttpSeries)> = f.http.iter().collect();
         http.sort_by(|a, b| a.0.cmp(b.0));
         let mut tcp: Vec<(&Values, &TcpSeries)> = f.tcp.iter().collect();
         tcp.sort_by(|a, b| a.0.cmp(b.0));
         if !http.is_empty() {
-            counter(out, "istio_requests_total", &HTTP_LABELS, &http, |s| {
-                s.requests
-            });
-            histogram(out, "istio_request_duration_milliseconds", &http, |s| {
-                &s.duration
-            });
-            histogram(out, "istio_request_bytes", &http, |s| &s.request_bytes);
-            histogram(out, "istio_response_bytes", &http, |s| &s.response_bytes);
+            let requests = "istio_requests_total";
+            if keep(requests) {
+                counter(out, requests, &HTTP_LABELS, &http, |s| s.requests);
+            }
+            let histograms: [(&str, HistogramOf); 3] = [
+                ("istio_request_duration_milliseconds", |s| &s.duration),
+                ("istio_request_bytes", |s| &s.request_bytes),
+                ("istio_response_bytes", |s| &s.response_bytes),
+            ];
+            for (name, h) in histograms {
+                if keep(name) {
+                    histogram(out, name, &http, h);
+                }
+            }
         }
         if !tcp.is_empty() {
-            counter(
-                out,
-                "istio_tcp_connections_opened_total",
-                &TCP_LABELS,
-                &tcp,
-                |s| s.opened,
-            );
-            counter(
-                out,
-                "istio_tcp_connections_closed_total",
-                &TCP_LABELS,
-                &tcp,
-                |s| s.closed,
-            );
-            counter(out, "istio_tcp_sent_bytes_total", &TCP_LABELS, &tcp, |s| {
-                s.sent
-            });
-            counter(
-                out,
-                "istio_tcp_received_bytes_total",
-                &TCP_LABELS,
-                &tcp,
-                |s| s.received,
-            );
+            let counters: [(&str, TcpValue); 4] = [
+                ("istio_tcp_connections_opened_total", |s| s.opened),
+                ("istio_tcp_connections_closed_total", |s| s.closed),
+                ("istio_tcp_sent_bytes_total", |s| s.sent),
+                ("istio_tcp_received_bytes_total", |s| s.received),
+            ];
+            for (name, value) in counters {
+                if keep(name) {
+                    counter(out, name, &TCP_LABELS, &tcp, value);
+                }
+            }
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct TcpRuntime {
     pub cfg: Arc<TcpProxyConfig>,
     pub clusters: Arc<ClusterManager>,
     pub stats: TcpStats,
+    /// The `istio.stats` network filter, when the chain has it.
+    pub istio: Option<crate::istio::TcpTelemetry>,
 }
 
 /// Proxies one downstream connection (plain TCP, or TLS terminated by the listener).
@@ -55,6 +57,7 @@ pub async fn serve<D>(
     peer: SocketAddr,
     local: SocketAddr,
     id: u64,
+    tls: Option<&crate::tls::TlsInfo>,
     rt: Arc<TcpRuntime>,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
@@ -66,6 +69,7 @@ pub async fn serve<D>(
     let mut flags = "";
     let mut upstream_host = None;
     let (mut rx, mut tx) = (0u64, 0u64);
+    let mut istio_labels = None;
     match rt.clusters.get(&cluster_name) {
         None => {
             rt.stats.cx_no_route.inc();
@@ -91,6 +95,11 @@ pub async fn serve<D>(
             match connected {
                 Some(mut conn) => {
                     upstream_host = Some(conn.upstream);
+                    if let Some(t) = &rt.istio {
+                        let labels = t.labels(&cluster_name, tls, flags);
+                        t.opened(&labels);
+                        istio_labels = Some(labels);
+                    }
                     let (r, t) = pipe(&mut down, &mut conn.stream, &rt).await;
                     rx = r;
                     tx = t;
@@ -106,6 +115,15 @@ pub async fn serve<D>(
     }
     rt.stats.cx_rx_bytes.add(rx);
     rt.stats.cx_tx_bytes.add(tx);
+    if let Some(t) = &rt.istio {
+        // A connection that never reached its upstream opens and closes here, with its flag.
+        let labels = istio_labels.unwrap_or_else(|| {
+            let labels = t.labels(&cluster_name, tls, flags);
+            t.opened(&labels);
+            labels
+        });
+        t.closed(labels, tx, rx);
+    }
     if !rt.cfg.access_logs.is_empty() {
         let ctx = LogContext {
             duration: Some(start.elapsed()),

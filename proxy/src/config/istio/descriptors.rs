@@ -1,0 +1,254 @@
+//! Descriptors of the Istio filter configurations istiod sends (`stats.PluginConfig`,
+//! `io.istio.http.peer_metadata.Config`), so that TypedStruct and YAML forms of them parse and are
+//! checked field by field like Envoy's own messages.
+
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{
+    DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto,
+    FileDescriptorProto, MessageOptions, OneofDescriptorProto,
+};
+
+use crate::config::extra_descriptors::field;
+
+fn message(name: &str, fields: Vec<FieldDescriptorProto>) -> DescriptorProto {
+    DescriptorProto {
+        name: Some(name.into()),
+        field: fields,
+        ..Default::default()
+    }
+}
+
+fn enumeration(name: &str, values: &[&str]) -> EnumDescriptorProto {
+    EnumDescriptorProto {
+        name: Some(name.into()),
+        value: values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| EnumValueDescriptorProto {
+                name: Some((*v).into()),
+                number: Some(i as i32),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn in_oneof(mut f: FieldDescriptorProto) -> FieldDescriptorProto {
+    f.oneof_index = Some(0);
+    f
+}
+
+/// `stats.PluginConfig` (istio/proxy `istio_stats/config.proto`).
+pub fn stats_plugin_config() -> FileDescriptorProto {
+    use Label::{Optional, Repeated};
+    let duration = Some(".google.protobuf.Duration");
+    let mut metric_config = message(
+        "MetricConfig",
+        vec![
+            field(
+                "dimensions",
+                1,
+                Repeated,
+                Type::Message,
+                Some(".stats.MetricConfig.DimensionsEntry"),
+            ),
+            field("name", 2, Optional, Type::String, None),
+            field("tags_to_remove", 3, Repeated, Type::String, None),
+            field("match", 4, Optional, Type::String, None),
+            field("drop", 5, Optional, Type::Bool, None),
+        ],
+    );
+    metric_config.nested_type.push(DescriptorProto {
+        options: Some(MessageOptions {
+            map_entry: Some(true),
+            ..Default::default()
+        }),
+        ..message(
+            "DimensionsEntry",
+            vec![
+                field("key", 1, Optional, Type::String, None),
+                field("value", 2, Optional, Type::String, None),
+            ],
+        )
+    });
+    FileDescriptorProto {
+        name: Some("istio/stats/config.proto".into()),
+        package: Some("stats".into()),
+        dependency: vec!["google/protobuf/duration.proto".into()],
+        message_type: vec![
+            metric_config,
+            message(
+                "MetricDefinition",
+                vec![
+                    field("name", 1, Optional, Type::String, None),
+                    field("value", 2, Optional, Type::String, None),
+                    field("type", 3, Optional, Type::Enum, Some(".stats.MetricType")),
+                ],
+            ),
+            message(
+                "PluginConfig",
+                vec![
+                    field(
+                        "disable_host_header_fallback",
+                        6,
+                        Optional,
+                        Type::Bool,
+                        None,
+                    ),
+                    field(
+                        "tcp_reporting_duration",
+                        7,
+                        Optional,
+                        Type::Message,
+                        duration,
+                    ),
+                    field(
+                        "metrics",
+                        8,
+                        Repeated,
+                        Type::Message,
+                        Some(".stats.MetricConfig"),
+                    ),
+                    field(
+                        "definitions",
+                        9,
+                        Repeated,
+                        Type::Message,
+                        Some(".stats.MetricDefinition"),
+                    ),
+                    field(
+                        "reporter",
+                        10,
+                        Optional,
+                        Type::Enum,
+                        Some(".stats.Reporter"),
+                    ),
+                    field("rescoping_duration", 11, Optional, Type::Message, duration),
+                    field(
+                        "scope_grace_period_duration",
+                        12,
+                        Optional,
+                        Type::Message,
+                        duration,
+                    ),
+                ],
+            ),
+        ],
+        enum_type: vec![
+            enumeration("MetricType", &["COUNTER", "GAUGE", "HISTOGRAM"]),
+            enumeration("Reporter", &["UNSPECIFIED", "SERVER_GATEWAY"]),
+        ],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
+/// `io.istio.http.peer_metadata.Config` (istio/proxy `peer_metadata/config.proto`), the HTTP
+/// metadata exchange istiod configures as `istio.metadata_exchange`.
+pub fn peer_metadata_config() -> FileDescriptorProto {
+    use Label::{Optional, Repeated};
+    const P: &str = ".io.istio.http.peer_metadata.Config";
+    let discovery = format!("{P}.DiscoveryMethod");
+    let propagation = format!("{P}.PropagationMethod");
+    let headers = format!("{P}.IstioHeaders");
+    let oneof = |mut m: DescriptorProto| {
+        m.oneof_decl.push(OneofDescriptorProto {
+            name: Some("method_specifier".into()),
+            ..Default::default()
+        });
+        m
+    };
+    let mut config = message(
+        "Config",
+        vec![
+            field(
+                "downstream_discovery",
+                1,
+                Repeated,
+                Type::Message,
+                Some(&discovery),
+            ),
+            field(
+                "upstream_discovery",
+                2,
+                Repeated,
+                Type::Message,
+                Some(&discovery),
+            ),
+            field(
+                "downstream_propagation",
+                3,
+                Repeated,
+                Type::Message,
+                Some(&propagation),
+            ),
+            field(
+                "upstream_propagation",
+                4,
+                Repeated,
+                Type::Message,
+                Some(&propagation),
+            ),
+            field("shared_with_upstream", 5, Optional, Type::Bool, None),
+            field("additional_labels", 6, Repeated, Type::String, None),
+        ],
+    );
+    config.nested_type = vec![
+        message("Baggage", vec![]),
+        message("WorkloadDiscovery", vec![]),
+        message(
+            "IstioHeaders",
+            vec![field(
+                "skip_external_clusters",
+                1,
+                Optional,
+                Type::Bool,
+                None,
+            )],
+        ),
+        oneof(message(
+            "DiscoveryMethod",
+            vec![
+                in_oneof(field(
+                    "baggage",
+                    1,
+                    Optional,
+                    Type::Message,
+                    Some(&format!("{P}.Baggage")),
+                )),
+                in_oneof(field(
+                    "workload_discovery",
+                    2,
+                    Optional,
+                    Type::Message,
+                    Some(&format!("{P}.WorkloadDiscovery")),
+                )),
+                in_oneof(field(
+                    "istio_headers",
+                    3,
+                    Optional,
+                    Type::Message,
+                    Some(&headers),
+                )),
+            ],
+        )),
+        oneof(message(
+            "PropagationMethod",
+            vec![in_oneof(field(
+                "istio_headers",
+                1,
+                Optional,
+                Type::Message,
+                Some(&headers),
+            ))],
+        )),
+    ];
+    FileDescriptorProto {
+        name: Some("istio/peer_metadata/config.proto".into()),
+        package: Some("io.istio.http.peer_metadata".into()),
+        message_type: vec![config],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
