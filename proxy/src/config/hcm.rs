@@ -15,9 +15,6 @@ use crate::http::route::{RouteContext, RouteTable};
 use crate::listener::address::cidr;
 use crate::listener::Cidr;
 
-pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
-const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
-
 /// Which HTTP versions a connection manager speaks downstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -132,7 +129,7 @@ pub fn build(
             "value length must be at least 1 characters",
         );
     }
-    check_http_filters(hcm, path, &mut errors);
+    super::http_filters::check(hcm, path, ctx.opts, &mut errors);
     let routes = match &hcm.route_specifier {
         Some(RouteSpecifier::RouteConfig(rc)) => {
             let rctx = RouteContext {
@@ -348,36 +345,4 @@ pub fn build(
         access_logs,
         drain_timeout: duration(&hcm.drain_timeout).unwrap_or(Duration::from_secs(5)),
     })
-}
-
-/// The filter list must end in the router; filters remora does not implement are errors unless optional.
-fn check_http_filters(hcm: &HttpConnectionManager, path: &Path, errors: &mut ConfigErrors) {
-    let fpath = path.field("http_filters");
-    let last = hcm.http_filters.iter().rposition(|f| !f.disabled);
-    for (i, f) in hcm.http_filters.iter().enumerate() {
-        let p = fpath.index(i);
-        let type_name = f.config_type.as_ref().and_then(|c| match c {
-            envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(any) => Some(super::parse::any_type_name(any)),
-            _ => None,
-        });
-        let is_router = f.name == ROUTER_FILTER || type_name.as_deref() == Some(ROUTER_TYPE);
-        if is_router {
-            if Some(i) != last {
-                errors.push(p, "the router filter must be the last HTTP filter");
-            }
-            continue;
-        }
-        let what = type_name.unwrap_or_else(|| f.name.clone());
-        if f.is_optional || f.disabled {
-            tracing::warn!(filter = %f.name, path = %p, "optional HTTP filter {what} is not implemented and is skipped");
-        } else {
-            errors.push(p, format!("unknown HTTP filter \"{}\" ({what})", f.name));
-        }
-    }
-    if last.is_none() {
-        errors.push(
-            fpath,
-            "the HTTP filter chain must end with envoy.filters.http.router",
-        );
-    }
 }
