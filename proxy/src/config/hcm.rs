@@ -197,7 +197,6 @@ pub fn build(
     };
     for (field, set) in [
         ("local_reply_config", hcm.local_reply_config.is_some()),
-        ("request_id_extension", hcm.request_id_extension.is_some()),
         (
             "original_ip_detection_extensions",
             !hcm.original_ip_detection_extensions.is_empty(),
@@ -211,6 +210,7 @@ pub fn build(
             errors.push(path.field(field), "not supported yet");
         }
     }
+    check_request_id(hcm, path, &mut errors);
     if hcm.tracing.is_some() {
         tracing::warn!(path = %path, "tracing is not supported; requests are proxied without spans");
     }
@@ -345,4 +345,22 @@ pub fn build(
         access_logs,
         drain_timeout: duration(&hcm.drain_timeout).unwrap_or(Duration::from_secs(5)),
     })
+}
+
+/// `request_id_extension`: only the UUID extension, Envoy's default. Its two settings shape how a
+/// tracing decision is packed into the ID and read back, and remora does not trace.
+fn check_request_id(hcm: &HttpConnectionManager, path: &Path, errors: &mut ConfigErrors) {
+    const UUID: &str = "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig";
+    let Some(ext) = &hcm.request_id_extension else {
+        return;
+    };
+    let rpath = path.field("request_id_extension").field("typed_config");
+    match ext.typed_config.as_ref().map(super::parse::any_type_name) {
+        Some(t) if t == UUID => {}
+        Some(t) => errors.push(
+            rpath,
+            format!("request ID extension {t} is not supported yet"),
+        ),
+        None => errors.push(rpath, "a request ID extension needs a typed_config"),
+    }
 }
