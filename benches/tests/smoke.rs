@@ -82,7 +82,8 @@ fn a_quick_run_covers_every_topology_and_installed_peer() {
             "tcp",
             "handshake",
             "memory",
-            "scale"
+            "scale",
+            "xds"
         ]
     );
 
@@ -122,6 +123,7 @@ fn a_quick_run_covers_every_topology_and_installed_peer() {
                 "handshake" => median(r, col(t, "handshakes/s")),
                 "memory" => median(r, col(t, "idle MB")),
                 "scale" => median(r, col(t, "ready ms")),
+                "xds" => median(r, col(t, "CDS ms")),
                 _ => unreachable!(),
             };
             assert!(

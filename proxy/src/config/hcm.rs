@@ -8,16 +8,13 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager,
 };
 
-use super::istio::{self, HttpIstio};
+use super::istio::HttpIstio;
 use super::rds::Routes;
 use super::{duration, BuildContext, ConfigErrors, Path};
 use crate::access_log::AccessLogs;
 use crate::http::route::{RouteContext, RouteTable};
 use crate::listener::address::cidr;
 use crate::listener::Cidr;
-
-pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
-const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
 
 /// Which HTTP versions a connection manager speaks downstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +132,7 @@ pub fn build(
             "value length must be at least 1 characters",
         );
     }
-    let istio = check_http_filters(hcm, path, ctx, &mut errors);
+    let istio = super::http_filters::check(hcm, path, ctx.opts, ctx.direction, &mut errors);
     let routes = match &hcm.route_specifier {
         Some(RouteSpecifier::RouteConfig(rc)) => {
             let rctx = RouteContext {
@@ -203,7 +200,6 @@ pub fn build(
     };
     for (field, set) in [
         ("local_reply_config", hcm.local_reply_config.is_some()),
-        ("request_id_extension", hcm.request_id_extension.is_some()),
         (
             "original_ip_detection_extensions",
             !hcm.original_ip_detection_extensions.is_empty(),
@@ -217,6 +213,7 @@ pub fn build(
             errors.push(path.field(field), "not supported yet");
         }
     }
+    check_request_id(hcm, path, &mut errors);
     if hcm.tracing.is_some() {
         tracing::warn!(path = %path, "tracing is not supported; requests are proxied without spans");
     }
@@ -354,58 +351,20 @@ pub fn build(
     })
 }
 
-/// The filter list must end in the router; Istio's stats and metadata exchange filters are
-/// translated; other filters remora does not implement are errors unless optional.
-fn check_http_filters(
-    hcm: &HttpConnectionManager,
-    path: &Path,
-    ctx: &BuildContext<'_>,
-    errors: &mut ConfigErrors,
-) -> HttpIstio {
-    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
-    let mut found = HttpIstio::default();
-    let fpath = path.field("http_filters");
-    let last = hcm.http_filters.iter().rposition(|f| !f.disabled);
-    for (i, f) in hcm.http_filters.iter().enumerate() {
-        let p = fpath.index(i);
-        let any = f.config_type.as_ref().and_then(|c| match c {
-            ConfigType::TypedConfig(any) => Some(any),
-            _ => None,
-        });
-        let type_name = any.map(super::parse::any_type_name);
-        let is_router = f.name == ROUTER_FILTER || type_name.as_deref() == Some(ROUTER_TYPE);
-        if is_router {
-            if Some(i) != last {
-                errors.push(p, "the router filter must be the last HTTP filter");
-            }
-            continue;
-        }
-        if !f.disabled && istio::is_stats(&f.name, any) {
-            match istio::stats(any, &p, ctx.opts, ctx.direction) {
-                Ok(c) => found.stats = Some(c),
-                Err(e) => errors.extend(e),
-            }
-            continue;
-        }
-        if !f.disabled && istio::is_exchange(&f.name, any) {
-            match istio::exchange(any, &p, ctx.opts) {
-                Ok(c) => found.exchange = Some(c),
-                Err(e) => errors.extend(e),
-            }
-            continue;
-        }
-        let what = type_name.unwrap_or_else(|| f.name.clone());
-        if f.is_optional || f.disabled {
-            tracing::warn!(filter = %f.name, path = %p, "optional HTTP filter {what} is not implemented and is skipped");
-        } else {
-            errors.push(p, format!("unknown HTTP filter \"{}\" ({what})", f.name));
-        }
+/// `request_id_extension`: only the UUID extension, Envoy's default. Its two settings shape how a
+/// tracing decision is packed into the ID and read back, and remora does not trace.
+fn check_request_id(hcm: &HttpConnectionManager, path: &Path, errors: &mut ConfigErrors) {
+    const UUID: &str = "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig";
+    let Some(ext) = &hcm.request_id_extension else {
+        return;
+    };
+    let rpath = path.field("request_id_extension").field("typed_config");
+    match ext.typed_config.as_ref().map(super::parse::any_type_name) {
+        Some(t) if t == UUID => {}
+        Some(t) => errors.push(
+            rpath,
+            format!("request ID extension {t} is not supported yet"),
+        ),
+        None => errors.push(rpath, "a request ID extension needs a typed_config"),
     }
-    if last.is_none() {
-        errors.push(
-            fpath,
-            "the HTTP filter chain must end with envoy.filters.http.router",
-        );
-    }
-    found
 }

@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod error;
 pub mod extra_descriptors;
 pub mod hcm;
+pub mod http_filters;
 pub mod istio;
 pub mod listeners;
 pub mod network;

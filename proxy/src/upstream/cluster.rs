@@ -90,7 +90,7 @@ pub struct Cluster {
 impl Cluster {
     pub(crate) fn new(spec: ClusterSpec, scope: Scope) -> Self {
         let stats = ClusterStats::new(scope.clone());
-        if let Some(tls) = &spec.tls {
+        for tls in spec.tls_contexts() {
             tls.bind_stats(&scope);
         }
         let breakers = CircuitBreakers::new(spec.default_limits, spec.high_limits, &scope);

@@ -30,6 +30,7 @@ pub struct Host {
     pub(crate) locality_index: usize,
     pub(crate) locality_weight: Option<u32>,
     pub health: Health,
+    pub(crate) socket_labels: super::config::socket_match::SocketLabels,
     pub stats: HostStats,
     pub(crate) pool: HostPool,
 }
@@ -45,6 +46,7 @@ impl Host {
             locality_index: spec.locality_index,
             locality_weight: spec.locality_weight,
             health: spec.health,
+            socket_labels: spec.socket_labels.clone(),
             stats: HostStats::default(),
             pool: HostPool::default(),
         }
@@ -61,6 +63,7 @@ impl Host {
             && self.locality_index == spec.locality_index
             && self.locality_weight == spec.locality_weight
             && self.health == spec.health
+            && self.socket_labels == spec.socket_labels
     }
 
     /// Where new connections go (a LOGICAL_DNS host moves with each resolution).

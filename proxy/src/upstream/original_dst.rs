@@ -91,6 +91,7 @@ fn endpoint(addr: SocketAddr) -> EndpointSpec {
         locality_index: 0,
         locality_weight: None,
         health: Health::Healthy,
+        socket_labels: Default::default(),
     }
 }
 

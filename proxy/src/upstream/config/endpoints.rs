@@ -70,6 +70,8 @@ pub struct EndpointSpec {
     pub locality_index: usize,
     pub locality_weight: Option<u32>,
     pub health: Health,
+    /// `envoy.transport_socket_match` labels, which pick the transport socket.
+    pub socket_labels: super::socket_match::SocketLabels,
 }
 
 /// The endpoints of `load_assignment`, plus its overprovisioning factor (1.4 unless set).
@@ -181,6 +183,10 @@ pub(crate) fn from_assignment(
                 locality_index: li,
                 locality_weight,
                 health: Health::from_proto(lbe.health_status),
+                socket_labels: super::socket_match::SocketLabels::from_metadata(
+                    lbe.metadata.as_ref(),
+                    loc.metadata.as_ref(),
+                ),
             });
         }
     }

@@ -5,6 +5,7 @@
 pub(crate) mod endpoints;
 mod lb;
 mod protocol;
+pub mod socket_match;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +17,10 @@ use envoy_types::pb::envoy::config::cluster::v3::{circuit_breakers, Cluster};
 use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
 use tracing::warn;
 
-use crate::config::parse::{any_type_name, ParseOptions};
+use crate::config::parse::any_type_name;
 use crate::config::{ConfigErrors, Path};
 use crate::secrets::SecretStore;
-use crate::tls::{self, ClientTls};
+use crate::tls::ClientTls;
 
 use super::circuit::Limits;
 pub use endpoints::{EndpointSpec, Health, Locality, Target};
@@ -106,6 +107,8 @@ pub struct ClusterSpec {
     pub overprovisioning: f64,
     /// `transport_socket` `envoy.transport_sockets.tls`.
     pub tls: Option<Arc<ClientTls>>,
+    /// `transport_socket_matches`, tried in order against each endpoint's labels before `tls`.
+    pub socket_matches: Vec<socket_match::SocketMatch>,
     /// ORIGINAL_DST clusters: `original_dst_lb_config` and `cleanup_interval`.
     pub original_dst: Option<super::original_dst::OriginalDstSpec>,
     /// `upstream_bind_config.source_address`: where upstream connections come from.
@@ -120,6 +123,22 @@ pub(crate) fn type_of(a: &envoy_types::pb::google::protobuf::Any) -> String {
 pub(crate) use crate::config::to_std as duration;
 
 impl ClusterSpec {
+    /// The TLS context for an endpoint with `labels`: its transport socket match's, else the
+    /// cluster's; `None` is plaintext.
+    pub fn tls_for(&self, labels: &socket_match::SocketLabels) -> Option<&Arc<ClientTls>> {
+        match socket_match::pick(&self.socket_matches, labels) {
+            Some(m) => m.tls.as_ref(),
+            None => self.tls.as_ref(),
+        }
+    }
+
+    /// Every TLS context the cluster may connect with.
+    pub fn tls_contexts(&self) -> impl Iterator<Item = &Arc<ClientTls>> {
+        self.tls
+            .iter()
+            .chain(self.socket_matches.iter().filter_map(|m| m.tls.as_ref()))
+    }
+
     pub fn from_proto(c: &Cluster, path: &Path) -> Result<ClusterSpec, ConfigErrors> {
         Self::from_proto_with_secrets(c, path, &SecretStore::new(&crate::stats::Store::new()))
     }
@@ -152,24 +171,17 @@ impl ClusterSpec {
         let (lb, locality_weighted, panic_threshold) = lb::from_cluster(c, path, &mut errs);
         let protocol = protocol::from_cluster(c, path, &mut errs);
         let (default_limits, high_limits) = thresholds(c, path, &mut errs);
+        let alpn = protocol.auto.then_some(AUTO_ALPN);
         let tls = c.transport_socket.as_ref().and_then(|ts| {
-            let tpath = path.field("transport_socket");
-            tls::upstream_context(ts, &tpath, ParseOptions::default())
-                .and_then(|ctx| {
-                    ctx.map(|ctx| {
-                        ClientTls::from_proto(
-                            &ctx,
-                            &tpath.field("typed_config"),
-                            secrets,
-                            protocol.auto.then_some(AUTO_ALPN),
-                        )
-                    })
-                    .transpose()
-                })
-                .map_err(|e| errs.extend(e))
-                .ok()
-                .flatten()
+            socket_match::client_tls(
+                ts,
+                &path.field("transport_socket"),
+                secrets,
+                alpn,
+                &mut errs,
+            )
         });
+        let socket_matches = socket_match::from_cluster(c, path, secrets, alpn, &mut errs);
         let dns = dns_settings(c, path, discovery.unwrap_or(Discovery::Static));
         unsupported(c, path, &mut errs);
         let original_dst = original_dst(c, discovery, path, &mut errs);
@@ -245,6 +257,7 @@ impl ClusterSpec {
             eds_service_name,
             overprovisioning,
             tls,
+            socket_matches,
             original_dst,
             source_address,
         })
@@ -509,12 +522,6 @@ fn dns_settings(c: &Cluster, path: &Path, discovery: Discovery) -> DnsSettings {
 }
 
 fn unsupported(c: &Cluster, path: &Path, errs: &mut ConfigErrors) {
-    if !c.transport_socket_matches.is_empty() {
-        errs.push(
-            path.field("transport_socket_matches"),
-            "transport_socket_matches are not supported yet",
-        );
-    }
     if c.transport_socket_matcher.is_some() {
         errs.push(
             path.field("transport_socket_matcher"),
@@ -527,10 +534,13 @@ fn unsupported(c: &Cluster, path: &Path, errs: &mut ConfigErrors) {
             "lb_subset_config (subset load balancing) is not supported yet",
         );
     }
-    if !c.filters.is_empty() {
+    for (i, f) in c.filters.iter().enumerate() {
         errs.push(
-            path.field("filters"),
-            "upstream network filters are not supported yet",
+            path.field("filters").index(i),
+            format!(
+                "upstream network filter \"{}\" is not supported yet",
+                f.name
+            ),
         );
     }
     if let Some(u) = &c.upstream_config {

@@ -131,7 +131,7 @@ pub(crate) async fn transport(
     alpn: Alpn,
 ) -> Result<Transport, UpstreamError> {
     let (stream, addr, guard) = tcp(shared, host, slot).await?;
-    let Some(tls) = &shared.spec.tls else {
+    let Some(tls) = shared.spec.tls_for(&host.socket_labels) else {
         return Ok((ClientStream::Plain(stream), addr, guard, None));
     };
     match tls

@@ -1,0 +1,185 @@
+//! A connection manager's `http_filters`: the router last, and which other filters may stand
+//! before it.
+//!
+//! remora runs no HTTP filter but the router. A filter it does not implement is an error unless
+//! `is_optional` or `disabled`, except Istio's `istio.stats` and `istio.metadata_exchange`
+//! (translated into the manager's telemetry settings) and where the configuration given makes the filter a
+//! pass-through in Envoy too: istiod installs `envoy.filters.http.fault` and
+//! `envoy.filters.http.cors` on every sidecar connection manager, empty, so that routes can turn
+//! them on. Route-level configuration for either (`typed_per_filter_config`) stays an error, so
+//! nothing that would act is ever dropped silently.
+
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_filter::ConfigType, HttpConnectionManager, HttpFilter,
+};
+use envoy_types::pb::google::protobuf::Any;
+use prost::Name;
+
+use super::parse::{any_type_name, unpack_any, ParseOptions};
+use super::istio::{self, HttpIstio};
+use super::{ConfigErrors, Path};
+
+pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
+const FAULT_FILTER: &str = "envoy.filters.http.fault";
+const CORS_FILTER: &str = "envoy.filters.http.cors";
+
+/// How remora takes one filter that is not the router.
+enum Verdict {
+    /// Its configuration does nothing; accepted and skipped.
+    PassThrough,
+    /// Known, but configured to act, which remora cannot do.
+    Acts(String),
+    Unknown,
+}
+
+fn typed_config(f: &HttpFilter) -> Option<&Any> {
+    match &f.config_type {
+        Some(ConfigType::TypedConfig(any)) => Some(any),
+        _ => None,
+    }
+}
+
+fn verdict(f: &HttpFilter, type_name: Option<&str>, opts: ParseOptions) -> Verdict {
+    let is = |name: &str, ty: String| f.name == name || type_name == Some(ty.as_str());
+    if is(FAULT_FILTER, HttpFault::full_name()) {
+        let fault = match typed_config(f).map(|a| unpack_any::<HttpFault>(a, opts)) {
+            Some(Ok(fault)) => fault,
+            Some(Err(e)) => return Verdict::Acts(e.message),
+            None => HttpFault::default(),
+        };
+        if fault.delay.is_some() || fault.abort.is_some() || fault.response_rate_limit.is_some() {
+            return Verdict::Acts(
+                "fault injection (delay, abort, response_rate_limit) is not implemented".into(),
+            );
+        }
+        return Verdict::PassThrough;
+    }
+    if is(CORS_FILTER, Cors::full_name()) {
+        if let Some(Err(e)) = typed_config(f).map(|a| unpack_any::<Cors>(a, opts)) {
+            return Verdict::Acts(e.message);
+        }
+        return Verdict::PassThrough;
+    }
+    Verdict::Unknown
+}
+
+/// The filter list must end in the router (`direction` is the listener's `traffic_direction`,
+/// which decides the side Istio's stats report from); filters remora does not implement are errors unless
+/// optional, disabled or configured to do nothing.
+pub fn check(
+    hcm: &HttpConnectionManager,
+    path: &Path,
+    opts: ParseOptions,
+    direction: i32,
+    errors: &mut ConfigErrors,
+) -> HttpIstio {
+    let mut found = HttpIstio::default();
+    let fpath = path.field("http_filters");
+    let last = hcm.http_filters.iter().rposition(|f| !f.disabled);
+    for (i, f) in hcm.http_filters.iter().enumerate() {
+        let p = fpath.index(i);
+        let type_name = typed_config(f).map(any_type_name);
+        let is_router = f.name == ROUTER_FILTER || type_name.as_deref() == Some(ROUTER_TYPE);
+        if is_router {
+            if Some(i) != last {
+                errors.push(p, "the router filter must be the last HTTP filter");
+            }
+            continue;
+        }
+        // Istio's stats and metadata-exchange filters are translated into the manager's settings.
+        let any = typed_config(f);
+        if !f.disabled && istio::is_stats(&f.name, any) {
+            match istio::stats(any, &p, opts, direction) {
+                Ok(c) => found.stats = Some(c),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
+        if !f.disabled && istio::is_exchange(&f.name, any) {
+            match istio::exchange(any, &p, opts) {
+                Ok(c) => found.exchange = Some(c),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
+        let what = type_name.clone().unwrap_or_else(|| f.name.clone());
+        match verdict(f, type_name.as_deref(), opts) {
+            Verdict::PassThrough => {
+                tracing::debug!(filter = %f.name, path = %p, "HTTP filter {what} is configured to do nothing");
+            }
+            _ if f.is_optional || f.disabled => {
+                tracing::warn!(filter = %f.name, path = %p, "optional HTTP filter {what} is not implemented and is skipped");
+            }
+            Verdict::Acts(why) => errors.push(p, format!("HTTP filter \"{}\": {why}", f.name)),
+            Verdict::Unknown => {
+                errors.push(p, format!("unknown HTTP filter \"{}\" ({what})", f.name))
+            }
+        }
+    }
+    if last.is_none() {
+        errors.push(
+            fpath,
+            "the HTTP filter chain must end with envoy.filters.http.router",
+        );
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse::from_yaml;
+
+    fn errors(filters: &str) -> String {
+        let yaml = format!("stat_prefix: t\nhttp_filters:\n{filters}");
+        let hcm: HttpConnectionManager = from_yaml(&yaml, ParseOptions::default()).expect("parses");
+        let mut errors = ConfigErrors::default();
+        check(
+            &hcm,
+            &Path::root("hcm"),
+            ParseOptions::default(),
+            0,
+            &mut errors,
+        );
+        errors.to_string()
+    }
+
+    const ROUTER: &str = "- { name: envoy.filters.http.router, typed_config: { '@type': type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }\n";
+    const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+
+    #[test]
+    fn istiods_empty_fault_and_cors_filters_pass_through() {
+        let filters = format!(
+            "- {{ name: envoy.filters.http.fault, typed_config: {{ '@type': {FAULT} }} }}\n\
+             - {{ name: envoy.filters.http.cors, typed_config: {{ '@type': type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors }} }}\n{ROUTER}"
+        );
+        assert_eq!(errors(&filters), "");
+    }
+
+    #[test]
+    fn a_fault_that_would_act_is_an_error() {
+        let filters = format!(
+            "- {{ name: envoy.filters.http.fault, typed_config: {{ '@type': {FAULT}, abort: {{ http_status: 503, percentage: {{ numerator: 100 }} }} }} }}\n{ROUTER}"
+        );
+        let e = errors(&filters);
+        assert!(
+            e.contains("http_filters[0]") && e.contains("not implemented"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_filters_are_errors_unless_optional() {
+        let grpc_stats = "{ name: envoy.filters.http.grpc_stats, typed_config: { '@type': type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig, emit_filter_state: true } }";
+        let e = errors(&format!("- {grpc_stats}\n{ROUTER}"));
+        assert!(
+            e.contains("unknown HTTP filter \"envoy.filters.http.grpc_stats\""),
+            "{e}"
+        );
+        let optional = grpc_stats.replace("{ name:", "{ is_optional: true, name:");
+        assert_eq!(errors(&format!("- {optional}\n{ROUTER}")), "");
+    }
+}
