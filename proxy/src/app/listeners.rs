@@ -6,6 +6,10 @@
 //! over `--drain-time-s` (`Connection: close` on their next HTTP/1 response, GOAWAY for HTTP/2). A
 //! new address binds new sockets first, then the old ones stop accepting. A removed listener stops
 //! accepting and drains the same way. Unchanged listeners are not touched.
+//!
+//! After every change the manager publishes which listener owns which address, for the
+//! `use_original_dst` hand-off (`listener::handoff`): a virtual listener's redirected connection
+//! goes to the owner current at its accept.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,7 +27,7 @@ use crate::config::rds::Routes;
 use crate::config::Path;
 use crate::detect::Detector;
 use crate::drain;
-use crate::listener::{self, ActiveListener, ListenerConfig, Serving};
+use crate::listener::{self, ActiveListener, ListenerConfig, Owners, Serving};
 use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::Origin;
 use crate::xds::Decoded;
@@ -72,6 +76,8 @@ struct Inner {
     grace: Duration,
     process: drain::Watch,
     running: Mutex<BTreeMap<String, Running>>,
+    /// The running listeners by address, for the `use_original_dst` hand-off.
+    owners: Owners<ChainStack, Arc<Detector>>,
     /// How many LDS updates wait for their route configurations.
     warming: tokio::sync::watch::Sender<usize>,
     /// LDS updates applied so far, to drop a warming update that a later one replaced.
@@ -140,6 +146,7 @@ impl ListenerManager {
                 grace,
                 process,
                 running: Mutex::default(),
+                owners: Owners::default(),
                 warming: tokio::sync::watch::channel(0).0,
                 updates: AtomicU64::new(0),
                 stats: ManagerStats {
@@ -165,6 +172,7 @@ impl ListenerManager {
         let r = self.start(cfg, proto, Origin::Static, String::new())?;
         running.insert(r.proto.name.clone(), r);
         self.inner.stats.active.set(running.len() as i64);
+        self.publish(&running);
         Ok(())
     }
 
@@ -202,6 +210,7 @@ impl ListenerManager {
             tokio::spawn(listener::serve_current(
                 socket,
                 current.clone(),
+                Some(self.inner.owners.clone()),
                 |acc, detector: &Arc<Detector>| super::serve_connection(acc, detector.clone()),
                 accept.watch(),
             ));
@@ -438,7 +447,17 @@ impl ListenerManager {
             }
         }
         self.inner.stats.active.set(running.len() as i64);
+        self.publish(&running);
         errors
+    }
+
+    /// Publishes which listener owns which address (a retired listener owns none).
+    fn publish(&self, running: &BTreeMap<String, Running>) {
+        self.inner.owners.publish(running.values().flat_map(|r| {
+            let current = r.current.clone();
+            let addresses: Vec<_> = r.current.load().active.config.addresses().collect();
+            addresses.into_iter().map(move |a| (a, current.clone()))
+        }));
     }
 
     /// Stops accepting and drains the connections gently.

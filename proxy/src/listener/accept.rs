@@ -5,6 +5,10 @@
 //! listener has no listener filters — the filter chain (none: close and count
 //! `no_filter_chain_match`). Listeners with listener filters leave the choice to the detect stage,
 //! which calls `Accepted::select` once it has seen the first bytes.
+//!
+//! On a `use_original_dst` listener a redirected connection is handed, before any of that, to the
+//! listener owning its original destination (`handoff`); from then on it is that listener's
+//! connection: its limit slot, stats, chains, listener filters and drain.
 
 use std::future::Future;
 use std::io;
@@ -99,8 +103,11 @@ pub async fn serve<C, H, F>(
         with: (),
         drain: drain.clone(),
     }));
-    serve_current(listener, current, move |acc, _| handler(acc), drain).await
+    serve_current(listener, current, None, move |acc, _| handler(acc), drain).await
 }
+
+/// Where a listener's accept loop finds the listener owning a connection's original destination.
+pub type Owners<C, X> = Arc<super::handoff::Owners<Arc<ArcSwap<Serving<C, X>>>>>;
 
 /// What an accept loop hands new connections to: one version of a listener. The listener manager
 /// swaps it when the listener's configuration changes, keeping the bound socket.
@@ -113,10 +120,12 @@ pub struct Serving<C, X> {
 }
 
 /// [`serve`] over a swappable [`Serving`]: each accepted connection belongs to the version current
-/// when it was accepted. Stops accepting when `stop` is signaled.
+/// when it was accepted (or, handed off through `owners`, to the current version of the listener
+/// owning its original destination). Stops accepting when `stop` is signaled.
 pub async fn serve_current<C, X, H, F>(
     listener: TcpListener,
     current: Arc<ArcSwap<Serving<C, X>>>,
+    owners: Option<Owners<C, X>>,
     handler: H,
     stop: drain::Watch,
 ) where
@@ -136,13 +145,12 @@ pub async fn serve_current<C, X, H, F>(
         match accepted {
             Ok((stream, peer)) => {
                 backoff.reset();
-                let serving = current.load_full();
                 admit(
                     stream,
                     peer,
-                    &serving.active,
-                    &|acc| handler(acc, &serving.with),
-                    &serving.drain,
+                    &current.load_full(),
+                    owners.as_deref(),
+                    &handler,
                 );
             }
             Err(e) if per_connection(&e) => {
@@ -162,20 +170,20 @@ pub async fn serve_current<C, X, H, F>(
     debug!(listener = %name, "no longer accepting");
 }
 
-fn admit<C, H, F>(
+fn admit<C, X, H, F>(
     stream: TcpStream,
     peer: SocketAddr,
-    active: &Arc<ActiveListener<C>>,
+    serving: &Arc<Serving<C, X>>,
+    owners: Option<&super::handoff::Owners<Arc<ArcSwap<Serving<C, X>>>>>,
     handler: &H,
-    drain: &drain::Watch,
 ) where
     C: Send + Sync + 'static,
-    H: Fn(Accepted<C>) -> F,
+    H: Fn(Accepted<C>, &X) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let stats = &active.stats;
+    let active = &serving.active;
     let Some(permit) = active.admit() else {
-        stats.downstream_cx_overflow.inc();
+        active.stats.downstream_cx_overflow.inc();
         debug!(listener = %active.config.name, %peer, "listener connection limit reached; closing");
         return;
     };
@@ -186,20 +194,40 @@ fn admit<C, H, F>(
             return;
         }
     };
-    let config = &active.config;
     // original_dst runs first, at accept: chain matching and everything after see the destination
     // the connection had before the redirect.
-    let local = if config.restores_original_dst(local.port()) {
-        super::original_dst::restore(&stream, local)
-    } else {
-        local
+    let restored = active
+        .config
+        .restores_original_dst(local.port())
+        .then(|| super::original_dst::original(&stream, local))
+        .flatten();
+    let local = restored.unwrap_or(local);
+    let handed_off = restored
+        .filter(|_| active.config.use_original_dst)
+        .and_then(|dest| owners?.find(dest))
+        .map(|owner| owner.load_full())
+        .filter(|owner| !Arc::ptr_eq(&owner.active, active));
+    let (serving, permit) = match &handed_off {
+        // Envoy moves the connection's slot to the owner without checking the owner's limit: take
+        // one of its slots when it has one to spare.
+        Some(owner) => {
+            drop(permit);
+            (owner, owner.active.admit().unwrap_or(None))
+        }
+        None => (serving, permit),
     };
+    if handed_off.is_some() {
+        debug!(from = %active.config.name, to = %serving.active.config.name, %local, "handing the connection to the listener of its original destination");
+    }
+    let (active, drain) = (&serving.active, &serving.drain);
+    let config = &active.config;
+    let stats = &active.stats;
     let peer = canonical(peer);
     if let Err(e) = stream.set_nodelay(true) {
         debug!(%peer, error = %e, "TCP_NODELAY");
     }
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-    let span = info_span!("conn", id, %peer, listener = %active.config.name);
+    let span = info_span!("conn", id, %peer, listener = %config.name);
 
     let (chain, state) = if !config.inspects() {
         match config.chains.select_id(&MatchInput::raw(local, peer)) {
@@ -235,7 +263,7 @@ fn admit<C, H, F>(
         _permit: permit,
         _drain: drain.guard(),
     };
-    let connection = handler(accepted);
+    let connection = handler(accepted, &serving.with);
     tokio::spawn(
         async move {
             connection.await;

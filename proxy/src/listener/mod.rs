@@ -29,6 +29,7 @@ pub mod chain_match;
 pub mod chains;
 pub mod config;
 pub mod error;
+pub mod handoff;
 pub mod listener_filter;
 pub mod matcher;
 pub mod original_dst;
@@ -36,7 +37,7 @@ pub mod original_dst;
 #[cfg(test)]
 mod tests;
 
-pub use accept::{serve, serve_current, Accepted, Serving};
+pub use accept::{serve, serve_current, Accepted, Owners, Serving};
 pub use active::{ActiveListener, ListenerStats};
 pub use address::{Cidr, ListenAddress};
 pub use bind::{bind, Bound};

@@ -11,15 +11,21 @@ use tokio::net::TcpStream;
 
 /// The original destination of `stream`, or `local` when it has none.
 pub fn restore(stream: &TcpStream, local: SocketAddr) -> SocketAddr {
+    original(stream, local).unwrap_or(local)
+}
+
+/// The original destination of `stream` (whose local address is `local`) when the kernel knows
+/// one: Envoy's restored local address, which `use_original_dst` hands off.
+pub fn original(stream: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
     let sock = SockRef::from(stream);
     let original = match local {
         SocketAddr::V4(_) => sock.original_dst_v4(),
         SocketAddr::V6(_) => sock.original_dst_v6(),
     };
-    match original.ok().and_then(|a| a.as_socket()) {
-        Some(a) => super::accept::canonical(a),
-        None => local,
-    }
+    original
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(super::accept::canonical)
 }
 
 #[cfg(test)]
