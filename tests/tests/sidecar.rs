@@ -1,9 +1,12 @@
 //! Sidecar mode in network namespaces: two pods, each an app with a remora sidecar running as uid
-//! 1337 behind Istio's iptables capture rules. Traffic goes app → sidecar (15001, original_dst) →
-//! mTLS with SPIFFE identities → sidecar (15006, original_dst + tls_inspector) → app, as in an Istio
-//! mesh; plaintext to the STRICT port is refused. Needs root (CI runs as root); says so and skips
-//! otherwise.
+//! 1337 behind Istio's iptables capture rules. Traffic goes app → sidecar (15001, original_dst,
+//! `use_original_dst` hand-off to the per-port listener from LDS) → mTLS with SPIFFE identities →
+//! sidecar (15006, original_dst + tls_inspector) → app, as in an Istio mesh; plaintext to the
+//! STRICT port is refused. Outside the mesh, the per-port listeners route by host and by address
+//! (exact beats wildcard), and a port without one falls back to virtualOutbound's passthrough.
+//! Needs root (CI runs as root); says so and skips otherwise.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -72,19 +75,27 @@ impl Pod {
         remora_tests::admin::stat_in(&out, name).unwrap_or(0)
     }
 
-    /// curl inside the pod (as root: captured by the rules); the exit status and stdout.
-    fn curl(&self, url: &str) -> (bool, String) {
+    /// curl inside the pod, captured; the response's headers (lower-case names) and JSON body.
+    fn get(&self, url: &str) -> (BTreeMap<String, String>, serde_json::Value) {
         let mut c = self.ns.command("curl");
-        c.args(["-sS", "--max-time", "10", url]);
+        c.args(["-sS", "-i", "--max-time", "10", url]);
         let out = self.ns.output(c);
-        (
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
             out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+            "curl {url}: {text}{}\nsidecar:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let headers = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{url}: {e}: {text}"));
+        (headers, body)
     }
 
     /// curl as uid 1337, which the capture rules let through untouched.
@@ -121,17 +132,39 @@ fn app_to_app_through_two_sidecars_with_mtls() {
         return;
     }
     // Envoy runs the same pods first when selected: it checks the fixtures, remora must agree.
+    let mut seen: Vec<(Kind, BTreeMap<&str, u64>)> = Vec::new();
     for kind in select::kinds() {
-        two_pods(kind);
+        let stats = two_pods(kind);
+        if let Some((first, expected)) = seen.first() {
+            assert_eq!(&stats, expected, "{kind} counts differently from {first}");
+        }
+        seen.push((kind, stats));
     }
 }
 
-fn two_pods(kind: Kind) {
+/// The client sidecar's counters that show which listener served each connection.
+const HANDOFF_STATS: &[&str] = &[
+    "listener.0.0.0.0_15001.downstream_cx_total",
+    "listener.0.0.0.0_15001.downstream_cx_active",
+    "listener.0.0.0.0_15001.downstream_pre_cx_active",
+    "listener.0.0.0.0_15001.no_filter_chain_match",
+    "listener.0.0.0.0_8080.downstream_cx_total",
+    "listener.0.0.0.0_8080.downstream_cx_destroy",
+    "listener.0.0.0.0_8080.no_filter_chain_match",
+    "listener.10.199.1.2_9090.downstream_cx_total",
+    "listener.0.0.0.0_9090.downstream_cx_total",
+    "http.outbound_0.0.0.0_8080.downstream_rq_completed",
+    "cluster.outbound|8080||app.default.svc.cluster.local.upstream_cx_total",
+    "cluster.outbound|9090||outside.external.upstream_cx_total",
+    "cluster.PassthroughCluster.upstream_cx_total",
+    "listener_manager.total_listeners_active",
+];
+
+fn two_pods(kind: Kind) -> BTreeMap<&'static str, u64> {
     let mut pki = Pki::new();
     pki.issue("client", &istio_id("client"), &[]);
     pki.issue("app", &istio_id("app"), &[]);
     world_readable(&pki.path(""));
-    let vars = pki.vars().with("app_ip", APP_IP);
 
     let client = Pod::new("client");
     let app = Pod::new("app");
@@ -139,15 +172,27 @@ fn two_pods(kind: Kind) {
     // A server outside the mesh, reachable from the client pod only.
     let outside = Pod::new("outside");
     netns::link(&client.ns, CLIENT_EXT_IP, &outside.ns, OUTSIDE_IP);
+    let lds = client.dir.join("lds.yaml");
+    let vars = pki
+        .vars()
+        .with("app_ip", APP_IP)
+        .with("outside_ip", OUTSIDE_IP)
+        .with("lds_path", lds.display());
+    std::fs::write(&lds, render(&fixture("sidecar/outbound-lds.yaml"), &vars)).expect("lds");
 
     // The app: an echo server on 8080 (not uid 1337, so its own traffic would be captured).
     let remora = bins::remora();
     let mut echo = app.ns.command(&remora.to_string_lossy());
     echo.args(["echo", "--listen", "0.0.0.0:8080", "--name", "app"]);
     app.ns.spawn(echo, &app.dir.join("echo.log"));
-    let mut ext = outside.ns.command(&remora.to_string_lossy());
-    ext.args(["echo", "--listen", "0.0.0.0:9090", "--name", "outside"]);
-    outside.ns.spawn(ext, &outside.dir.join("echo.log"));
+    for port in [8080, 9090, 9191] {
+        let mut ext = outside.ns.command(&remora.to_string_lossy());
+        ext.args(["echo", "--listen", &format!("0.0.0.0:{port}")])
+            .args(["--name", &format!("outside-{port}")]);
+        outside
+            .ns
+            .spawn(ext, &outside.dir.join(&format!("echo-{port}.log")));
+    }
 
     for pod in [&client, &app] {
         pod.ns.install_istio_iptables();
@@ -155,35 +200,29 @@ fn two_pods(kind: Kind) {
     client.start_sidecar(kind, &render(&fixture("sidecar/outbound.yaml"), &vars));
     app.start_sidecar(kind, &render(&fixture("sidecar/inbound.yaml"), &vars));
 
-    // The client app calls the app's pod IP as if there were no mesh.
-    let (ok, body) = client.curl(&format!("http://{APP_IP}:8080/hello"));
-    assert!(
-        ok,
-        "{kind}: request through both sidecars failed: {body}\nclient sidecar:\n{}\napp sidecar:\n{}",
-        client.log(),
-        app.log()
-    );
-    let echo: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert_eq!(echo["backend"], "app", "{body}");
+    // The client app calls the app's pod IP as if there were no mesh; virtualOutbound hands the
+    // connection to 0.0.0.0_8080, whose route for the app's host originates mTLS.
+    let (headers, echo) = client.get(&format!("http://{APP_IP}:8080/hello"));
+    assert_eq!(echo["backend"], "app", "{kind}: {echo}\n{}", app.log());
     assert_eq!(echo["path"], "/hello");
+    assert_eq!(
+        headers.get("x-outbound-route").map(String::as_str),
+        Some("app.default.svc.cluster.local:8080"),
+        "{kind}: the per-port listener's route answered: {headers:?}"
+    );
     let xfcc = echo["headers"]["x-forwarded-client-cert"]
         .as_str()
         .unwrap_or_default();
     assert!(
         xfcc.contains(&format!("URI={}", istio_id("client"))),
-        "the app sees the caller's SPIFFE identity: {body}"
+        "the app sees the caller's SPIFFE identity: {echo}"
     );
     // The inbound sidecar reached the app at its pod IP from 127.0.0.6 (InboundPassthrough).
     assert!(
         echo["peer"]
             .as_str()
             .is_some_and(|p| p.starts_with("127.0.0.6:")),
-        "{kind}: {body}"
-    );
-    assert_eq!(
-        client.stat("cluster.outbound|8080||app.default.svc.cluster.local.upstream_cx_total"),
-        1
+        "{kind}: {echo}"
     );
     assert_eq!(app.stat("listener.0.0.0.0_15006.ssl.handshake"), 1);
     assert_eq!(
@@ -193,23 +232,30 @@ fn two_pods(kind: Kind) {
         app.log()
     );
 
-    // Outside the mesh: no chain for port 9090, so the default chain's tcp_proxy passes the bytes
-    // to the original destination.
-    let (ok, body) = client.curl(&format!("http://{OUTSIDE_IP}:9090/out"));
-    assert!(ok, "{kind}: passthrough failed: {body}\n{}", client.log());
-    let echo: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert_eq!(echo["backend"], "outside", "{body}");
+    // Another host on 8080 is outside the mesh: the same listener's allow_any route passes it
+    // through in plaintext to where the app was going.
+    let (headers, echo) = client.get(&format!("http://{OUTSIDE_IP}:8080/out"));
+    assert_eq!(echo["backend"], "outside-8080", "{kind}: {echo}");
+    assert_eq!(
+        headers.get("x-outbound-route").map(String::as_str),
+        Some("allow_any"),
+        "{kind}: {headers:?}"
+    );
     assert!(
         echo["peer"]
             .as_str()
             .is_some_and(|p| p.starts_with(&format!("{CLIENT_EXT_IP}:"))),
-        "{body}"
+        "{echo}"
     );
-    assert_eq!(
-        client.stat("cluster.PassthroughCluster.upstream_cx_total"),
-        1
-    );
+
+    // Port 9090: the listener on the outside server's own address, not the blackholing wildcard.
+    let (_, echo) = client.get(&format!("http://{OUTSIDE_IP}:9090/tcp"));
+    assert_eq!(echo["backend"], "outside-9090", "{kind}: {echo}");
+
+    // No listener for 9191: virtualOutbound keeps the connection and its default chain's
+    // tcp_proxy passes the bytes to the original destination.
+    let (_, echo) = client.get(&format!("http://{OUTSIDE_IP}:9191/out"));
+    assert_eq!(echo["backend"], "outside-9191", "{kind}: {echo}");
 
     // STRICT: plaintext that bypasses the client's sidecar is captured by the app's rules and
     // refused by its sidecar (no chain for raw_buffer on 8080).
@@ -224,5 +270,17 @@ fn two_pods(kind: Kind) {
         !ok && err.contains("Failed to connect"),
         "15021 must bypass capture (refused by the kernel, not accepted by the sidecar): {err}"
     );
-    println!("{kind}: app → sidecar → mTLS → sidecar → app ok; plaintext refused");
+
+    // Closed connections are counted when the sidecar sees the close; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let all = client.ns.sh("curl -sS http://127.0.0.1:15000/stats");
+    let stats: BTreeMap<&str, u64> = HANDOFF_STATS
+        .iter()
+        .map(|&n| (n, remora_tests::admin::stat_in(&all, n).unwrap_or(0)))
+        .collect();
+    println!("{kind}: client sidecar {stats:#?}");
+    println!(
+        "{kind}: app → sidecar → mTLS → sidecar → app ok; hand-off by address; plaintext refused"
+    );
+    stats
 }
