@@ -172,13 +172,15 @@ fn two_pods(kind: Kind) -> BTreeMap<&'static str, u64> {
     // A server outside the mesh, reachable from the client pod only.
     let outside = Pod::new("outside");
     netns::link(&client.ns, CLIENT_EXT_IP, &outside.ns, OUTSIDE_IP);
-    let lds = client.dir.join("lds.yaml");
+    let lds_dir = client.dir.join("lds");
+    std::fs::create_dir(&lds_dir).expect("lds dir");
     let vars = pki
         .vars()
         .with("app_ip", APP_IP)
         .with("outside_ip", OUTSIDE_IP)
-        .with("lds_path", lds.display());
-    std::fs::write(&lds, render(&fixture("sidecar/outbound-lds.yaml"), &vars)).expect("lds");
+        .with("lds_dir", lds_dir.display());
+    let lds = render(&fixture("sidecar/outbound-lds.yaml"), &vars);
+    std::fs::write(lds_dir.join("lds.yaml"), &lds).expect("lds");
 
     // The app: an echo server on 8080 (not uid 1337, so its own traffic would be captured).
     let remora = bins::remora();
@@ -279,6 +281,43 @@ fn two_pods(kind: Kind) -> BTreeMap<&'static str, u64> {
         .map(|&n| (n, remora_tests::admin::stat_in(&all, n).unwrap_or(0)))
         .collect();
     println!("{kind}: client sidecar {stats:#?}");
+
+    // LDS takes the 9090 listeners away and changes 0.0.0.0_8080: the hand-off follows the set
+    // now in place.
+    let (head, _) = lds.split_once("# Port 9090").expect("the 9090 listeners");
+    let v2 = head
+        .replace("version_info: \"1\"", "version_info: \"2\"")
+        .replace("value: allow_any }", "value: allow_any-v2 }");
+    let staged = client.dir.join("lds.yaml.next");
+    std::fs::write(&staged, v2).expect("lds v2");
+    std::fs::rename(&staged, lds_dir.join("lds.yaml")).expect("rename lds");
+    client.ns.wait_until("the second LDS version", READY, || {
+        let mut c = client.ns.command("sh");
+        c.args([
+            "-c",
+            "curl -sS http://127.0.0.1:15000/stats | grep -qx 'listener_manager.total_listeners_active: 2'",
+        ]);
+        c
+    });
+    let (headers, echo) = client.get(&format!("http://{OUTSIDE_IP}:8080/out"));
+    assert_eq!(echo["backend"], "outside-8080", "{kind}: {echo}");
+    assert_eq!(
+        headers.get("x-outbound-route").map(String::as_str),
+        Some("allow_any-v2"),
+        "{kind}: the new version of 0.0.0.0_8080 answered: {headers:?}"
+    );
+    let (_, echo) = client.get(&format!("http://{OUTSIDE_IP}:9090/tcp"));
+    assert_eq!(echo["backend"], "outside-9090", "{kind}: {echo}");
+    assert_eq!(
+        client.stat("tcp.PassthroughCluster.downstream_cx_total"),
+        2,
+        "{kind}: 9090 passes through virtualOutbound now, as 9191 did"
+    );
+    assert_eq!(
+        client.stat("cluster.outbound|9090||outside.external.upstream_cx_total"),
+        1
+    );
+    assert_eq!(client.stat("listener.0.0.0.0_15001.downstream_cx_total"), 2);
     println!(
         "{kind}: app → sidecar → mTLS → sidecar → app ok; hand-off by address; plaintext refused"
     );
