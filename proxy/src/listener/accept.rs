@@ -106,8 +106,11 @@ pub async fn serve<C, H, F>(
     serve_current(listener, current, None, move |acc, _| handler(acc), drain).await
 }
 
+/// A listener's current version, swapped when its configuration changes.
+pub type Current<C, X> = Arc<ArcSwap<Serving<C, X>>>;
+
 /// Where a listener's accept loop finds the listener owning a connection's original destination.
-pub type Owners<C, X> = Arc<super::handoff::Owners<Arc<ArcSwap<Serving<C, X>>>>>;
+pub type Owners<C, X> = Arc<super::handoff::Owners<Current<C, X>>>;
 
 /// What an accept loop hands new connections to: one version of a listener. The listener manager
 /// swaps it when the listener's configuration changes, keeping the bound socket.
@@ -124,7 +127,7 @@ pub struct Serving<C, X> {
 /// owning its original destination). Stops accepting when `stop` is signaled.
 pub async fn serve_current<C, X, H, F>(
     listener: TcpListener,
-    current: Arc<ArcSwap<Serving<C, X>>>,
+    current: Current<C, X>,
     owners: Option<Owners<C, X>>,
     handler: H,
     stop: drain::Watch,
@@ -174,7 +177,7 @@ fn admit<C, X, H, F>(
     stream: TcpStream,
     peer: SocketAddr,
     serving: &Arc<Serving<C, X>>,
-    owners: Option<&super::handoff::Owners<Arc<ArcSwap<Serving<C, X>>>>>,
+    owners: Option<&super::handoff::Owners<Current<C, X>>>,
     handler: &H,
 ) where
     C: Send + Sync + 'static,

@@ -8,6 +8,10 @@
 //! a listener is there, and an IPv4-mapped `[::ffff:a.b.c.d]:port` owns `a.b.c.d:port`. With no
 //! owner the connection stays on the virtual listener and its own filter chains (the passthrough).
 //!
+//! The hand-off happens at accept, right after `original_dst`: the virtual listener's other listener
+//! filters (Envoy runs them before it hands off; Istio's `virtualOutbound` has none) do not run for
+//! a connection that moves, the owner's do.
+//!
 //! The listener manager publishes the whole set after every change, so a lookup sees one version
 //! of it: the listeners of the last applied LDS update and the static ones.
 
