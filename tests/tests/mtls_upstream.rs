@@ -355,7 +355,6 @@ async fn rotating_both_sidecars_certs_under_load_keeps_connections_and_serves_th
             "[{kind}] a new upstream handshake presents the new client cert"
         );
         let still_loading = !load.is_finished();
-
         let run = load.await.expect("join");
         let (statuses, connects) = loop_transfers(&run.stdout);
         assert_eq!(
@@ -385,26 +384,63 @@ async fn rotating_both_sidecars_certs_under_load_keeps_connections_and_serves_th
         serials.dedup();
         assert_eq!(
             serials,
-            [client_v1.serial.clone()],
+            std::slice::from_ref(&client_v1.serial),
             "[{kind}] /loop rode the pre-rotation connection (client v2 is {})",
             client_v2.serial
         );
 
-        // A file replaced by a secret that does not load keeps the current cert and counts a
-        // rejected update.
+        // Envoy's SDS counters: the rotation is the second version of each file, and each
+        // context (both clusters share the client secret) took both.
+        let in_ctx = format!(
+            "{}server_ssl_socket_factory.ssl_context_update_by_sds",
+            inbound.listener_prefix("listener_port")
+        );
+        let counters = [
+            (out.admin(), "sds.client_cert.update_attempt".to_string()),
+            (out.admin(), "sds.client_cert.update_success".into()),
+            (
+                out.admin(),
+                "cluster.peer.client_ssl_socket_factory.ssl_context_update_by_sds".into(),
+            ),
+            (
+                out.admin(),
+                "cluster.peer_fresh.client_ssl_socket_factory.ssl_context_update_by_sds".into(),
+            ),
+            (inbound.admin(), "sds.server_cert.update_attempt".into()),
+            (inbound.admin(), "sds.server_cert.update_success".into()),
+            (inbound.admin(), in_ctx),
+        ];
+        for (admin, name) in &counters {
+            let v = remora_tests::admin::stat(*admin, name).await;
+            assert_eq!(v, Some(2), "[{kind}] {name}");
+        }
+
+        // A file replaced by a secret whose PEM does not load is a rejected update, one that does
+        // not parse a failed one; either way the last good cert stays.
         let garbage = "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
-        write_atomically(&client_sds, &sds_pem("client_cert", garbage, garbage));
-        write_atomically(&server_sds, &sds_pem("server_cert", garbage, garbage));
-        assert_eq!(
-            wait_stat(out.admin(), "sds.client_cert.update_rejected", 1).await,
-            Some(1),
-            "[{kind}] outbound counts the rejected client cert"
-        );
-        assert_eq!(
-            wait_stat(inbound.admin(), "sds.server_cert.update_rejected", 1).await,
-            Some(1),
-            "[{kind}] inbound counts the rejected server cert"
-        );
+        for (bad, counter) in [
+            (sds_pem("X", garbage, garbage), "update_rejected"),
+            ("not { json: [".to_string(), "update_failure"),
+        ] {
+            write_atomically(&client_sds, &bad.replace("\"X\"", "\"client_cert\""));
+            write_atomically(&server_sds, &bad.replace("\"X\"", "\"server_cert\""));
+            for (admin, name) in [
+                (out.admin(), format!("sds.client_cert.{counter}")),
+                (inbound.admin(), format!("sds.server_cert.{counter}")),
+            ] {
+                assert_eq!(wait_stat(admin, &name, 1).await, Some(1), "[{kind}] {name}");
+            }
+        }
+        for (admin, name) in [
+            (out.admin(), "sds.client_cert.update_rejected"),
+            (inbound.admin(), "sds.server_cert.update_rejected"),
+            (out.admin(), "sds.client_cert.update_success"),
+            (inbound.admin(), "sds.server_cert.update_success"),
+        ] {
+            let want = if name.ends_with("rejected") { 1 } else { 2 };
+            let v = remora_tests::admin::stat(admin, name).await;
+            assert_eq!(v, Some(want), "[{kind}] {name}");
+        }
         let r = blocking(move || s_client.s_client(in_port, &[], b"")).await;
         assert_eq!(
             server_serial(&r.stdout).as_deref(),
