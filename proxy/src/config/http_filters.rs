@@ -17,8 +17,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::Any;
 use prost::Name;
 
-use super::parse::{any_type_name, unpack_any, ParseOptions};
 use super::istio::{self, HttpIstio};
+use super::parse::{any_type_name, unpack_any, ParseOptions};
 use super::{ConfigErrors, Path};
 
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
