@@ -309,6 +309,7 @@ async fn wait_stat(admin: u16, name: &str, want: u64) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_both_sidecars_certs_under_load_keeps_connections_and_serves_the_new_ones() {
+    const LOOP: usize = 120;
     for_each_kind(|kind| async move {
         // curl (keep-alive loop) → outbound (client cert from SDS file A) → mTLS → inbound
         // (server cert from SDS file B, client SAN checked) → echo.
@@ -330,10 +331,10 @@ async fn rotating_both_sidecars_certs_under_load_keeps_connections_and_serves_th
             .cert(pki.get("client"))
             .ca(pki.ca_pem());
 
-        // 80 requests at 20/s over one keep-alive connection; rotate both files after one
-        // second and probe new handshakes while the loop runs.
+        // 120 requests at 20/s (6 s) over one keep-alive connection; rotate both files after
+        // one second and probe new handshakes while the loop runs.
         let url = format!("http://{out_addr}/loop");
-        let load = tokio::task::spawn_blocking(move || keep_alive_loop(&[], &url, 80, "20/s"));
+        let load = tokio::task::spawn_blocking(move || keep_alive_loop(&[], &url, LOOP, "20/s"));
         tokio::time::sleep(Duration::from_secs(1)).await;
         let server_v2 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
         let client_v2 = pki.issue("client", &istio_id("client"), &[]);
@@ -358,7 +359,7 @@ async fn rotating_both_sidecars_certs_under_load_keeps_connections_and_serves_th
         let run = load.await.expect("join");
         let (statuses, connects) = loop_transfers(&run.stdout);
         assert_eq!(
-            statuses, [200; 80],
+            statuses, [200; LOOP],
             "[{kind}] every request succeeded: {run:?}"
         );
         assert_eq!(connects, 1, "[{kind}] curl's connection survived: {run:?}");
@@ -374,11 +375,11 @@ async fn rotating_both_sidecars_certs_under_load_keeps_connections_and_serves_th
         );
         // That connection was established with the first client cert and still is.
         let fresh = logged_serials(&log, "/fresh").len();
-        wait_for_lines(&log, 80 + fresh).await;
+        wait_for_lines(&log, LOOP + fresh).await;
         let mut serials = logged_serials(&log, "/loop");
         assert_eq!(
             serials.len(),
-            80,
+            LOOP,
             "[{kind}] /loop lines in the inbound access log"
         );
         serials.dedup();
@@ -451,7 +452,7 @@ async fn rotating_both_sidecars_certs_under_load_keeps_connections_and_serves_th
         let before = logged_serials(&log, "/fresh").len();
         let r = client::get(out_addr, "/fresh").await.expect("request");
         assert_eq!(r.status, 200, "[{kind}] {}", r.text());
-        let lines = wait_for_lines(&log, 80 + before + 1).await;
+        let lines = wait_for_lines(&log, LOOP + before + 1).await;
         assert_eq!(
             logged_serials(&log, "/fresh").get(before),
             Some(&client_v2.serial),
