@@ -70,3 +70,38 @@ pub fn get(url: &str, args: &[&str]) -> anyhow::Result<CurlOutput> {
 pub fn get_h2c(url: &str, args: &[&str]) -> anyhow::Result<CurlOutput> {
     curl(url, &[&["--http2-prior-knowledge"], args].concat())
 }
+
+/// `curl` on `url` `n` times in one run (one keep-alive connection) at `rate` (`20/s`), `args`
+/// first: each transfer prints `<status> <num_connects>` on its own line.
+pub fn keep_alive_loop(args: &[String], url: &str, n: usize, rate: &str) -> crate::exec::Outcome {
+    let mut a = args.to_vec();
+    a.extend([
+        "--rate".into(),
+        rate.into(),
+        "-w".into(),
+        "%{http_code} %{num_connects}\n".into(),
+    ]);
+    // `-o` pairs with one URL each.
+    for _ in 0..n {
+        a.extend(["-o".into(), "/dev/null".into(), url.to_string()]);
+    }
+    crate::exec::run_with_input(
+        "curl".as_ref(),
+        &a,
+        b"",
+        std::time::Duration::from_secs(120),
+    )
+}
+
+/// The transfers of a [`keep_alive_loop`]: each status, and how many connections curl opened in
+/// all (1 when the connection was kept alive throughout).
+pub fn loop_transfers(stdout: &str) -> (Vec<u16>, u32) {
+    let mut statuses = Vec::new();
+    let mut connects = 0;
+    for line in stdout.lines() {
+        let mut it = line.split_whitespace();
+        statuses.push(it.next().and_then(|s| s.parse().ok()).unwrap_or(0));
+        connects += it.next().and_then(|c| c.parse::<u32>().ok()).unwrap_or(0);
+    }
+    (statuses, connects)
+}

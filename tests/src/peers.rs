@@ -88,19 +88,8 @@ impl TlsClient {
     /// `curl` on `n` URLs in one run (one keep-alive connection) at `rate` (`20/s`): each
     /// transfer prints `<status> <num_connects>` on its own line.
     pub fn curl_loop(&self, port: u16, path: &str, n: usize, rate: &str) -> Run {
-        let mut a = self.curl_args(port);
-        a.extend([
-            "--rate".into(),
-            rate.into(),
-            "-w".into(),
-            "%{http_code} %{num_connects}\n".into(),
-        ]);
-        // `-o` pairs with one URL each.
-        for _ in 0..n {
-            a.extend(["-o".into(), "/dev/null".into()]);
-            a.push(format!("https://{}:{port}{path}", self.host));
-        }
-        run("curl", &a, b"", Duration::from_secs(120))
+        let url = format!("https://{}:{port}{path}", self.host);
+        crate::curl::keep_alive_loop(&self.curl_args(port), &url, n, rate)
     }
 
     /// `openssl s_client` handshake to `port`, sending `input` and then waiting for the server to

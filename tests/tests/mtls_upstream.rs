@@ -1,13 +1,15 @@
 //! The proxy originating mTLS: to nginx verifying client certificates, to a real Envoy sidecar
-//! and from one (SPIFFE SAN checks both ways), and server certificate rotation over SDS on a
-//! file while a keep-alive connection keeps working.
+//! and from one (SPIFFE SAN checks both ways), and certificate rotation over SDS on a file while
+//! keep-alive connections keep working: the server certificate alone, then both sidecars' (the
+//! outbound's client certificate and the inbound's server certificate) under a load loop.
 
 use std::time::Duration;
 
 use remora_tests::access_log::wait_for_lines;
 use remora_tests::backend::Echo;
+use remora_tests::curl::{keep_alive_loop, loop_transfers};
 use remora_tests::peers::{server_serial, MeshStack, Nginx, TlsClient};
-use remora_tests::pki::{istio_id, Pki};
+use remora_tests::pki::{istio_id, Identity, Pki};
 use remora_tests::proxy::Kind;
 use remora_tests::select::for_each_kind;
 use remora_tests::template::Vars;
@@ -154,15 +156,19 @@ async fn sidecar_to_envoy_sidecar_and_back() {
     .await;
 }
 
-/// The SDS file: one `Secret` named `server_cert` with the identity's PEM inline.
-fn sds_file(id: &remora_tests::pki::Identity) -> String {
+/// An SDS file: one `Secret` named `name` holding the identity's PEM inline.
+fn sds_file(name: &str, id: &Identity) -> String {
+    sds_pem(name, &id.cert_pem(), &id.key_pem())
+}
+
+fn sds_pem(name: &str, cert: &str, key: &str) -> String {
     serde_json::json!({
         "resources": [{
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-            "name": "server_cert",
+            "name": name,
             "tls_certificate": {
-                "certificate_chain": { "inline_string": id.cert_pem() },
-                "private_key": { "inline_string": id.key_pem() },
+                "certificate_chain": { "inline_string": cert },
+                "private_key": { "inline_string": key },
             }
         }]
     })
@@ -181,7 +187,7 @@ async fn rotating_the_server_cert_keeps_connections_and_serves_the_new_one() {
         let mut pki = mesh_pki();
         let v1 = pki.get("server").clone();
         let sds = pki.path("sds-server.json");
-        write_atomically(&sds, &sds_file(&v1));
+        write_atomically(&sds, &sds_file("server_cert", &v1));
         let extra = Vars::new().with("sds_path", sds.display());
         let s = MeshStack::start(kind, "mtls/rotation.yaml", &pki, &extra).await;
         let port = s.port("listener_port");
@@ -203,7 +209,7 @@ async fn rotating_the_server_cert_keeps_connections_and_serves_the_new_one() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let v2 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
         assert_ne!(v1.serial, v2.serial);
-        write_atomically(&sds, &sds_file(&v2));
+        write_atomically(&sds, &sds_file("server_cert", &v2));
 
         let mut seen = None;
         for _ in 0..50 {
@@ -222,19 +228,235 @@ async fn rotating_the_server_cert_keeps_connections_and_serves_the_new_one() {
         );
 
         let run = load.await.expect("join");
-        let lines: Vec<&str> = run.stdout.lines().collect();
-        assert_eq!(lines.len(), 60, "[{kind}] {run:?}");
-        assert!(
-            lines.iter().all(|l| l.starts_with("200 ")),
-            "[{kind}] every request succeeded: {lines:?}"
+        let (statuses, connects) = loop_transfers(&run.stdout);
+        assert_eq!(
+            statuses, [200; 60],
+            "[{kind}] every request succeeded: {run:?}"
         );
-        let connects: u32 = lines
-            .iter()
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok())
-            .sum();
         assert_eq!(
             connects, 1,
-            "[{kind}] the keep-alive connection survived the rotation: {lines:?}"
+            "[{kind}] the keep-alive connection survived the rotation: {run:?}"
+        );
+    })
+    .await;
+}
+
+/// The serial the inbound logged for each request whose path starts with `path`, in order.
+fn logged_serials(log: &std::path::Path, path: &str) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{path} ")))
+        .filter_map(|l| Some(l.split_once("serial=")?.1.split(' ').next()?.to_string()))
+        .collect()
+}
+
+/// The server serial a new handshake to `port` presents, once it is `want` (None after 5 s).
+async fn wait_server_serial(c: &TlsClient, port: u16, want: &str) -> Option<String> {
+    let mut seen = None;
+    for _ in 0..50 {
+        let probe = c.clone();
+        let r = blocking(move || probe.s_client(port, &[], b"")).await;
+        seen = server_serial(&r.stdout);
+        if seen.as_deref() == Some(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+/// Sends `/fresh` (a new upstream connection each) until the inbound logs `want` as the client
+/// serial; every response must be 200. Returns the last logged serial.
+async fn wait_client_serial(
+    out: std::net::SocketAddr,
+    log: &std::path::Path,
+    want: &str,
+) -> String {
+    let mut last = String::new();
+    for sent in 1..=50 {
+        let r = client::get(out, "/fresh").await.expect("request");
+        assert_eq!(r.status, 200, "/fresh #{sent}: {}", r.text());
+        // The access log is flushed every 100 ms.
+        for _ in 0..40 {
+            let serials = logged_serials(log, "/fresh");
+            if serials.len() >= sent {
+                last = serials[sent - 1].clone();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if last == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+/// Polls a counter until it reaches `want` (5 s at most); returns the last value read.
+async fn wait_stat(admin: u16, name: &str, want: u64) -> Option<u64> {
+    let mut v = None;
+    for _ in 0..50 {
+        v = remora_tests::admin::stat(admin, name).await;
+        if v >= Some(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_both_sidecars_certs_under_load_keeps_connections_and_serves_the_new_ones() {
+    const LOOP: usize = 120;
+    for_each_kind(|kind| async move {
+        // curl (keep-alive loop) → outbound (client cert from SDS file A) → mTLS → inbound
+        // (server cert from SDS file B, client SAN checked) → echo.
+        let mut pki = mesh_pki();
+        let (server_v1, client_v1) = (pki.get("server").clone(), pki.get("client").clone());
+        let (server_sds, client_sds) = (pki.path("sds-server.json"), pki.path("sds-client.json"));
+        write_atomically(&server_sds, &sds_file("server_cert", &server_v1));
+        write_atomically(&client_sds, &sds_file("client_cert", &client_v1));
+        let extra = Vars::new().with("sds_path", server_sds.display());
+        let inbound = MeshStack::start(kind, "mtls/rotation.yaml", &pki, &extra).await;
+        let in_port = inbound.port("listener_port");
+        let extra = Vars::new()
+            .with("sds_client_path", client_sds.display())
+            .with("peer_port", in_port);
+        let out = MeshStack::start(kind, "mtls/rotation_outbound.yaml", &pki, &extra).await;
+        let out_addr = ports::loopback(out.port("listener_port"));
+        let log = inbound.env.file("access.log");
+        let s_client = TlsClient::new("server.mesh")
+            .cert(pki.get("client"))
+            .ca(pki.ca_pem());
+
+        // 120 requests at 20/s (6 s) over one keep-alive connection; rotate both files after
+        // one second and probe new handshakes while the loop runs.
+        let url = format!("http://{out_addr}/loop");
+        let load = tokio::task::spawn_blocking(move || keep_alive_loop(&[], &url, LOOP, "20/s"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let server_v2 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
+        let client_v2 = pki.issue("client", &istio_id("client"), &[]);
+        assert_ne!(server_v1.serial, server_v2.serial);
+        assert_ne!(client_v1.serial, client_v2.serial);
+        write_atomically(&server_sds, &sds_file("server_cert", &server_v2));
+        write_atomically(&client_sds, &sds_file("client_cert", &client_v2));
+
+        assert_eq!(
+            wait_server_serial(&s_client, in_port, &server_v2.serial)
+                .await
+                .as_deref(),
+            Some(server_v2.serial.as_str()),
+            "[{kind}] a new handshake to the inbound presents the new server cert"
+        );
+        assert_eq!(
+            wait_client_serial(out_addr, &log, &client_v2.serial).await,
+            client_v2.serial,
+            "[{kind}] a new upstream handshake presents the new client cert"
+        );
+        let still_loading = !load.is_finished();
+        let run = load.await.expect("join");
+        let (statuses, connects) = loop_transfers(&run.stdout);
+        assert_eq!(
+            statuses, [200; LOOP],
+            "[{kind}] every request succeeded: {run:?}"
+        );
+        assert_eq!(connects, 1, "[{kind}] curl's connection survived: {run:?}");
+        assert!(
+            still_loading,
+            "[{kind}] the new certs were seen while the loop ran"
+        );
+        let stat = |name: &'static str| remora_tests::admin::stat(out.admin(), name);
+        assert_eq!(
+            stat("cluster.peer.upstream_cx_total").await,
+            Some(1),
+            "[{kind}] the pooled outbound → inbound connection survived the rotation"
+        );
+        // That connection was established with the first client cert and still is.
+        let fresh = logged_serials(&log, "/fresh").len();
+        wait_for_lines(&log, LOOP + fresh).await;
+        let mut serials = logged_serials(&log, "/loop");
+        assert_eq!(
+            serials.len(),
+            LOOP,
+            "[{kind}] /loop lines in the inbound access log"
+        );
+        serials.dedup();
+        assert_eq!(
+            serials,
+            std::slice::from_ref(&client_v1.serial),
+            "[{kind}] /loop rode the pre-rotation connection (client v2 is {})",
+            client_v2.serial
+        );
+
+        // Envoy's SDS counters: the rotation is the second version of each file, and each
+        // context (both clusters share the client secret) took both.
+        let in_ctx = format!(
+            "{}server_ssl_socket_factory.ssl_context_update_by_sds",
+            inbound.listener_prefix("listener_port")
+        );
+        let counters = [
+            (out.admin(), "sds.client_cert.update_attempt".to_string()),
+            (out.admin(), "sds.client_cert.update_success".into()),
+            (
+                out.admin(),
+                "cluster.peer.client_ssl_socket_factory.ssl_context_update_by_sds".into(),
+            ),
+            (
+                out.admin(),
+                "cluster.peer_fresh.client_ssl_socket_factory.ssl_context_update_by_sds".into(),
+            ),
+            (inbound.admin(), "sds.server_cert.update_attempt".into()),
+            (inbound.admin(), "sds.server_cert.update_success".into()),
+            (inbound.admin(), in_ctx),
+        ];
+        for (admin, name) in &counters {
+            let v = remora_tests::admin::stat(*admin, name).await;
+            assert_eq!(v, Some(2), "[{kind}] {name}");
+        }
+
+        // A file replaced by a secret whose PEM does not load is a rejected update, one that does
+        // not parse a failed one; either way the last good cert stays.
+        let garbage = "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
+        for (bad, counter) in [
+            (sds_pem("X", garbage, garbage), "update_rejected"),
+            ("not { json: [".to_string(), "update_failure"),
+        ] {
+            write_atomically(&client_sds, &bad.replace("\"X\"", "\"client_cert\""));
+            write_atomically(&server_sds, &bad.replace("\"X\"", "\"server_cert\""));
+            for (admin, name) in [
+                (out.admin(), format!("sds.client_cert.{counter}")),
+                (inbound.admin(), format!("sds.server_cert.{counter}")),
+            ] {
+                assert_eq!(wait_stat(admin, &name, 1).await, Some(1), "[{kind}] {name}");
+            }
+        }
+        for (admin, name) in [
+            (out.admin(), "sds.client_cert.update_rejected"),
+            (inbound.admin(), "sds.server_cert.update_rejected"),
+            (out.admin(), "sds.client_cert.update_success"),
+            (inbound.admin(), "sds.server_cert.update_success"),
+        ] {
+            let want = if name.ends_with("rejected") { 1 } else { 2 };
+            let v = remora_tests::admin::stat(admin, name).await;
+            assert_eq!(v, Some(want), "[{kind}] {name}");
+        }
+        let r = blocking(move || s_client.s_client(in_port, &[], b"")).await;
+        assert_eq!(
+            server_serial(&r.stdout).as_deref(),
+            Some(server_v2.serial.as_str()),
+            "[{kind}] the inbound kept the last good server cert: {}",
+            r.all()
+        );
+        let before = logged_serials(&log, "/fresh").len();
+        let r = client::get(out_addr, "/fresh").await.expect("request");
+        assert_eq!(r.status, 200, "[{kind}] {}", r.text());
+        let lines = wait_for_lines(&log, LOOP + before + 1).await;
+        assert_eq!(
+            logged_serials(&log, "/fresh").get(before),
+            Some(&client_v2.serial),
+            "[{kind}] the outbound kept the last good client cert: {lines:?}"
         );
     })
     .await;

@@ -7,6 +7,10 @@
 //! so a change that lands while reading is seen by the next poll. A secret that does not load
 //! keeps its previous value: a half-rotated pair (new key, old chain) fails the key check, counts
 //! `sds.<name>.key_rotation_failed`, and loads on the poll after the second rename.
+//!
+//! The counters follow Envoy's filesystem subscription: each change of the SDS file is an
+//! `update_attempt`; a file that does not read or parse is an `update_failure`, one that parses
+//! but whose secret does not load an `update_rejected`.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -106,12 +110,17 @@ impl FileWatch {
         let sds_changed = !st.attempted || st.stamps.first() != stamps.first();
         st.stamps = stamps;
         st.attempted = true;
+        if sds_changed {
+            for entry in &st.entries {
+                entry.stats.update_attempt.inc();
+            }
+        }
         let secrets = match parse_file(&self.path) {
             Ok(s) => s,
             Err(e) => {
-                warn!(file = %self.path.display(), error = %e, "SDS file rejected; keeping the current secrets");
+                warn!(file = %self.path.display(), error = %e, "SDS file unreadable; keeping the current secrets");
                 for entry in &st.entries {
-                    entry.stats.update_rejected.inc();
+                    entry.stats.update_failure.inc();
                 }
                 return;
             }

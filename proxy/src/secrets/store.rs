@@ -37,8 +37,13 @@ pub struct SecretKey {
 /// Envoy's per-secret SDS stats (`sds.<name>.`).
 #[derive(Debug, Clone, Default)]
 pub struct SdsStats {
+    /// Every new version offered: an SDS file that changed, a secret pushed by a stream.
+    pub update_attempt: Counter,
     pub update_success: Counter,
+    /// The secret arrived but did not load (bad PEM, mismatched key, missing name).
     pub update_rejected: Counter,
+    /// The SDS file could not be read or parsed at all.
+    pub update_failure: Counter,
     /// A referenced certificate or key file changed but did not load (Envoy's name).
     pub key_rotation_failed: Counter,
 }
@@ -186,8 +191,10 @@ impl SecretStore {
                 let scope = self.inner.stats.scope(format!("sds.{}.", key.name));
                 Arc::new(SecretEntry {
                     stats: SdsStats {
+                        update_attempt: scope.counter("update_attempt"),
                         update_success: scope.counter("update_success"),
                         update_rejected: scope.counter("update_rejected"),
+                        update_failure: scope.counter("update_failure"),
                         key_rotation_failed: scope.counter("key_rotation_failed"),
                     },
                     key,
@@ -330,6 +337,7 @@ impl SecretStore {
             name: secret.name.clone(),
             source: SecretSource::Api,
         });
+        entry.stats.update_attempt.inc();
         match load_secret(secret, &Path::root("secret").field(&secret.name)) {
             Ok(v) => {
                 entry.set(v);

@@ -86,6 +86,7 @@ fn renamed_files_rotate_and_bad_updates_keep_the_old_secret() {
     // Unchanged files are not read again.
     store.poll_files();
     assert_eq!(stats.counter("sds.server.update_success").get(), 1);
+    assert_eq!(stats.counter("sds.server.update_attempt").get(), 1);
 
     let three_days = IssueOptions {
         validity: Duration::from_secs(3 * 86_400),
@@ -109,8 +110,22 @@ fn renamed_files_rotate_and_bad_updates_keep_the_old_secret() {
     assert_eq!(serial(entry.current()), second_serial);
     assert_eq!(stats.counter("sds.server.key_rotation_failed").get(), 1);
 
-    // An SDS file that does not parse: same.
+    // An SDS file that does not parse: same, counted as Envoy's filesystem subscription does.
     replace(&file, b"resources: [ { \"@type\": nonsense } ]");
+    store.poll_files();
+    assert_eq!(serial(entry.current()), second_serial);
+    assert_eq!(stats.counter("sds.server.update_failure").get(), 1);
+    assert_eq!(stats.counter("sds.server.update_rejected").get(), 0);
+    // Only the certificate files changed before: one attempt for the first load, one now.
+    assert_eq!(stats.counter("sds.server.update_attempt").get(), 2);
+
+    // One that parses but names another secret: rejected.
+    replace(
+        &file,
+        sds_yaml(&dir)
+            .replace("name: server", "name: other")
+            .as_bytes(),
+    );
     store.poll_files();
     assert_eq!(serial(entry.current()), second_serial);
     assert_eq!(stats.counter("sds.server.update_rejected").get(), 1);

@@ -220,7 +220,12 @@ impl ClientTls {
 
     /// Registers the `ssl.*` stats in the cluster's scope (`cluster.<name>.`).
     pub fn bind_stats(&self, scope: &Scope) {
-        let _ = self.stats.set(TlsStats::new(scope, Side::Client));
+        if self.stats.set(TlsStats::new(scope, Side::Client)).is_ok()
+            && self.ready.load().is_some()
+            && self.common.uses_sds_file()
+        {
+            self.stats().context_update_by_sds.inc();
+        }
     }
 
     pub fn stats(&self) -> &TlsStats {

@@ -13,7 +13,7 @@ use super::validation::{self, Validation};
 use crate::config::parse::merge;
 use crate::config::{ConfigErrors, Path};
 use crate::secrets::source::{load_certificate, read};
-use crate::secrets::{LoadedCert, SecretEntry, SecretStore, SecretValue};
+use crate::secrets::{LoadedCert, SecretEntry, SecretSource, SecretStore, SecretValue};
 
 /// Where the peer validation comes from.
 #[derive(Debug)]
@@ -96,6 +96,19 @@ pub struct Common {
     pub validation: Option<ValidationRef>,
     pub alpn: Vec<Vec<u8>>,
     pub params: Params,
+}
+
+impl Common {
+    /// Whether a secret comes from an SDS file. Envoy reads a bootstrap's SDS files only once
+    /// every configured context exists, so each context counts the first load as an
+    /// `ssl_context_update_by_sds`; remora has read them by the time the context is built, and
+    /// counts that load when the context binds its stats. (A context added later by LDS or CDS
+    /// over an already loaded file counts it too, where Envoy's does not.)
+    pub fn uses_sds_file(&self) -> bool {
+        let from_file = |e: &SecretEntry| matches!(e.key().source, SecretSource::File(_));
+        self.cert.as_deref().is_some_and(from_file)
+            || matches!(&self.validation, Some(ValidationRef::Secret { entry, .. }) if from_file(entry))
+    }
 }
 
 /// Translates `common_tls_context` (`path` points at it).

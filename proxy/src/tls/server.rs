@@ -262,7 +262,12 @@ impl ServerTls {
     /// once the listener's stat prefix is known; before that the counters are detached.
     pub fn bind_stats(&self, store: &Store, listener_prefix: &str) {
         let scope = store.scope(format!("{listener_prefix}."));
-        let _ = self.stats.set(TlsStats::new(&scope, Side::Server));
+        if self.stats.set(TlsStats::new(&scope, Side::Server)).is_ok()
+            && self.ready.load().is_some()
+            && self.common.uses_sds_file()
+        {
+            self.stats().context_update_by_sds.inc();
+        }
     }
 
     pub fn stats(&self) -> &TlsStats {
