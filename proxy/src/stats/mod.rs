@@ -8,7 +8,7 @@ pub mod matcher;
 pub mod prometheus;
 pub mod render;
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -97,9 +97,15 @@ impl Stat {
 }
 
 /// The process's stat namespace. Cloning shares it. Registration takes a lock; reading a handle does not.
+///
+/// A hash map, not a sorted one: a push of a thousand clusters registers a hundred thousand names,
+/// and only the admin endpoints want them in order (they sort what they select).
 #[derive(Debug, Clone, Default)]
 pub struct Store {
-    stats: Arc<Mutex<BTreeMap<String, Stat>>>,
+    stats: Arc<Mutex<HashMap<String, Stat>>>,
+    /// Families of stats that are listed but never move (Envoy's cluster stats remora does not
+    /// drive), one entry per prefix instead of one per name: they cost a cluster nothing per name.
+    idle: Arc<Mutex<HashMap<String, IdleSet>>>,
     /// `stats_config.stats_matcher`, set once from the bootstrap.
     matcher: Arc<std::sync::OnceLock<matcher::StatsMatcher>>,
 }
@@ -169,6 +175,18 @@ impl Store {
         }
     }
 
+    /// Lists `counters` and `gauges` under `prefix` at zero, for stats nothing will ever move. A
+    /// name also created as a real stat is listed once, as the real one.
+    pub fn idle(
+        &self,
+        prefix: impl Into<String>,
+        counters: &'static [&'static str],
+        gauges: &'static [&'static str],
+    ) {
+        self.lock_idle()
+            .insert(prefix.into(), IdleSet { counters, gauges });
+    }
+
     /// A scope that prefixes every name it creates (`store.scope("cluster.web.")`).
     pub fn scope(&self, prefix: impl Into<String>) -> Scope {
         Scope {
@@ -181,31 +199,87 @@ impl Store {
     /// `keep` claims (a live cluster whose name extends the removed one's). Handles already given
     /// out keep working, detached, so in-flight work on the removed component is harmless.
     pub fn remove_prefix(&self, prefix: &str, keep: impl Fn(&str) -> bool) -> usize {
-        let mut stats = self.lock();
-        let doomed: Vec<String> = stats
-            .range(prefix.to_string()..)
-            .take_while(|(n, _)| n.starts_with(prefix))
-            .filter(|(n, _)| !keep(n))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in &doomed {
-            stats.remove(n);
+        self.remove_prefixes(&[prefix.to_string()], keep)
+    }
+
+    /// [`Store::remove_prefix`] for many prefixes in one pass over the namespace. Prefixes end at a
+    /// dot, so a name is doomed when one of its dot-terminated heads is among them.
+    pub fn remove_prefixes(&self, prefixes: &[String], keep: impl Fn(&str) -> bool) -> usize {
+        if prefixes.is_empty() {
+            return 0;
         }
-        doomed.len()
+        let doomed: HashSet<&str> = prefixes.iter().map(String::as_str).collect();
+        let spared = |name: &str| {
+            let under = name
+                .match_indices('.')
+                .any(|(i, _)| doomed.contains(&name[..=i]));
+            !under || keep(name)
+        };
+        self.lock_idle().retain(|prefix, _| spared(prefix));
+        let mut stats = self.lock();
+        let before = stats.len();
+        stats.retain(|name, _| spared(name));
+        before - stats.len()
     }
 
-    /// A sorted copy of every stat with its name.
+    /// A copy of every stat with its name, sorted by name (byte order, as Envoy's std::string compare).
     pub fn snapshot(&self) -> Vec<(String, Stat)> {
-        self.lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.snapshot_where(|_, _| true)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Stat>> {
+    /// The stats `pick` selects, sorted by name; the selection runs before anything is copied.
+    pub fn snapshot_where(&self, pick: impl Fn(&str, &Stat) -> bool) -> Vec<(String, Stat)> {
+        let idle: Vec<(String, IdleSet)> = self
+            .lock_idle()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let stats = self.lock();
+        let mut out: Vec<(String, Stat)> = stats
+            .iter()
+            .filter(|(k, v)| pick(k, v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut name = String::new();
+        for (prefix, set) in &idle {
+            let counters = set.counters.iter().map(|n| (n, true));
+            for (n, is_counter) in counters.chain(set.gauges.iter().map(|n| (n, false))) {
+                name.clear();
+                name.push_str(prefix);
+                name.push_str(n);
+                if stats.contains_key(&name) || self.rejects(&name) {
+                    continue;
+                }
+                let stat = if is_counter {
+                    Stat::Counter(Counter::default())
+                } else {
+                    Stat::Gauge(Gauge::default())
+                };
+                if pick(&name, &stat) {
+                    out.push((name.clone(), stat));
+                }
+            }
+        }
+        drop(stats);
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, HashMap<String, IdleSet>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stat>> {
         // Registration never panics while holding the lock, so a poisoned lock still holds a valid map.
         self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Names under one prefix that `/stats` lists at zero without anything behind them.
+#[derive(Debug, Clone, Copy)]
+struct IdleSet {
+    counters: &'static [&'static str],
+    gauges: &'static [&'static str],
 }
 
 /// A prefix within the store.
@@ -224,6 +298,10 @@ impl Scope {
     }
     pub fn scope(&self, prefix: &str) -> Scope {
         self.store.scope(format!("{}{}", self.prefix, prefix))
+    }
+    /// [`Store::idle`] under this scope's prefix.
+    pub fn idle(&self, counters: &'static [&'static str], gauges: &'static [&'static str]) {
+        self.store.idle(self.prefix.clone(), counters, gauges);
     }
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -256,6 +334,62 @@ mod tests {
             0,
             "a fresh counter"
         );
+    }
+
+    #[test]
+    fn removing_many_prefixes_at_once_handles_dotted_cluster_names() {
+        let s = Store::new();
+        let fqdn = "cluster.outbound|9080||reviews.default.svc.cluster.local.";
+        for c in [fqdn, "cluster.a.", "cluster.a.b.", "cluster.keep."] {
+            s.counter(format!("{c}upstream_rq_total"));
+            s.gauge(format!("{c}upstream_cx_active"));
+        }
+        let doomed = [fqdn.to_string(), "cluster.a.".to_string()];
+        let n = s.remove_prefixes(&doomed, |n| n.starts_with("cluster.a.b."));
+        assert_eq!(n, 4);
+        let names: Vec<String> = s.snapshot().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "cluster.a.b.upstream_cx_active",
+                "cluster.a.b.upstream_rq_total",
+                "cluster.keep.upstream_cx_active",
+                "cluster.keep.upstream_rq_total",
+            ],
+            "sorted, the nested live cluster and the others untouched"
+        );
+    }
+
+    #[test]
+    fn idle_families_are_listed_once_and_leave_with_their_prefix() {
+        let s = Store::new();
+        s.scope("cluster.a.").idle(&["x_total", "y_total"], &["z"]);
+        s.counter("cluster.a.y_total").inc();
+        let listed = |s: &Store| -> Vec<(String, String)> {
+            s.snapshot()
+                .into_iter()
+                .map(|(n, st)| {
+                    let v = match st {
+                        Stat::Counter(c) => format!("c{}", c.get()),
+                        Stat::Gauge(g) => format!("g{}", g.get()),
+                        Stat::Text(t) => t.get(),
+                    };
+                    (n, v)
+                })
+                .collect()
+        };
+        assert_eq!(
+            listed(&s),
+            [
+                ("cluster.a.x_total".to_string(), "c0".to_string()),
+                ("cluster.a.y_total".to_string(), "c1".to_string()),
+                ("cluster.a.z".to_string(), "g0".to_string()),
+            ]
+        );
+        let used = s.snapshot_where(|_, st| st.used());
+        assert_eq!(used.len(), 1, "idle stats are never used");
+        s.remove_prefix("cluster.a.", |_| false);
+        assert!(listed(&s).is_empty());
     }
 
     #[test]

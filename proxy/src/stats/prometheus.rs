@@ -218,10 +218,10 @@ pub fn render(store: &Store, used_only: bool, filter: Option<&Regex>) -> String 
     // family key: tag-extracted name; BTreeMap keeps Envoy's ordering.
     let mut counters: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
     let mut gauges: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
-    for (name, stat) in store.snapshot() {
-        if used_only && !stat.used() || filter.is_some_and(|re| !re.is_match(&name)) {
-            continue;
-        }
+    let picked = store.snapshot_where(|name, stat| {
+        !(used_only && !stat.used() || filter.is_some_and(|re| !re.is_match(name)))
+    });
+    for (name, stat) in picked {
         let (extracted, tags) = extract_tags(&name);
         let mut labels = String::new();
         for (i, (tag, value)) in tags.iter().enumerate() {

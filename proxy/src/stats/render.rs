@@ -16,14 +16,10 @@ fn value(stat: &Stat) -> String {
 /// The stats that `/stats` shows for the query, in Envoy's order: counters and gauges merged, sorted by
 /// name (Envoy prints histograms after them; remora has none yet).
 fn selected(store: &Store, filter: Option<&Regex>, used_only: bool) -> Vec<(String, Stat)> {
-    // `snapshot` is already sorted by name (byte order, as Envoy's std::string compare).
-    store
-        .snapshot()
-        .into_iter()
-        .filter(|(name, stat)| {
-            (!used_only || stat.used()) && filter.is_none_or(|re| re.is_match(name))
-        })
-        .collect()
+    // Sorted by name (byte order, as Envoy's std::string compare).
+    store.snapshot_where(|name, stat| {
+        (!used_only || stat.used()) && filter.is_none_or(|re| re.is_match(name))
+    })
 }
 
 /// `/stats`: one `name: value` line per stat.

@@ -117,12 +117,7 @@ pub struct ClusterStats {
 
 impl ClusterStats {
     pub fn new(scope: Scope) -> Self {
-        for name in IDLE_COUNTERS {
-            scope.counter(name);
-        }
-        for name in IDLE_GAUGES {
-            scope.gauge(name);
-        }
+        scope.idle(IDLE_COUNTERS, IDLE_GAUGES);
         let c = |n: &str| scope.counter(n);
         let g = |n: &str| scope.gauge(n);
         Self {

@@ -211,23 +211,26 @@ impl ClusterManager {
         if removed.is_empty() {
             return;
         }
-        let live: Vec<String> = self
+        let doomed: Vec<String> = removed
+            .iter()
+            .map(|name| format!("cluster.{name}."))
+            .collect();
+        // Only a live cluster whose name extends a removed one's (`b.x` under `b`) has stats under a
+        // doomed prefix; those keep theirs.
+        let nested: Vec<String> = self
             .entries()
             .iter()
+            .chain(self.warming().iter())
             .map(|e| format!("cluster.{}.", e.proto.name))
-            .chain(
-                self.warming()
+            .filter(|l| {
+                doomed
                     .iter()
-                    .map(|e| format!("cluster.{}.", e.proto.name)),
-            )
+                    .any(|d| l.len() > d.len() && l.starts_with(d.as_str()))
+            })
             .collect();
-        for name in removed {
-            let prefix = format!("cluster.{name}.");
-            self.inner.store.remove_prefix(&prefix, |stat| {
-                live.iter()
-                    .any(|l| l.len() > prefix.len() && stat.starts_with(l.as_str()))
-            });
-        }
+        self.inner.store.remove_prefixes(&doomed, |stat| {
+            nested.iter().any(|l| stat.starts_with(l.as_str()))
+        });
     }
 
     /// Builds a cluster; an EDS cluster starts with the assignment already known for its service
