@@ -147,11 +147,18 @@ where
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            timed_out = idle_wait, if !draining => {
+            timed_out = idle_wait, if !draining && !gentle_started => {
                 if timed_out {
                     stats.cx_idle_timeout.inc();
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
+                    if flags.http2.load(Ordering::Relaxed) {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    } else {
+                        // As Envoy: an idle HTTP/1 connection drains for `drain_timeout` before it
+                        // closes; a request in that window is served with `Connection: close`.
+                        flags.closing.store(true, Ordering::Release);
+                        gentle_deadline = Some(rt.cfg.drain_timeout);
+                    }
                 }
             }
         }
