@@ -65,9 +65,10 @@ where
         return Ok(Some(Rewind::new(io, buf)));
     }
     if codec == Codec::Http1 {
-        // Envoy's HTTP/1 codec answers the preface as a malformed request.
-        io.write_all(bad_request(server, SystemTime::now()).as_bytes())
-            .await?;
+        // Envoy's HTTP/1 codec answers the preface as a malformed request; a peer already gone
+        // is closed all the same.
+        let reply = bad_request(server, SystemTime::now());
+        let _ = io.write_all(reply.as_bytes()).await;
     }
     // As Envoy's delayed close: discard what the peer sends until it closes or the delay is up,
     // then close; closing with unread bytes would reset the connection instead.
