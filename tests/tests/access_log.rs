@@ -1,12 +1,15 @@
-//! Access logs: Envoy's default text format and a json_format log, line by line.
+//! Access logs: Envoy's default text format and a json_format log, line by line; the response
+//! flag of each upstream failure.
 
 use remora_tests::access_log::{default_format, wait_for_lines};
+use remora_tests::admin;
 use remora_tests::client::{self, Protocol, Request};
 use remora_tests::proxy::StartOptions;
 use remora_tests::select::for_each_kind;
 use remora_tests::stack::Stack;
 
 const BASIC: &str = "http/basic.yaml";
+const FLAGS: &str = "http/flags.yaml";
 
 fn fast_flush() -> StartOptions {
     StartOptions {
@@ -101,6 +104,56 @@ async fn json_format_fields() {
             v["flags"], "UC",
             "[{kind}] upstream connection termination flag: {v}"
         );
+    })
+    .await;
+}
+
+/// `%RESPONSE_CODE% %RESPONSE_FLAGS%` for each way a request can fail upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_flags_in_log_lines() {
+    for_each_kind(|kind| async move {
+        let s = Stack::start_with(kind, FLAGS, fast_flush()).await;
+        let cases = [
+            ("/nr", 404, "NR"),
+            ("/uh", 503, "UH"),
+            ("/uf", 503, "UF"),
+            ("/ut/delay/2000", 504, "UT"),
+            ("/urx/status/503", 503, "URX"),
+            ("/ok", 200, "-"),
+        ];
+        for (path, status, _) in cases {
+            let r = client::get(s.addr(), path).await.expect("request");
+            assert_eq!(r.status, status, "[{kind}] {path}: {}", r.text());
+        }
+        let lines = wait_for_lines(&s.env.file("access.log"), cases.len()).await;
+        for (line, (path, status, flags)) in lines.iter().zip(cases) {
+            assert_eq!(line, &format!("{path} {status} {flags}"), "[{kind}]");
+        }
+    })
+    .await;
+}
+
+/// retry_on connect-failure past a dead host: every request succeeds, the retries are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_is_retried_on_another_host() {
+    for_each_kind(|kind| async move {
+        let s = Stack::start_with(kind, FLAGS, fast_flush()).await;
+        // Round robin over one dead and one live host: two requests reach the dead one at least once.
+        for i in 0..4 {
+            let r = client::get(s.addr(), &format!("/half/{i}"))
+                .await
+                .expect("request");
+            assert_eq!(r.status, 200, "[{kind}] request {i}: {}", r.text());
+        }
+        let retries = admin::stat(s.admin(), "cluster.half.upstream_rq_retry")
+            .await
+            .unwrap_or(0);
+        assert!(retries >= 1, "[{kind}] upstream_rq_retry = {retries}");
+        let lines = wait_for_lines(&s.env.file("access.log"), 4).await;
+        println!("[{kind}] retries {retries}, log: {lines:?}");
+        for line in &lines {
+            assert!(line.ends_with(" 200 -"), "[{kind}] {line}");
+        }
     })
     .await;
 }

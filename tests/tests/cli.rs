@@ -54,6 +54,13 @@ const BAD: &[Bad] = &[
         envoy_rejects: false,
     },
     Bad {
+        fixture: "unknown_filter.yaml",
+        fragments: &[
+            r#"static_resources.listeners[0].filter_chains[0].filters[0]: unknown filter "envoy.filters.network.foo""#,
+        ],
+        envoy_rejects: true,
+    },
+    Bad {
         fixture: "port_range.yaml",
         fragments: &["static_resources.listeners[0].address.socket_address.port_value"],
         envoy_rejects: true,
@@ -275,4 +282,38 @@ async fn probe_reports_readiness_by_exit_status() {
         "{}",
         explain(&closed)
     );
+}
+
+/// `--config-yaml` is merged over `-c`: the cluster the file's route needs comes from the overlay,
+/// and a request through the listener reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_yaml_is_merged_over_the_file() {
+    select::for_each_kind(|kind| async move {
+        let backend = remora_tests::HttpBackend::start("overlay").await;
+        let config = render(
+            &fixture("cli/overlay_base.yaml"),
+            &Vars::new().with("listener_port", ports::free_port()),
+        );
+        let overlay = format!(
+            "static_resources: {{ clusters: [ {{ name: app, type: STATIC, connect_timeout: 1s, \
+             load_assignment: {{ cluster_name: app, endpoints: [ {{ lb_endpoints: [ {{ endpoint: \
+             {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }} ] }} ] }} }} ] }}",
+            backend.port()
+        );
+        let opts = remora_tests::proxy::StartOptions {
+            args: vec!["--config-yaml".into(), overlay],
+            ..Default::default()
+        };
+        let proxy = remora_tests::Proxy::start_with(kind, &config, opts).await;
+        let r = remora_tests::client::get(proxy.addr(), "/merged")
+            .await
+            .expect("request");
+        assert_eq!(r.status, 200, "[{kind}] {}", r.text());
+        assert_eq!(
+            r.echo().map(|e| e.backend),
+            Some("overlay".to_string()),
+            "[{kind}]"
+        );
+    })
+    .await;
 }

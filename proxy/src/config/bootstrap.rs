@@ -6,6 +6,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
 use envoy_types::pb::envoy::config::listener::v3::Listener;
+use tracing::warn;
 
 use super::listeners::ListenerBuilder;
 use super::network::ChainStack;
@@ -77,6 +78,41 @@ pub fn load(
     }
 }
 
+/// Bootstrap fields that are set but have no effect in remora, each with what that means; Envoy
+/// would act on them, so a silent accept would hide a difference.
+#[allow(deprecated)] // `tracing` and `watchdog` are deprecated in the proto, yet still set in the wild.
+fn ignored_fields(b: &Bootstrap) -> Vec<(&'static str, &'static str)> {
+    let mut ignored = Vec::new();
+    if !b.stats_sinks.is_empty() {
+        ignored.push((
+            "stats_sinks",
+            "stats sinks are not supported; stats are only served by the admin interface",
+        ));
+    }
+    if b.overload_manager.is_some() {
+        ignored.push((
+            "overload_manager",
+            "the overload manager is not supported; no overload actions are taken",
+        ));
+    }
+    if b.tracing.is_some() {
+        ignored.push(("tracing", "tracing is not supported; no spans are reported"));
+    }
+    if b.watchdog.is_some() {
+        ignored.push(("watchdog", "watchdogs are not supported; ignored"));
+    }
+    if b.watchdogs.is_some() {
+        ignored.push(("watchdogs", "watchdogs are not supported; ignored"));
+    }
+    if !b.bootstrap_extensions.is_empty() {
+        ignored.push((
+            "bootstrap_extensions",
+            "bootstrap extensions are not supported; ignored",
+        ));
+    }
+    ignored
+}
+
 /// Translates a bootstrap, reporting every error with its path.
 pub fn build(
     bootstrap: Bootstrap,
@@ -86,6 +122,9 @@ pub fn build(
 ) -> Result<Snapshot, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let root = Path::default();
+    for (field, effect) in ignored_fields(&bootstrap) {
+        warn!(path = %root.field(field), "{effect}");
+    }
     let dynamic = match crate::xds::plan(&bootstrap) {
         Ok(plan) => plan,
         Err(e) => {
@@ -183,4 +222,35 @@ pub fn build(
         builder,
         dynamic,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignored_fields_are_named_when_set() {
+        assert!(ignored_fields(&Bootstrap::default()).is_empty());
+        let yaml = r#"
+stats_sinks:
+- name: envoy.stat_sinks.statsd
+overload_manager: { refresh_interval: 1s }
+tracing: {}
+watchdogs: {}
+bootstrap_extensions:
+- name: envoy.bootstrap.foo
+"#;
+        let b: Bootstrap = parse::from_yaml(yaml, ParseOptions::default()).expect("bootstrap");
+        let names: Vec<&str> = ignored_fields(&b).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            names,
+            [
+                "stats_sinks",
+                "overload_manager",
+                "tracing",
+                "watchdogs",
+                "bootstrap_extensions"
+            ]
+        );
+    }
 }

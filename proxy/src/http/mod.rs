@@ -1,6 +1,7 @@
 //! HTTP: the connection manager's server side, the route table, and the proxying of one request.
 
 pub mod body;
+pub mod codec;
 pub mod completion;
 pub mod forward;
 pub mod headers;

@@ -1,7 +1,6 @@
 //! Serve: one downstream HTTP connection (HTTP/1.1, h2c prior knowledge, or either), its timeouts and
 //! its drain.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::proxy::{self, Downstream, HttpRuntime};
+use super::{codec, headers, local_reply};
 use crate::config::hcm::Codec;
 use crate::drain;
 use crate::tls::TlsInfo;
@@ -50,7 +50,8 @@ fn builder(rt: &HttpRuntime, info: &ConnInfo) -> auto::Builder<TokioExecutor> {
     };
     b.http1()
         .timer(TokioTimer::new())
-        .max_headers(cfg.max_headers_count)
+        // Above the limit, so that `too_many_headers` answers as Envoy does rather than hyper.
+        .max_headers(cfg.max_headers_count.saturating_add(100))
         .max_buf_size((cfg.max_request_headers_kb as usize * 1024).max(8192))
         .header_read_timeout(cfg.request_headers_timeout)
         .keep_alive(true);
@@ -70,6 +71,18 @@ where
     let stats = rt.stats.clone();
     stats.cx_total.inc();
     stats.cx_active.inc();
+    // The idle timeout bounds the wait for a silent peer's first bytes.
+    let admit = codec::admit(io, rt.cfg.codec, server_name(&rt.cfg));
+    let admitted = match rt.cfg.idle_timeout {
+        Some(t) => tokio::time::timeout(t, admit).await.unwrap_or(Ok(None)),
+        None => admit.await,
+    };
+    let Ok(Some(io)) = admitted else {
+        tracing::debug!(codec = ?rt.cfg.codec, "connection refused by the codec");
+        stats.cx_active.dec();
+        stats.cx_destroy.inc();
+        return;
+    };
     let builder = builder(&rt, &info);
     let active = Arc::new(AtomicUsize::new(0));
     let activity = Arc::new(tokio::sync::Notify::new());
@@ -86,7 +99,12 @@ where
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let rt = svc_rt.clone();
         let down = down.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(req, rt, down).await) }
+        async move {
+            if too_many_headers(&req, rt.cfg.max_headers_count) {
+                return refuse_too_many_headers(&req, &rt);
+            }
+            Ok(proxy::handle(req, rt, down).await)
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -147,11 +165,18 @@ where
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            timed_out = idle_wait, if !draining => {
+            timed_out = idle_wait, if !draining && !gentle_started => {
                 if timed_out {
                     stats.cx_idle_timeout.inc();
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
+                    if flags.http2.load(Ordering::Relaxed) {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    } else {
+                        // As Envoy: an idle HTTP/1 connection drains for `drain_timeout` before it
+                        // closes; a request in that window is served with `Connection: close`.
+                        flags.closing.store(true, Ordering::Release);
+                        gentle_deadline = Some(rt.cfg.drain_timeout);
+                    }
                 }
             }
         }
@@ -159,6 +184,55 @@ where
     stats.cx_active.dec();
     stats.cx_destroy.inc();
 }
+
+/// The `server` header a local reply carries, empty for none.
+fn server_name(cfg: &crate::config::hcm::HcmConfig) -> &str {
+    let mut h = hyper::HeaderMap::new();
+    headers::set_server(&mut h, cfg);
+    if h.contains_key(hyper::header::SERVER) {
+        &cfg.server_name
+    } else {
+        ""
+    }
+}
+
+/// Whether `req` has more headers than `max_headers_count`, counted as Envoy's codecs do: every
+/// HTTP/1 header line; every h2 header field, pseudo-headers included.
+fn too_many_headers<B>(req: &hyper::Request<B>, max: usize) -> bool {
+    let pseudo = match req.version() {
+        hyper::Version::HTTP_2 if req.method() == hyper::Method::CONNECT => 2,
+        hyper::Version::HTTP_2 => 4,
+        _ => 0,
+    };
+    req.headers().len() + pseudo > max
+}
+
+/// Envoy's answer to too many headers: a 431 that closes an HTTP/1 connection, a reset h2 stream.
+fn refuse_too_many_headers<B>(
+    req: &hyper::Request<B>,
+    rt: &HttpRuntime,
+) -> Result<hyper::Response<crate::http::body::BoxBody>, TooManyHeaders> {
+    rt.stats.rq_total.inc();
+    if req.version() == hyper::Version::HTTP_2 {
+        return Err(TooManyHeaders);
+    }
+    let mut resp = local_reply::text_response(
+        hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "Request Header Fields Too Large".to_string(),
+    );
+    headers::prepare_response(resp.headers_mut(), &rt.cfg);
+    resp.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    rt.stats.response(431);
+    Ok(resp)
+}
+
+/// The service error that resets an h2 stream carrying too many headers.
+#[derive(Debug, thiserror::Error)]
+#[error("too many request headers")]
+struct TooManyHeaders;
 
 /// Resolves `true` once the connection had no active request for `idle`, `false` when there was
 /// activity (the caller loops and waits again).
