@@ -3,13 +3,16 @@
 //!
 //! `Signal::drain()` flips a watch channel that every `Watch` observes. Each in-flight connection holds
 //! a `Guard` from `Watch::guard()`; `Signal::wait_idle` returns once all guards are gone or the drain
-//! timeout passes (Envoy's `--drain-time-s`), whichever comes first.
+//! timeout passes (Envoy's `--drain-time-s`), whichever comes first. A gentle drain spreads the
+//! closes of an HTTP connection's responses over the grace time ([`Ramp`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use rand::Rng;
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 #[derive(Debug, Default)]
 struct Inflight {
@@ -21,8 +24,9 @@ struct Inflight {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Running,
-    /// A listener update or removal: HTTP/1 connections answer their next request with
-    /// `Connection: close` and close once idle past the grace time; HTTP/2 ones get a GOAWAY.
+    /// A listener update or removal: HTTP connections close on a response with a chance that
+    /// grows over the grace time ([`Ramp`]) and once idle past it; tcp_proxy connections close
+    /// when it ends.
     Gentle(Duration),
     /// The process is going away: every connection shuts down gracefully now.
     Now,
@@ -180,9 +184,81 @@ impl Drop for Guard {
     }
 }
 
+/// One HTTP connection's gentle drain, as Envoy's default `--drain-strategy gradual`: from the
+/// moment it starts, each response closes the connection (`Connection: close`, or a GOAWAY for
+/// HTTP/2) with a probability of elapsed / grace, so the clients of a changed listener move over
+/// spread across the grace time instead of all reconnecting at once.
+#[derive(Debug, Default)]
+pub struct Ramp {
+    started: OnceLock<(Instant, Duration)>,
+    goaway: Notify,
+}
+
+impl Ramp {
+    /// Starts the ramp (later calls keep the first start).
+    pub fn start(&self, grace: Duration) {
+        let _ = self.started.set((Instant::now(), grace));
+    }
+
+    /// Whether the response being sent now should close its connection.
+    pub fn close_now(&self) -> bool {
+        let Some((since, grace)) = self.started.get() else {
+            return false;
+        };
+        let elapsed = since.elapsed();
+        if elapsed >= *grace {
+            return true;
+        }
+        rand::rng().random::<f64>() < elapsed.as_secs_f64() / grace.as_secs_f64()
+    }
+
+    /// Asks the connection to send its GOAWAY (HTTP/2).
+    pub fn go_away(&self) {
+        self.goaway.notify_one();
+    }
+
+    /// Completes once [`Ramp::go_away`] was called (now or before).
+    pub async fn going_away(&self) {
+        self.goaway.notified().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ramp_closes_more_as_the_grace_time_passes() {
+        let ramp = Ramp::default();
+        assert!(!ramp.close_now(), "no drain, no close");
+        ramp.start(Duration::from_secs(10));
+        let closes = |ramp: &Ramp| (0..1000).filter(|_| ramp.close_now()).count();
+        assert_eq!(closes(&ramp), 0, "nothing closes at the start");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let early = closes(&ramp);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let late = closes(&ramp);
+        assert!(
+            (100..300).contains(&early),
+            "about 20% at 2 s of 10: {early}"
+        );
+        assert!((700..900).contains(&late), "about 80% at 8 s of 10: {late}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            closes(&ramp),
+            1000,
+            "everything closes once the grace time is over"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn going_away_remembers_an_earlier_request() {
+        let ramp = Ramp::default();
+        ramp.go_away();
+        tokio::time::timeout(Duration::from_secs(1), ramp.going_away())
+            .await
+            .expect("the GOAWAY asked before anyone waited");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn signaled_completes_only_after_drain() {

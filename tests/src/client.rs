@@ -1,6 +1,9 @@
-//! Downstream client: HTTP/1.1 and h2c (prior knowledge) over hyper, one connection per `Client`.
+//! Downstream client: HTTP/1.1 and h2c (prior knowledge) over hyper, one connection per `Client`,
+//! in plaintext or over TLS (rustls).
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -104,13 +107,58 @@ enum Sender {
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
+/// How a [`Client`] speaks TLS: the server name it sends and verifies, the roots it trusts and the
+/// certificate it presents, if any. Cheap to clone.
+#[derive(Clone)]
+pub struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl Tls {
+    /// Verifies the server as `host` against the CA in `ca_pem`; presents `identity` when the
+    /// server asks for a client certificate.
+    pub fn new(host: &str, ca_pem: &Path, identity: Option<&crate::pki::Identity>) -> Tls {
+        let ca = std::fs::read(ca_pem).expect("read CA");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in remora_certs::certs_from_pem("ca", &ca).expect("CA PEM") {
+            roots.add(cert).expect("CA root");
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(remora_certs::provider())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some(id) => {
+                let chain = remora_certs::certs_from_pem("cert", id.cert_pem().as_bytes())
+                    .expect("client chain");
+                let key = remora_certs::private_key_from_pem("key", id.key_pem().as_bytes())
+                    .expect("client key");
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .expect("client cert")
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Tls {
+            config: Arc::new(config),
+            server_name: rustls::pki_types::ServerName::try_from(host.to_string())
+                .expect("server name"),
+        }
+    }
+}
+
 /// One downstream connection, reopened transparently when the proxy closes it.
 pub struct Client {
     addr: SocketAddr,
     protocol: Protocol,
+    tls: Option<Tls>,
     sender: Option<Sender>,
     /// Connections opened so far (1 for a well-behaved keep-alive run).
     pub connections: usize,
+    /// The serial of the leaf certificate the server presented on the last TLS handshake
+    /// (lowercase hex, as [`crate::pki::Identity::serial`]).
+    pub server_serial: Option<String>,
 }
 
 impl Client {
@@ -118,9 +166,17 @@ impl Client {
         Self {
             addr,
             protocol,
+            tls: None,
             sender: None,
             connections: 0,
+            server_serial: None,
         }
+    }
+
+    /// Speaks TLS on every connection (`Protocol::H2c` then means HTTP/2 with prior knowledge).
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     async fn connect(&mut self) -> anyhow::Result<()> {
@@ -128,21 +184,21 @@ impl Client {
             .await
             .with_context(|| format!("connect {}", self.addr))?;
         tcp.set_nodelay(true)?;
-        let io = TokioIo::new(tcp);
-        let sender = match self.protocol {
-            Protocol::Http1 => {
-                let (s, conn) = http1::handshake(io).await?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                Sender::H1(s)
-            }
-            Protocol::H2c => {
-                let (s, conn) = http2::handshake(TokioExecutor::new(), io).await?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                Sender::H2(s)
+        let sender = match &self.tls {
+            None => handshake(self.protocol, TokioIo::new(tcp)).await?,
+            Some(tls) => {
+                let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                    .connect(tls.server_name.clone(), tcp)
+                    .await
+                    .with_context(|| format!("TLS handshake with {}", self.addr))?;
+                self.server_serial = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|leaf| remora_certs::CertInfo::parse("server", 0, leaf).ok())
+                    .map(|info| info.serial().to_string());
+                handshake(self.protocol, TokioIo::new(stream)).await?
             }
         };
         self.sender = Some(sender);
@@ -236,6 +292,28 @@ impl Client {
             body,
         })
     }
+}
+
+async fn handshake<T>(protocol: Protocol, io: T) -> anyhow::Result<Sender>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    Ok(match protocol {
+        Protocol::Http1 => {
+            let (s, conn) = http1::handshake(io).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::H1(s)
+        }
+        Protocol::H2c => {
+            let (s, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::H2(s)
+        }
+    })
 }
 
 /// Whether the server guarantees it did not process the request: hyper canceled it before sending,

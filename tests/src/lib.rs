@@ -25,6 +25,7 @@ pub mod select;
 pub mod stack;
 pub mod tempdir;
 pub mod template;
+pub mod xds;
 
 pub use backend::{HttpBackend, TcpEcho};
 pub use client::{Client, Protocol, Request, Response};

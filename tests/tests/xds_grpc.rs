@@ -3,17 +3,13 @@
 //! drives remora and Envoy; both must ACK/NACK the same versions, route the same requests the
 //! same way, keep the last good config when the control plane dies, and resume when it returns.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::Any;
 use remora_tests::admin;
-use remora_tests::client::{Client, Protocol, Request};
 use remora_tests::control_plane::{
     resource, ControlPlane, Outcome, CLUSTER, ENDPOINT, LISTENER, ROUTE,
 };
@@ -21,6 +17,7 @@ use remora_tests::ports::{free_port, loopback};
 use remora_tests::proxy::StartOptions;
 use remora_tests::select::for_each_kind;
 use remora_tests::tempdir::TempDir;
+use remora_tests::xds::{bootstrap, eds_cluster, endpoints, rds_listener, static_cluster, Ads};
 use remora_tests::{HttpBackend, Kind, Proxy};
 
 const SETTLE: Duration = Duration::from_secs(20);
@@ -31,64 +28,8 @@ enum Transport {
     Uds,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Protocol2 {
-    Sotw,
-    Delta,
-}
-
-fn bootstrap(cp: &ControlPlane, protocol: Protocol2, admin_port: u16) -> String {
-    let api = match protocol {
-        Protocol2::Sotw => "GRPC",
-        Protocol2::Delta => "DELTA_GRPC",
-    };
-    let endpoint = cp.endpoint_yaml();
-    format!(
-        r#"node: {{ id: sidecar~127.0.0.1~app.default~default.svc.cluster.local, cluster: app.default }}
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
-dynamic_resources:
-  ads_config:
-    api_type: {api}
-    transport_api_version: V3
-    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds-grpc }} }}]
-    set_node_on_first_message_only: true
-  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
-  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {endpoint} }} }}] }}]
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-"#
-    )
-}
-
 fn listener(port: u16, stat_prefix: &str) -> (String, Any) {
-    resource::<Listener>(
-        "main",
-        &format!(
-            r#"name: main
-address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-filter_chains:
-- filters:
-  - name: envoy.filters.network.http_connection_manager
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-      stat_prefix: {stat_prefix}
-      rds:
-        route_config_name: routes
-        config_source: {{ ads: {{}}, resource_api_version: V3 }}
-      http_filters: [{{ name: envoy.filters.http.router, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }} }}]
-"#
-        ),
-    )
+    rds_listener("main", port, stat_prefix, "routes")
 }
 
 /// A listener whose network filter no proxy knows.
@@ -117,68 +58,6 @@ virtual_hosts:
   domains: ["*"]
   routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: {cluster} }} }}]
 "#
-        ),
-    )
-}
-
-fn weighted_routes(a: u32, b: u32) -> (String, Any) {
-    resource::<RouteConfiguration>(
-        "routes",
-        &format!(
-            r#"name: routes
-virtual_hosts:
-- name: all
-  domains: ["*"]
-  routes:
-  - match: {{ prefix: "/" }}
-    route:
-      weighted_clusters:
-        clusters: [{{ name: a, weight: {a} }}, {{ name: b, weight: {b} }}]
-"#
-        ),
-    )
-}
-
-fn eds_cluster(name: &str) -> (String, Any) {
-    resource::<Cluster>(
-        name,
-        &format!(
-            r#"name: {name}
-type: EDS
-connect_timeout: 1s
-eds_cluster_config: {{ eds_config: {{ ads: {{}}, resource_api_version: V3 }} }}
-"#
-        ),
-    )
-}
-
-fn static_cluster(name: &str, address: &str, port: u16) -> (String, Any) {
-    resource::<Cluster>(
-        name,
-        &format!(
-            r#"name: {name}
-type: STATIC
-connect_timeout: 1s
-load_assignment:
-  cluster_name: {name}
-  endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: "{address}", port_value: {port} }} }} }} }}] }}]
-"#
-        ),
-    )
-}
-
-fn endpoints(cluster: &str, ports: &[u16]) -> (String, Any) {
-    let lb: Vec<String> = ports
-        .iter()
-        .map(|p| {
-            format!("{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }} }}")
-        })
-        .collect();
-    resource::<ClusterLoadAssignment>(
-        cluster,
-        &format!(
-            "cluster_name: {cluster}\nendpoints: [{{ lb_endpoints: [{}] }}]\n",
-            lb.join(", ")
         ),
     )
 }
@@ -215,12 +94,12 @@ struct World {
     proxy: Proxy,
     port: u16,
     admin: u16,
-    a: HttpBackend,
+    _a: HttpBackend,
     b: HttpBackend,
     c: HttpBackend,
 }
 
-async fn world(kind: Kind, transport: Transport, protocol: Protocol2) -> World {
+async fn world(kind: Kind, transport: Transport, protocol: Ads) -> World {
     let dir = TempDir::new("xds-grpc");
     let cp = match transport {
         Transport::Tcp => ControlPlane::tcp().await,
@@ -252,7 +131,7 @@ async fn world(kind: Kind, transport: Transport, protocol: Protocol2) -> World {
         proxy,
         port,
         admin,
-        a,
+        _a: a,
         b,
         c,
     }
@@ -282,7 +161,7 @@ fn short(o: &Outcome) -> &'static str {
 }
 
 /// The push script: each step's (what, how it was taken, where GET / went).
-async fn script(kind: Kind, transport: Transport, protocol: Protocol2) -> Vec<String> {
+async fn script(kind: Kind, transport: Transport, protocol: Ads) -> Vec<String> {
     let w = world(kind, transport, protocol).await;
     let mut log = Vec::new();
     for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE] {
@@ -348,7 +227,7 @@ async fn script(kind: Kind, transport: Transport, protocol: Protocol2) -> Vec<St
     ));
 
     // The SotW client reports the last version it accepted.
-    if protocol == Protocol2::Sotw {
+    if protocol == Ads::Sotw {
         let last =
             w.cp.seen()
                 .into_iter()
@@ -391,7 +270,7 @@ async fn script(kind: Kind, transport: Transport, protocol: Protocol2) -> Vec<St
 /// One proxy's account of the script.
 type KindLog = (Kind, Vec<String>);
 
-async fn differential(transport: Transport, protocol: Protocol2) {
+async fn differential(transport: Transport, protocol: Ads) {
     let logs: Arc<Mutex<Vec<KindLog>>> = Arc::default();
     let sink = logs.clone();
     for_each_kind(move |kind| {
@@ -430,20 +309,17 @@ async fn differential(transport: Transport, protocol: Protocol2) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sotw_over_tcp_matches_envoy() {
-    differential(Transport::Tcp, Protocol2::Sotw).await;
+    differential(Transport::Tcp, Ads::Sotw).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_over_uds_matches_envoy() {
-    differential(Transport::Uds, Protocol2::Delta).await;
+    differential(Transport::Uds, Ads::Delta).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sotw_over_uds_and_delta_over_tcp_route_pushes() {
-    for (transport, protocol) in [
-        (Transport::Uds, Protocol2::Sotw),
-        (Transport::Tcp, Protocol2::Delta),
-    ] {
+    for (transport, protocol) in [(Transport::Uds, Ads::Sotw), (Transport::Tcp, Ads::Delta)] {
         for_each_kind(move |kind| async move {
             let w = world(kind, transport, protocol).await;
             let v = w.cp.set(ROUTE, vec![routes("b")]);
@@ -462,7 +338,7 @@ async fn sotw_over_uds_and_delta_over_tcp_route_pushes() {
 
 /// The control plane dies: the proxy keeps serving the last config, reports itself disconnected,
 /// reconnects when it returns and takes new pushes (delta: telling what it already has).
-async fn control_plane_restart(transport: Transport, protocol: Protocol2) {
+async fn control_plane_restart(transport: Transport, protocol: Ads) {
     for_each_kind(move |kind| async move {
         let mut w = world(kind, transport, protocol).await;
         assert_eq!(
@@ -500,7 +376,7 @@ async fn control_plane_restart(transport: Transport, protocol: Protocol2) {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if protocol == Protocol2::Delta {
+        if protocol == Ads::Delta {
             let seen = w.cp.seen();
             let first_after = seen
                 .iter()
@@ -520,92 +396,10 @@ async fn control_plane_restart(transport: Transport, protocol: Protocol2) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_restart_sotw_tcp() {
-    control_plane_restart(Transport::Tcp, Protocol2::Sotw).await;
+    control_plane_restart(Transport::Tcp, Ads::Sotw).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_restart_delta_uds() {
-    control_plane_restart(Transport::Uds, Protocol2::Delta).await;
-}
-
-/// 1000 pushes of route weights and endpoints while a client keeps sending requests: none fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn churn_under_load_fails_no_request() {
-    for_each_kind(|kind| async move {
-        let w = world(kind, Transport::Uds, Protocol2::Sotw).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failed: Arc<Mutex<Vec<String>>> = Arc::default();
-        let mut loops = Vec::new();
-        for _ in 0..2 {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            let addr = loopback(w.port);
-            loops.push(tokio::spawn(async move {
-                let mut client = Client::new(addr, Protocol::Http1);
-                while !stop.load(Ordering::Relaxed) {
-                    match client.send(&Request::get("/")).await {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => {
-                            failed
-                                .lock()
-                                .expect("f")
-                                .push(format!("{} {}", r.status, r.text()))
-                        }
-                        Err(e) => failed.lock().expect("f").push(e.to_string()),
-                    }
-                }
-            }));
-        }
-        let started = Instant::now();
-        let ports = [w.a.port(), w.c.port()];
-        let mut last = (0, 0);
-        for i in 0..1000u32 {
-            let (t, v) = if i % 2 == 0 {
-                (
-                    ROUTE,
-                    w.cp.set(ROUTE, vec![weighted_routes(1 + i % 7, 1 + i % 5)]),
-                )
-            } else {
-                let pick: Vec<u16> = if i % 3 == 0 {
-                    ports.to_vec()
-                } else {
-                    vec![ports[(i as usize / 2) % 2]]
-                };
-                (ENDPOINT, w.cp.set(ENDPOINT, vec![endpoints("a", &pick)]))
-            };
-            last = if t == ROUTE { (v, last.1) } else { (last.0, v) };
-            // Pace by the proxy's answers, as a control plane does with ACKs.
-            if i % 10 == 9 {
-                assert_eq!(
-                    w.outcome(kind, t, v).await,
-                    Outcome::Ack,
-                    "[{kind}] push {i}"
-                );
-            }
-        }
-        assert_eq!(w.outcome(kind, ROUTE, last.0).await, Outcome::Ack);
-        assert_eq!(w.outcome(kind, ENDPOINT, last.1).await, Outcome::Ack);
-        let took = started.elapsed();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        stop.store(true, Ordering::Relaxed);
-        for l in loops {
-            l.await.expect("join");
-        }
-        let failed = failed.lock().expect("f");
-        let ok = ok.load(Ordering::Relaxed);
-        eprintln!(
-            "[{kind}] 1000 pushes in {took:?}; {ok} requests ok, {} failed",
-            failed.len()
-        );
-        assert!(ok > 100, "[{kind}] the load ran: {ok}");
-        assert!(
-            failed.is_empty(),
-            "[{kind}] no request failed: {:?}",
-            &failed[..failed.len().min(10)]
-        );
-        let _ = &w.b;
-    })
-    .await;
+    control_plane_restart(Transport::Uds, Ads::Delta).await;
 }

@@ -3,9 +3,10 @@
 //!
 //! A changed listener keeps its sockets when its address stays the same: the accept loops switch to
 //! the new filter chains for the next connection, while the old version's connections drain gently
-//! over `--drain-time-s` (`Connection: close` on their next HTTP/1 response, GOAWAY for HTTP/2). A
-//! new address binds new sockets first, then the old ones stop accepting. A removed listener stops
-//! accepting and drains the same way. Unchanged listeners are not touched.
+//! over `--drain-time-s` (HTTP responses close their connection more and more often, `drain::Ramp`;
+//! tcp_proxy connections close when it ends). A new address binds new sockets first, then the old
+//! ones stop accepting. A removed listener stops accepting and drains the same way. Unchanged
+//! listeners are not touched.
 //!
 //! After every change the manager publishes which listener owns which address, for the
 //! `use_original_dst` hand-off (`listener::handoff`): a virtual listener's redirected connection

@@ -473,7 +473,7 @@ where
         NetworkStack::Http(rt) => crate::http::server::serve(stream, info, rt, drain).await,
         NetworkStack::Tcp(rt) => {
             let tls = info.tls.as_deref();
-            crate::tcp::serve(stream, info.peer, info.local, info.id, tls, rt).await
+            crate::tcp::serve(stream, info.peer, info.local, info.id, tls, rt, drain).await
         }
     }
 }

@@ -41,9 +41,9 @@ pub struct Downstream {
     pub active: Arc<AtomicUsize>,
     pub activity: Arc<tokio::sync::Notify>,
     pub counted_protocol: AtomicBool,
-    /// Set by a gentle drain (the listener changed): HTTP/1 responses carry `Connection: close`, so
-    /// the client moves to the new listener configuration after this response.
-    pub closing: AtomicBool,
+    /// A gentle drain (the listener changed): a response may close the connection (`Connection:
+    /// close`, or a GOAWAY for HTTP/2), so the client moves to the new listener configuration.
+    pub closing: crate::drain::Ramp,
     /// Whether the connection carries HTTP/2 (known from its first request).
     pub http2: AtomicBool,
 }
@@ -167,11 +167,15 @@ pub async fn handle(
     };
     let istio_resp = rt.istio.as_ref().map(|t| t.response(resp.headers_mut()));
     headers::prepare_response(resp.headers_mut(), &rt.cfg);
-    if version != Version::HTTP_2 && down.closing.load(Ordering::Acquire) {
-        resp.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
+    if down.closing.close_now() {
+        if version == Version::HTTP_2 {
+            down.closing.go_away();
+        } else {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
     }
     if !outcome.from_upstream {
         local_reply_framing(&mut resp, version, progress.done());

@@ -118,8 +118,9 @@ where
     };
     tokio::pin!(lifetime);
     let mut draining = false;
-    // A gentle drain: HTTP/1 requests get `Connection: close` until the grace time, then the
-    // connection closes once idle; no request is refused on a kept-alive connection meanwhile.
+    // A gentle drain: responses close the connection more and more often over the grace time
+    // (`drain::Ramp`); once it is over the connection closes as soon as it is idle. No request is
+    // refused on a kept-alive connection meanwhile.
     let mut gentle: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut gentle_deadline: Option<Duration> = None;
     loop {
@@ -143,8 +144,8 @@ where
             }
             _ = drain.signaled(), if !draining && !gentle_started => {
                 match drain.mode() {
-                    drain::Mode::Gentle(grace) if !flags.http2.load(Ordering::Relaxed) => {
-                        flags.closing.store(true, Ordering::Release);
+                    drain::Mode::Gentle(grace) => {
+                        flags.closing.start(grace);
                         gentle_deadline = Some(grace);
                     }
                     _ => {
@@ -154,6 +155,11 @@ where
                 }
             }
             _ = drain.immediate(), if !draining && gentle_started => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            // An HTTP/2 response drew the close: GOAWAY, in-flight streams finish.
+            _ = flags.closing.going_away(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -1,5 +1,5 @@
 //! TCP proxy: connect to the cluster picked for the connection and pipe bytes both ways until either
-//! side closes or the connection idles out.
+//! side closes, the connection idles out, or its listener's drain time ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::access_log::LogContext;
 use crate::config::tcp_proxy::TcpProxyConfig;
+use crate::drain;
 use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::{ClusterManager, ConnectContext};
 
@@ -51,7 +52,10 @@ pub struct TcpRuntime {
 }
 
 /// Proxies one downstream connection (plain TCP, or TLS terminated by the listener).
-/// TCP proxy connections are not cut short by a drain; they end when either side closes.
+///
+/// Bytes carry on while the listener drains (it changed or went away over LDS); when its drain
+/// time ends the proxy closes both sides, as Envoy does when it removes the old listener. The
+/// process drain does not cut a connection short: the process exit ends it.
 pub async fn serve<D>(
     mut down: D,
     peer: SocketAddr,
@@ -59,6 +63,7 @@ pub async fn serve<D>(
     id: u64,
     tls: Option<&crate::tls::TlsInfo>,
     rt: Arc<TcpRuntime>,
+    drain: drain::Watch,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
 {
@@ -100,7 +105,7 @@ pub async fn serve<D>(
                         t.opened(&labels);
                         istio_labels = Some(labels);
                     }
-                    let (r, t) = pipe(&mut down, &mut conn.stream, &rt).await;
+                    let (r, t) = pipe(&mut down, &mut conn.stream, &rt, &drain).await;
                     rx = r;
                     tx = t;
                 }
@@ -142,8 +147,17 @@ pub async fn serve<D>(
     }
 }
 
+/// Resolves when a gentle drain's grace time has passed (never for the process drain).
+async fn drain_ended(drain: &drain::Watch) {
+    drain.signaled().await;
+    match drain.mode() {
+        drain::Mode::Gentle(grace) => tokio::time::sleep(grace).await,
+        drain::Mode::Now | drain::Mode::Running => std::future::pending().await,
+    }
+}
+
 /// Copies both ways; returns (bytes from downstream, bytes to downstream).
-async fn pipe<D, U>(down: &mut D, up: &mut U, rt: &TcpRuntime) -> (u64, u64)
+async fn pipe<D, U>(down: &mut D, up: &mut U, rt: &TcpRuntime, drain: &drain::Watch) -> (u64, u64)
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -160,6 +174,8 @@ where
         .max_downstream_connection_duration
         .map(|d| tokio::time::Instant::now() + d);
     let mut idle_at = idle.map(|d| tokio::time::Instant::now() + d);
+    let drained = drain_ended(drain);
+    tokio::pin!(drained);
     loop {
         if down_eof && up_eof {
             break;
@@ -207,6 +223,10 @@ where
             }
             _ = max_sleep => {
                 rt.stats.max_duration_reached.inc();
+                break;
+            }
+            () = &mut drained => {
+                tracing::debug!("listener drain time over; closing the tcp_proxy connection");
                 break;
             }
         }

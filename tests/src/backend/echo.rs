@@ -43,6 +43,8 @@ impl Echo {
 struct State {
     name: String,
     connections: AtomicUsize,
+    /// Connections still open.
+    open: AtomicUsize,
     requests: AtomicUsize,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -64,6 +66,7 @@ impl HttpBackend {
         let state = Arc::new(State {
             name: name.to_string(),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             failures: Mutex::new(HashMap::new()),
         });
@@ -71,13 +74,16 @@ impl HttpBackend {
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 st.connections.fetch_add(1, Ordering::Relaxed);
+                st.open.fetch_add(1, Ordering::Relaxed);
                 let _ = tcp.set_nodelay(true);
                 let st = st.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(st.clone(), req));
+                    let svc_st = st.clone();
+                    let svc = service_fn(move |req| handle(svc_st.clone(), req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
                         .await;
+                    st.open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         });
@@ -95,6 +101,11 @@ impl HttpBackend {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now (the proxy's pooled and busy ones).
+    pub fn open(&self) -> usize {
+        self.state.open.load(Ordering::Relaxed)
     }
 
     /// Requests received so far (including failed and reset ones).

@@ -1,4 +1,4 @@
-//! TCP echo backend: writes back every byte it reads, and counts connections.
+//! TCP echo backend: writes back every byte it reads, and counts connections (all, and open now).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,6 +7,7 @@ use std::sync::Arc;
 pub struct TcpEcho {
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -17,19 +18,24 @@ impl TcpEcho {
             .expect("bind tcp echo");
         let addr = listener.local_addr().expect("local_addr");
         let connections = Arc::new(AtomicUsize::new(0));
-        let count = connections.clone();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (count, opened) = (connections.clone(), open.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut tcp, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::Relaxed);
+                opened.fetch_add(1, Ordering::Relaxed);
+                let opened = opened.clone();
                 tokio::spawn(async move {
                     let (mut r, mut w) = tcp.split();
                     let _ = tokio::io::copy(&mut r, &mut w).await;
+                    opened.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         });
         TcpEcho {
             addr,
             connections,
+            open,
             task,
         }
     }
@@ -40,6 +46,11 @@ impl TcpEcho {
 
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 }
 

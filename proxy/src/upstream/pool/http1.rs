@@ -1,7 +1,7 @@
 //! Connect stage, HTTP/1.1: a stack of idle keep-alive connections per endpoint. A connection carries
 //! one request at a time and goes back on the stack once its response has been read to the end.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -32,6 +32,9 @@ pub struct Idle {
     stack: Mutex<Vec<IdleConn>>,
     returned: Notify,
     next_id: AtomicU64,
+    /// Set once the endpoint left its cluster: a connection whose exchange ends now closes
+    /// instead of going back on the stack.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Idle {
@@ -65,16 +68,24 @@ impl Idle {
         None
     }
 
-    fn push(&self, sender: SendRequest<BoxBody>, state: Arc<ConnState>) -> u64 {
+    /// Stacks the connection; `None` (dropping, so closing, it) once the pool is closed.
+    fn push(&self, sender: SendRequest<BoxBody>, state: Arc<ConnState>) -> Option<u64> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().push(IdleConn {
+        let mut stack = self.lock();
+        // Checked under the lock that `drain` clears the stack with: a push either sees the flag
+        // or lands before the clear.
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        stack.push(IdleConn {
             id,
             sender,
             state,
             since: Instant::now(),
         });
+        drop(stack);
         self.returned.notify_one();
-        id
+        Some(id)
     }
 
     /// Removes the connection `id` if it is still idle; true when it was.
@@ -85,7 +96,9 @@ impl Idle {
         stack.len() != before
     }
 
+    /// Closes the idle connections now and every busy one when its exchange ends.
     pub(crate) fn drain(&self) {
+        self.closed.store(true, Ordering::Release);
         self.lock().clear();
     }
 
@@ -227,9 +240,8 @@ fn recycle(
         if sender.ready().await.is_err() {
             return;
         }
-        let id = match host.upgrade() {
-            Some(h) => h.pool.h1.push(sender, state),
-            None => return,
+        let Some(id) = host.upgrade().and_then(|h| h.pool.h1.push(sender, state)) else {
+            return;
         };
         if let Some(t) = shared.spec.protocol.idle_timeout {
             tokio::time::sleep(t).await;

@@ -28,6 +28,9 @@ struct Conn {
 #[derive(Default)]
 pub struct Shared2 {
     current: Mutex<Option<Conn>>,
+    /// Set once the endpoint left its cluster: a connection made afterwards serves only the
+    /// request that made it.
+    closed: std::sync::atomic::AtomicBool,
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -54,7 +57,10 @@ impl Shared2 {
         Some((conn.sender.clone(), conn.state.tls.clone()))
     }
 
+    /// Lets the connection close once its streams end (their handles are the last ones).
     pub(crate) fn drain(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         *self.lock() = None;
     }
 
@@ -140,10 +146,19 @@ pub(crate) async fn adopt(
     if count_first {
         state.take_request(max);
     }
-    *host.pool.h2.lock() = Some(Conn {
-        sender: sender.clone(),
-        state,
-    });
+    let mut current = host.pool.h2.lock();
+    if !host
+        .pool
+        .h2
+        .closed
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        *current = Some(Conn {
+            sender: sender.clone(),
+            state,
+        });
+    }
+    drop(current);
     Ok((sender, tls))
 }
 

@@ -98,6 +98,42 @@ async fn unchanged_clusters_keep_their_pool_and_removed_ones_go() {
 }
 
 #[tokio::test]
+async fn a_removed_cluster_finishes_its_request_and_does_not_pool_the_connection() {
+    use http_body_util::BodyExt;
+    let b = backend("b", false, Duration::from_millis(100)).await;
+    let (m, _) = manager();
+    let c = static_cluster("c", b.addr, "1s");
+    m.apply_clusters(&cds("1", &clusters(&[c])))
+        .expect("accepted");
+    // The router holds the cluster for as long as its request lasts.
+    let cluster = m.get("c").expect("c");
+    let in_flight = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            let sent = cluster
+                .send(super::get("h"), &crate::upstream::SendContext::default())
+                .await
+                .expect("response");
+            sent.response.into_body().collect().await.expect("body");
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let applied = m
+        .apply_clusters(&cds("2", &clusters(&[])))
+        .expect("accepted");
+    assert_eq!(applied.removed, ["c"]);
+    in_flight.await.expect("the in-flight request finishes");
+    // Its connection would go back to the pool now; the removed cluster closes it instead.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let hosts = cluster.host_set();
+    assert_eq!(
+        hosts.hosts[0].pool.h1.len(),
+        0,
+        "nothing pooled after removal"
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_cluster_rejects_the_update_and_names_the_field() {
     let b = backend("b", false, Duration::ZERO).await;
     let (m, _) = manager();
