@@ -180,7 +180,7 @@ where
                     } else {
                         // As Envoy: an idle HTTP/1 connection drains for `drain_timeout` before it
                         // closes; a request in that window is served with `Connection: close`.
-                        flags.closing.store(true, Ordering::Release);
+                        flags.closing.start(std::time::Duration::ZERO);
                         gentle_deadline = Some(rt.cfg.drain_timeout);
                     }
                 }
