@@ -106,6 +106,8 @@ pub struct Store {
     /// Families of stats that are listed but never move (Envoy's cluster stats remora does not
     /// drive), one entry per prefix instead of one per name: they cost a cluster nothing per name.
     idle: Arc<Mutex<HashMap<String, IdleSet>>>,
+    /// Stats created together under one prefix (a cluster's), registered as one entry.
+    families: Arc<Mutex<HashMap<String, Family>>>,
     /// `stats_config.stats_matcher`, set once from the bootstrap.
     matcher: Arc<std::sync::OnceLock<matcher::StatsMatcher>>,
 }
@@ -132,6 +134,9 @@ impl Store {
         if self.rejects(&name) {
             return Counter::default();
         }
+        if let Some(Stat::Counter(c)) = self.family_member(&name) {
+            return c;
+        }
         let mut stats = self.lock();
         match stats
             .entry(name)
@@ -148,6 +153,9 @@ impl Store {
         let name = name.into();
         if self.rejects(&name) {
             return Gauge::default();
+        }
+        if let Some(Stat::Gauge(g)) = self.family_member(&name) {
+            return g;
         }
         let mut stats = self.lock();
         match stats
@@ -173,6 +181,60 @@ impl Store {
             Stat::Text(t) => t.clone(),
             _ => TextReadout::default(),
         }
+    }
+
+    /// The stats `members` names under `prefix`, registered as one entry (a cluster's hundred
+    /// names cost one map insert). As for single stats, the same prefix yields the same stats.
+    pub fn family(
+        &self,
+        prefix: impl Into<String>,
+        members: &'static [(&'static str, Kind)],
+    ) -> FamilyCursor {
+        let prefix = prefix.into();
+        let mut families = self.lock_families();
+        if let Some(stats) = families.get(&prefix) {
+            return FamilyCursor {
+                stats: stats.clone(),
+                next: 0,
+            };
+        }
+        // A member already created by its single name (a route's counters for a cluster that
+        // was not there yet) moves into the family, so both keep one counter.
+        let mut singles = self.lock();
+        let mut name = prefix.clone();
+        let stats: Family = members
+            .iter()
+            .map(|&(n, kind)| {
+                name.truncate(prefix.len());
+                name.push_str(n);
+                let stat = match (kind, singles.remove(&name)) {
+                    (Kind::Counter, Some(Stat::Counter(c))) => Stat::Counter(c),
+                    (Kind::Gauge, Some(Stat::Gauge(g))) => Stat::Gauge(g),
+                    (Kind::Counter, _) => Stat::Counter(Counter::default()),
+                    (Kind::Gauge, _) => Stat::Gauge(Gauge::default()),
+                };
+                (n, stat)
+            })
+            .collect();
+        drop(singles);
+        families.insert(prefix, stats.clone());
+        FamilyCursor { stats, next: 0 }
+    }
+
+    /// The member of a family that `name` is, if it is one.
+    fn family_member(&self, name: &str) -> Option<Stat> {
+        let families = self.lock_families();
+        if families.is_empty() {
+            return None;
+        }
+        name.match_indices('.').find_map(|(i, _)| {
+            let family = families.get(&name[..=i])?;
+            let rest = &name[i + 1..];
+            family
+                .iter()
+                .find(|(n, _)| *n == rest)
+                .map(|(_, s)| s.clone())
+        })
     }
 
     /// Lists `counters` and `gauges` under `prefix` at zero, for stats nothing will ever move. A
@@ -216,6 +278,7 @@ impl Store {
             !under || keep(name)
         };
         self.lock_idle().retain(|prefix, _| spared(prefix));
+        self.lock_families().retain(|prefix, _| spared(prefix));
         let mut stats = self.lock();
         let before = stats.len();
         stats.retain(|name, _| spared(name));
@@ -234,35 +297,47 @@ impl Store {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect();
-        let stats = self.lock();
-        let mut out: Vec<(String, Stat)> = stats
+        let families: Vec<(String, Family)> = self
+            .lock_families()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut out: Vec<(String, Stat)> = self
+            .lock()
             .iter()
             .filter(|(k, v)| pick(k, v))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut name = String::new();
-        for (prefix, set) in &idle {
-            let counters = set.counters.iter().map(|n| (n, true));
-            for (n, is_counter) in counters.chain(set.gauges.iter().map(|n| (n, false))) {
-                name.clear();
-                name.push_str(prefix);
-                name.push_str(n);
-                if stats.contains_key(&name) || self.rejects(&name) {
-                    continue;
-                }
-                let stat = if is_counter {
-                    Stat::Counter(Counter::default())
-                } else {
-                    Stat::Gauge(Gauge::default())
-                };
-                if pick(&name, &stat) {
-                    out.push((name.clone(), stat));
-                }
+        let mut offer = |prefix: &str, n: &str, stat: Stat, out: &mut Vec<(String, Stat)>| {
+            name.clear();
+            name.push_str(prefix);
+            name.push_str(n);
+            if !self.rejects(&name) && pick(&name, &stat) {
+                out.push((name.clone(), stat));
+            }
+        };
+        for (prefix, members) in &families {
+            for (n, stat) in members.iter() {
+                offer(prefix, n, stat.clone(), &mut out);
             }
         }
-        drop(stats);
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Idle names come last so that, among equal names, the stable sort keeps the real stat.
+        for (prefix, set) in &idle {
+            for n in set.counters {
+                offer(prefix, n, Stat::Counter(Counter::default()), &mut out);
+            }
+            for n in set.gauges {
+                offer(prefix, n, Stat::Gauge(Gauge::default()), &mut out);
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|later, first| later.0 == first.0);
         out
+    }
+
+    fn lock_families(&self) -> std::sync::MutexGuard<'_, HashMap<String, Family>> {
+        self.families.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, HashMap<String, IdleSet>> {
@@ -282,6 +357,46 @@ struct IdleSet {
     gauges: &'static [&'static str],
 }
 
+/// The stats of one family, in the order of its declaration.
+type Family = Arc<[(&'static str, Stat)]>;
+
+/// Whether a family member is a counter or a gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// Hands out a family's stats in declaration order ([`Scope::family`]).
+#[derive(Debug)]
+pub struct FamilyCursor {
+    stats: Family,
+    next: usize,
+}
+
+impl FamilyCursor {
+    fn take(&mut self, name: &str) -> Option<&Stat> {
+        let (n, stat) = self.stats.get(self.next)?;
+        self.next += 1;
+        debug_assert_eq!(*n, name, "family stats are taken in declaration order");
+        (*n == name).then_some(stat)
+    }
+    /// The next member, a counter named `name`.
+    pub fn counter(&mut self, name: &str) -> Counter {
+        match self.take(name) {
+            Some(Stat::Counter(c)) => c.clone(),
+            _ => Counter::default(),
+        }
+    }
+    /// The next member, a gauge named `name`.
+    pub fn gauge(&mut self, name: &str) -> Gauge {
+        match self.take(name) {
+            Some(Stat::Gauge(g)) => g.clone(),
+            _ => Gauge::default(),
+        }
+    }
+}
+
 /// A prefix within the store.
 #[derive(Debug, Clone)]
 pub struct Scope {
@@ -298,6 +413,10 @@ impl Scope {
     }
     pub fn scope(&self, prefix: &str) -> Scope {
         self.store.scope(format!("{}{}", self.prefix, prefix))
+    }
+    /// [`Store::family`] under this scope's prefix.
+    pub fn family(&self, members: &'static [(&'static str, Kind)]) -> FamilyCursor {
+        self.store.family(self.prefix.clone(), members)
     }
     /// [`Store::idle`] under this scope's prefix.
     pub fn idle(&self, counters: &'static [&'static str], gauges: &'static [&'static str]) {
@@ -390,6 +509,50 @@ mod tests {
         assert_eq!(used.len(), 1, "idle stats are never used");
         s.remove_prefix("cluster.a.", |_| false);
         assert!(listed(&s).is_empty());
+    }
+
+    #[test]
+    fn a_family_is_one_entry_that_single_names_find() {
+        const MEMBERS: &[(&str, Kind)] = &[("rq_total", Kind::Counter), ("cx_active", Kind::Gauge)];
+        let s = Store::new();
+        let early = s.counter("cluster.a.rq_total");
+        let mut f = s.scope("cluster.a.").family(MEMBERS);
+        let rq = f.counter("rq_total");
+        let cx = f.gauge("cx_active");
+        early.inc();
+        rq.inc();
+        cx.set(3);
+        s.counter("cluster.a.rq_total").inc();
+        assert_eq!(
+            rq.get(),
+            3,
+            "the single name, before and after, is the family's counter"
+        );
+        let mut again = s.scope("cluster.a.").family(MEMBERS);
+        assert_eq!(
+            again.counter("rq_total").get(),
+            3,
+            "a rebuilt cluster keeps counting"
+        );
+        let names: Vec<(String, bool)> = s
+            .snapshot()
+            .into_iter()
+            .map(|(n, st)| (n, st.used()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("cluster.a.cx_active".to_string(), true),
+                ("cluster.a.rq_total".to_string(), true)
+            ]
+        );
+        s.remove_prefix("cluster.a.", |_| false);
+        assert!(s.snapshot().is_empty());
+        assert_eq!(
+            s.counter("cluster.a.rq_total").get(),
+            0,
+            "gone with its prefix"
+        );
     }
 
     #[test]
