@@ -184,12 +184,28 @@ impl MeshStack {
     }
 
     pub async fn start_text(kind: Kind, template: &str, pki: &Pki, extra: &Vars) -> MeshStack {
+        Self::start_opts(kind, template, pki, extra, false).await
+    }
+
+    /// [`MeshStack::start`] without waiting for the listeners and `/ready` (a config whose
+    /// secrets are withheld on purpose).
+    pub async fn start_unready(kind: Kind, rel: &str, pki: &Pki, extra: &Vars) -> MeshStack {
+        Self::start_opts(kind, &crate::fixture(rel), pki, extra, true).await
+    }
+
+    async fn start_opts(
+        kind: Kind,
+        template: &str,
+        pki: &Pki,
+        extra: &Vars,
+        no_wait: bool,
+    ) -> MeshStack {
         let template = prerender(&prerender(template, &pki.vars()), extra);
         let env = Env::for_template(&template).await;
         let config = render(&template, &env.vars);
         let opts = StartOptions {
             args: vec!["--file-flush-interval-msec".into(), "100".into()],
-            ..StartOptions::default()
+            no_wait,
         };
         let proxy = Proxy::start_with(kind, &config, opts).await;
         MeshStack { env, proxy }

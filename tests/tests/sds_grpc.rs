@@ -160,3 +160,89 @@ async fn an_invalid_pushed_certificate_is_nacked_and_the_old_one_stays() {
     })
     .await;
 }
+
+/// A listener whose certificate has not arrived must not hold the others back (Envoy keeps the
+/// whole listener warming, unbound; remora binds it, refuses TLS on that chain with a log line
+/// and `downstream_context_secrets_not_ready`, and serves it as soon as the secret is pushed).
+/// remora only: Envoy's answer here is the warming it is meant to improve on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_waiting_for_its_secret_does_not_block_the_others() {
+    if !remora_tests::select::kinds().contains(&remora_tests::Kind::Remora) {
+        return;
+    }
+    let kind = remora_tests::Kind::Remora;
+    let mut pki = Pki::new();
+    let v1 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
+    pki.issue("client", &istio_id("client"), &[]);
+    let socket = pki.path("sds.sock");
+    let sds = SdsServer::start(&socket).await;
+    let ca = std::fs::read_to_string(pki.ca_pem()).expect("ca");
+    sds.set(validation("ROOTCA", &ca));
+
+    let extra = Vars::new().with("sds_socket", socket.display());
+    let s = MeshStack::start_unready(kind, "mtls/sds_pending.yaml", &pki, &extra).await;
+    let plain = s.port("listener_port_plain");
+    let tls = s.port("listener_port");
+    let mut served = None;
+    for _ in 0..100 {
+        let url = format!("http://127.0.0.1:{plain}/");
+        if let Ok(out) = blocking(move || remora_tests::curl::get(&url, &[])).await {
+            served = Some(out.status);
+            if out.status == 200 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        served,
+        Some(200),
+        "the plaintext listener serves while the other waits: {}",
+        s.proxy.stderr()
+    );
+
+    let c = TlsClient::new("server.mesh")
+        .cert(pki.get("client"))
+        .ca(pki.ca_pem());
+    let refused = c.clone();
+    let r = blocking(move || refused.curl(tls, "/")).await;
+    assert!(!r.stdout.ends_with("200"), "no certificate, no TLS: {r:?}");
+    let stat = format!(
+        "{}server_ssl_socket_factory.downstream_context_secrets_not_ready",
+        s.listener_prefix("listener_port")
+    );
+    let mut counted = None;
+    for _ in 0..50 {
+        counted = remora_tests::admin::stat(s.admin(), &stat).await;
+        if counted.is_some_and(|n| n > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(counted.is_some_and(|n| n > 0), "{stat}: {counted:?}");
+    assert!(
+        s.proxy
+            .stderr()
+            .contains("the TLS context's secrets are not available yet"),
+        "the refusal is logged: {}",
+        s.proxy.stderr()
+    );
+
+    push_identity(&sds, &v1);
+    let mut seen = None;
+    for _ in 0..50 {
+        seen = served_serial(&c, tls).await;
+        if seen.as_deref() == Some(v1.serial.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen.as_deref(),
+        Some(v1.serial.as_str()),
+        "served once pushed"
+    );
+    let ok = c.clone();
+    let r = blocking(move || ok.curl(tls, "/")).await;
+    assert!(r.stdout.ends_with("200"), "{r:?}");
+}
