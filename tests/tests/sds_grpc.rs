@@ -25,6 +25,19 @@ async fn served_serial(c: &TlsClient, port: u16) -> Option<String> {
     server_serial(&r.stdout)
 }
 
+/// The serial new handshakes present, once it is `want` (or the last one seen within 5 s).
+async fn serial_becomes(c: &TlsClient, port: u16, want: &str) -> Option<String> {
+    let mut seen = None;
+    for _ in 0..50 {
+        seen = served_serial(c, port).await;
+        if seen.as_deref() == Some(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sds_grpc_delivers_and_rotates_the_listener_certificate() {
     for_each_kind(|kind| async move {
@@ -69,14 +82,7 @@ async fn sds_grpc_delivers_and_rotates_the_listener_certificate() {
         let v2 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
         assert_ne!(v1.serial, v2.serial);
         push_identity(&sds, &v2);
-        let mut seen = None;
-        for _ in 0..50 {
-            seen = served_serial(&c, port).await;
-            if seen.as_deref() == Some(v2.serial.as_str()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let seen = serial_becomes(&c, port, &v2.serial).await;
         assert_eq!(
             seen.as_deref(),
             Some(v2.serial.as_str()),
@@ -229,14 +235,7 @@ async fn a_listener_waiting_for_its_secret_does_not_block_the_others() {
     );
 
     push_identity(&sds, &v1);
-    let mut seen = None;
-    for _ in 0..50 {
-        seen = served_serial(&c, tls).await;
-        if seen.as_deref() == Some(v1.serial.as_str()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = serial_becomes(&c, tls, &v1.serial).await;
     assert_eq!(
         seen.as_deref(),
         Some(v1.serial.as_str()),
