@@ -19,6 +19,19 @@ fn push_identity(sds: &SdsServer, id: &Identity) {
     sds.set(certificate("default", &id.cert_pem(), &id.key_pem()));
 }
 
+/// A server and a client identity, and an SDS server on a socket that already serves `ROOTCA`;
+/// returns the first server identity (not pushed yet) and the fixture's `sds_socket` variable.
+async fn mesh_with_sds(pki: &mut Pki) -> (Identity, SdsServer, Vars) {
+    let v1 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
+    pki.issue("client", &istio_id("client"), &[]);
+    let socket = pki.path("sds.sock");
+    let sds = SdsServer::start(&socket).await;
+    let ca = std::fs::read_to_string(pki.ca_pem()).expect("ca");
+    sds.set(validation("ROOTCA", &ca));
+    let extra = Vars::new().with("sds_socket", socket.display());
+    (v1, sds, extra)
+}
+
 async fn served_serial(c: &TlsClient, port: u16) -> Option<String> {
     let probe = c.clone();
     let r = blocking(move || probe.s_client(port, &[], b"")).await;
@@ -42,15 +55,9 @@ async fn serial_becomes(c: &TlsClient, port: u16, want: &str) -> Option<String> 
 async fn sds_grpc_delivers_and_rotates_the_listener_certificate() {
     for_each_kind(|kind| async move {
         let mut pki = Pki::new();
-        let v1 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
-        pki.issue("client", &istio_id("client"), &[]);
-        let socket = pki.path("sds.sock");
-        let sds = SdsServer::start(&socket).await;
-        let ca = std::fs::read_to_string(pki.ca_pem()).expect("ca");
-        sds.set(validation("ROOTCA", &ca));
+        let (v1, sds, extra) = mesh_with_sds(&mut pki).await;
         push_identity(&sds, &v1);
 
-        let extra = Vars::new().with("sds_socket", socket.display());
         let s = MeshStack::start(kind, "mtls/sds_grpc.yaml", &pki, &extra).await;
         let port = s.port("listener_port");
         let c = TlsClient::new("server.mesh")
@@ -127,14 +134,8 @@ async fn sds_grpc_delivers_and_rotates_the_listener_certificate() {
 async fn an_invalid_pushed_certificate_is_nacked_and_the_old_one_stays() {
     for_each_kind(|kind| async move {
         let mut pki = Pki::new();
-        let v1 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
-        pki.issue("client", &istio_id("client"), &[]);
-        let socket = pki.path("sds.sock");
-        let sds = SdsServer::start(&socket).await;
-        let ca = std::fs::read_to_string(pki.ca_pem()).expect("ca");
-        sds.set(validation("ROOTCA", &ca));
+        let (v1, sds, extra) = mesh_with_sds(&mut pki).await;
         push_identity(&sds, &v1);
-        let extra = Vars::new().with("sds_socket", socket.display());
         let s = MeshStack::start(kind, "mtls/sds_grpc.yaml", &pki, &extra).await;
         let port = s.port("listener_port");
         let c = TlsClient::new("server.mesh")
@@ -178,14 +179,8 @@ async fn a_listener_waiting_for_its_secret_does_not_block_the_others() {
     }
     let kind = remora_tests::Kind::Remora;
     let mut pki = Pki::new();
-    let v1 = pki.issue("server", &istio_id("server"), &["server.mesh"]);
-    pki.issue("client", &istio_id("client"), &[]);
-    let socket = pki.path("sds.sock");
-    let sds = SdsServer::start(&socket).await;
-    let ca = std::fs::read_to_string(pki.ca_pem()).expect("ca");
-    sds.set(validation("ROOTCA", &ca));
+    let (v1, sds, extra) = mesh_with_sds(&mut pki).await;
 
-    let extra = Vars::new().with("sds_socket", socket.display());
     let s = MeshStack::start_unready(kind, "mtls/sds_pending.yaml", &pki, &extra).await;
     let plain = s.port("listener_port_plain");
     let tls = s.port("listener_port");
