@@ -330,6 +330,26 @@ impl ControlPlane {
         }
     }
 
+    /// [`ControlPlane::outcome`] that must come: panics naming `who`, with every request seen and
+    /// `context()` (the proxy's stderr) when no answer arrives within `timeout`.
+    pub async fn answer(
+        &self,
+        who: impl std::fmt::Display,
+        type_url: &str,
+        version: u64,
+        timeout: Duration,
+        context: impl FnOnce() -> String,
+    ) -> Outcome {
+        match self.outcome(type_url, version, timeout).await {
+            Some(o) => o,
+            None => panic!(
+                "[{who}] an answer to {type_url} version {version}: {:#?}\n{}",
+                self.seen(),
+                context()
+            ),
+        }
+    }
+
     /// Waits until `f` holds for what was seen.
     pub async fn wait_seen(&self, what: &str, timeout: Duration, f: impl Fn(&[Seen]) -> bool) {
         let deadline = Instant::now() + timeout;

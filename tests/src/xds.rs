@@ -158,16 +158,8 @@ pub fn mtls_cluster(
     roots: &str,
     max_requests: u32,
 ) -> (String, Any) {
-    resource::<Cluster>(
-        name,
-        &format!(
-            r#"name: {name}
-type: STATIC
-connect_timeout: 1s
-load_assignment:
-  cluster_name: {name}
-  endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]
-typed_extension_protocol_options:
+    let yaml = format!(
+        r#"{base}typed_extension_protocol_options:
   envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
     "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
     common_http_protocol_options: {{ max_requests_per_connection: {max_requests} }}
@@ -179,24 +171,26 @@ transport_socket:
     sni: {sni}
     common_tls_context: {ctx}
 "#,
-            ctx = sds_context(cert, roots)
-        ),
-    )
+        base = static_cluster_yaml(name, "127.0.0.1", port),
+        ctx = sds_context(cert, roots)
+    );
+    resource::<Cluster>(name, &yaml)
 }
 
 /// A STATIC cluster with one endpoint.
 pub fn static_cluster(name: &str, address: &str, port: u16) -> (String, Any) {
-    resource::<Cluster>(
-        name,
-        &format!(
-            r#"name: {name}
+    resource::<Cluster>(name, &static_cluster_yaml(name, address, port))
+}
+
+fn static_cluster_yaml(name: &str, address: &str, port: u16) -> String {
+    format!(
+        r#"name: {name}
 type: STATIC
 connect_timeout: 1s
 load_assignment:
   cluster_name: {name}
   endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: "{address}", port_value: {port} }} }} }} }}] }}]
 "#
-        ),
     )
 }
 

@@ -176,10 +176,10 @@ impl World {
     }
 
     async fn outcome(&self, kind: Kind, type_url: &str, version: u64) -> Outcome {
+        let stderr = || self.proxy.stderr();
         self.cp
-            .outcome(type_url, version, SETTLE)
+            .answer(kind, type_url, version, SETTLE, stderr)
             .await
-            .unwrap_or_else(|| panic!("[{kind}] an answer to {type_url} version {version}"))
     }
 }
 
