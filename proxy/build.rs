@@ -1,18 +1,38 @@
 //! Locates the protobuf descriptor set that `envoy-types` ships (every Envoy v3 message) so that the
 //! bootstrap parser can transcode the canonical proto3 JSON mapping into the generated types.
+//!
+//! The set is embedded without its `source_code_info` (comments and source spans): the transcoder
+//! never reads them, and decoded they were most of the proxy's resident memory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use prost::Message;
+use prost_types::FileDescriptorSet;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let path =
         locate().unwrap_or_else(|e| panic!("cannot locate envoy-types' descriptor set: {e}"));
     println!("cargo:rerun-if-changed={}", path.display());
+    let stripped = strip(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     println!(
         "cargo:rustc-env=REMORA_ENVOY_DESCRIPTORS={}",
-        path.display()
+        stripped.display()
     );
+}
+
+/// Writes the descriptor set at `path` without source code info into `OUT_DIR`.
+fn strip(path: &Path) -> Result<PathBuf, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let mut set = FileDescriptorSet::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+    for file in &mut set.file {
+        file.source_code_info = None;
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?)
+        .join("envoy-descriptors.bin");
+    std::fs::write(&out, set.encode_to_vec()).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 fn locate() -> Result<PathBuf, String> {

@@ -430,7 +430,8 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
         requested_server_name,
     };
     match tls {
-        None => serve_stack(acc.stream, info, stack, acc.drain).await,
+        // Boxed, so that a connection's task holds only the future of the path it takes.
+        None => Box::pin(serve_stack(acc.stream, info, stack, acc.drain)).await,
         Some(tls) => {
             // Not TLS at all: answer as BoringSSL (and so Envoy) does. Plain HTTP gets a silent close
             // (an HTTP client would print alert bytes as a response), other bytes a fatal
@@ -453,13 +454,13 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
                 }
             }
             // A failed handshake is counted and logged by the TLS stage; the connection just ends.
-            if let Ok((stream, tls_info)) = tls.accept(acc.stream, acc.peer).await {
+            if let Ok((stream, tls_info)) = Box::pin(tls.accept(acc.stream, acc.peer)).await {
                 let info = ConnInfo {
                     scheme: "https",
                     tls: Some(Arc::new(tls_info)),
                     ..info
                 };
-                serve_stack(stream, info, stack, acc.drain).await;
+                Box::pin(serve_stack(stream, info, stack, acc.drain)).await;
             }
         }
     }

@@ -148,16 +148,20 @@ pub async fn handle(
         log_wanted,
         ..Outcome::default()
     };
-    let routed = route_and_forward(
-        &rt,
-        &down,
-        parts,
-        body,
-        on_upgrade,
-        start_time,
-        &mut outcome,
-    );
-    let mut resp = match stream_timers(&rt, &progress, routed).await {
+    let timed = {
+        let routed = route_and_forward(
+            &rt,
+            &down,
+            parts,
+            body,
+            on_upgrade,
+            start_time,
+            &mut outcome,
+        );
+        tokio::pin!(routed);
+        stream_timers(&rt, &progress, routed).await
+    };
+    let mut resp = match timed {
         Ok(resp) => resp,
         Err(reason) => {
             outcome.details = reason.details();
@@ -262,7 +266,8 @@ pub async fn handle(
 async fn stream_timers<F>(
     rt: &HttpRuntime,
     progress: &Progress,
-    routed: F,
+    // Pinned by the caller: taken by value, the future would be stored twice in this one's state.
+    mut routed: std::pin::Pin<&mut F>,
 ) -> Result<Response<BoxBody>, LocalReason>
 where
     F: std::future::Future<Output = Response<BoxBody>>,
@@ -271,7 +276,6 @@ where
     if request_timeout.is_none() && idle.is_none() {
         return Ok(routed.await);
     }
-    tokio::pin!(routed);
     let request_deadline =
         request_timeout.map(|t| tokio::time::Instant::from_std(progress.last_activity()) + t);
     loop {

@@ -103,7 +103,9 @@ where
             if too_many_headers(&req, rt.cfg.max_headers_count) {
                 return refuse_too_many_headers(&req, &rt);
             }
-            Ok(proxy::handle(req, rt, down).await)
+            // Boxed per request: hyper keeps the slot for this future for the connection's life,
+            // and an idle keep-alive connection should not hold a request's worth of state.
+            Ok(Box::pin(proxy::handle(req, rt, down)).await)
         }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

@@ -267,13 +267,34 @@ fn admit<C, X, H, F>(
         _drain: drain.guard(),
     };
     let connection = handler(accepted, &serving.with);
+    // A struct rather than an `async` block: awaiting a captured future inside one stores it twice.
     tokio::spawn(
-        async move {
-            connection.await;
-            drop(tracker);
+        Tracked {
+            connection,
+            _tracker: tracker,
         }
         .instrument(span),
     );
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's future with its tracker, which is dropped with it.
+    struct Tracked<F> {
+        #[pin]
+        connection: F,
+        _tracker: Tracker,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Tracked<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.project().connection.poll(cx)
+    }
 }
 
 /// Releases a connection's share of the listener when its task ends, panicking handler included.
