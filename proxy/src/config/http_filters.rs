@@ -1,7 +1,8 @@
 //! A connection manager's `http_filters`: the router last, and which other filters may stand
 //! before it.
 //!
-//! remora runs no HTTP filter but the router. A filter it does not implement is an error unless
+//! remora runs `envoy.filters.http.rbac` (see `crate::http::filter`) before the router. A filter it
+//! does not implement is an error unless
 //! `is_optional` or `disabled`, except Istio's `istio.stats` and `istio.metadata_exchange`
 //! (translated into the manager's telemetry settings) and where the configuration given makes the filter a
 //! pass-through in Envoy too: istiod installs `envoy.filters.http.fault` and
@@ -20,6 +21,7 @@ use prost::Name;
 use super::istio::{self, HttpIstio};
 use super::parse::{any_type_name, unpack_any, ParseOptions};
 use super::{ConfigErrors, Path};
+use crate::http::filter::{rbac, FilterSpec, SpecKind};
 
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
@@ -75,8 +77,9 @@ pub fn check(
     opts: ParseOptions,
     direction: i32,
     errors: &mut ConfigErrors,
-) -> HttpIstio {
+) -> (HttpIstio, Vec<FilterSpec>) {
     let mut found = HttpIstio::default();
+    let mut specs = Vec::new();
     let fpath = path.field("http_filters");
     let last = hcm.http_filters.iter().rposition(|f| !f.disabled);
     for (i, f) in hcm.http_filters.iter().enumerate() {
@@ -105,6 +108,16 @@ pub fn check(
             }
             continue;
         }
+        if let Some(kind) = implemented(any, type_name.as_deref(), &p, opts, errors) {
+            if let Some(kind) = kind {
+                specs.push(FilterSpec {
+                    name: f.name.clone(),
+                    disabled: f.disabled,
+                    kind,
+                });
+            }
+            continue;
+        }
         let what = type_name.clone().unwrap_or_else(|| f.name.clone());
         match verdict(f, type_name.as_deref(), opts) {
             Verdict::PassThrough => {
@@ -125,7 +138,30 @@ pub fn check(
             "the HTTP filter chain must end with envoy.filters.http.router",
         );
     }
-    found
+    (found, specs)
+}
+
+/// A filter remora runs: `Some(None)` when its config has errors (reported), `None` when the filter
+/// is not one of them.
+fn implemented(
+    any: Option<&Any>,
+    type_name: Option<&str>,
+    path: &Path,
+    opts: ParseOptions,
+    errors: &mut ConfigErrors,
+) -> Option<Option<SpecKind>> {
+    let any = any?;
+    let cpath = path.field("typed_config");
+    match type_name? {
+        rbac::TYPE => Some(
+            unpack_any(any, opts)
+                .map_err(|e| errors.push(&cpath, e.message))
+                .ok()
+                .and_then(|c| rbac::RbacConfig::from_proto(&c, &cpath, errors))
+                .map(SpecKind::Rbac),
+        ),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -137,7 +173,7 @@ mod tests {
         let yaml = format!("stat_prefix: t\nhttp_filters:\n{filters}");
         let hcm: HttpConnectionManager = from_yaml(&yaml, ParseOptions::default()).expect("parses");
         let mut errors = ConfigErrors::default();
-        check(
+        let _ = check(
             &hcm,
             &Path::root("hcm"),
             ParseOptions::default(),
