@@ -3,8 +3,11 @@
 
 use remora_tests::admin;
 use remora_tests::client::{Client, Protocol, Request};
+use remora_tests::peers::{MeshStack, TlsClient};
+use remora_tests::pki::{istio_id, Pki};
 use remora_tests::select::for_each_kind;
 use remora_tests::stack::Stack;
+use remora_tests::template::Vars;
 
 const RBAC: &str = "filters/rbac.yaml";
 const DENIED: &str = "RBAC: access denied";
@@ -81,6 +84,39 @@ async fn a_disabled_rbac_filter_runs_only_where_a_route_enables_it() {
         let admin = s.proxy.admin();
         assert_eq!(
             admin::stat(admin, "http.opt_in.rbac.denied").await,
+            Some(1),
+            "[{kind}]"
+        );
+    })
+    .await;
+}
+
+/// Istio's AuthorizationPolicy on an mTLS inbound listener: the peer certificate's SPIFFE ID is the
+/// principal, so only the allowed service account gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_principals_are_the_peer_certificates_spiffe_id() {
+    for_each_kind(|kind| async move {
+        let mut pki = Pki::new();
+        pki.issue("server", &istio_id("server"), &["server.mesh"]);
+        pki.issue("client", &istio_id("client"), &[]);
+        pki.issue("other", &istio_id("other"), &[]);
+        let s = MeshStack::start(kind, "filters/rbac_mtls.yaml", &pki, &Vars::new()).await;
+        let port = s.port("listener_port");
+        for (who, want) in [("client", "200"), ("other", "403")] {
+            let c = TlsClient::new("server.mesh")
+                .cert(pki.get(who))
+                .ca(pki.ca_pem());
+            let r = tokio::task::spawn_blocking(move || c.curl(port, "/"))
+                .await
+                .expect("join");
+            let (body, status) = r.stdout.rsplit_once('\n').unwrap_or(("", ""));
+            assert_eq!(status.trim(), want, "[{kind}] {who}: {r:?}");
+            if want == "403" {
+                assert_eq!(body, DENIED, "[{kind}] {who}");
+            }
+        }
+        assert_eq!(
+            admin::stat(s.admin(), "http.inbound.rbac.denied").await,
             Some(1),
             "[{kind}]"
         );
