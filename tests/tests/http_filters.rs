@@ -1,5 +1,6 @@
 //! HTTP filters before the router, on Envoy and remora with the same bootstrap: RBAC's enforced and
-//! shadow rules, per-route `RBACPerRoute`, routes that disable or enable a filter.
+//! shadow rules, per-route `RBACPerRoute`, routes that disable or enable a filter, mTLS principals;
+//! fault injection (abort, delay, by header and per route).
 
 use remora_tests::admin;
 use remora_tests::client::{Client, Protocol, Request};
@@ -120,6 +121,63 @@ async fn rbac_principals_are_the_peer_certificates_spiffe_id() {
             Some(1),
             "[{kind}]"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_abort_and_delay_as_configured_per_route_and_by_header() {
+    for_each_kind(|kind| async move {
+        let s = Stack::start(kind, "filters/fault.yaml").await;
+        let mut client = Client::new(s.addr(), Protocol::Http1);
+        let cases = [
+            (Request::get("/abort"), 503, Some("fault filter abort")),
+            (Request::get("/never"), 200, None),
+            // The route's HTTPFault replaces the filter's header faults.
+            (
+                Request::get("/never").header("x-envoy-fault-abort-request", "429"),
+                200,
+                None,
+            ),
+            (Request::get("/delayed"), 200, None),
+            (
+                Request::get("/delayed").header("x-fail", "1"),
+                502,
+                Some("fault filter abort"),
+            ),
+            (Request::get("/"), 200, None),
+            (
+                Request::get("/").header("x-envoy-fault-abort-request", "429"),
+                429,
+                Some("fault filter abort"),
+            ),
+            (
+                Request::get("/").header("x-envoy-fault-delay-request", "10"),
+                200,
+                None,
+            ),
+        ];
+        for (req, want, body) in cases {
+            let r = client.send(&req).await.expect("response");
+            let what = format!("[{kind}] {} {:?}", req.path, req.headers);
+            assert_eq!(r.status, want, "{what}: {}", r.text());
+            if let Some(body) = body {
+                assert_eq!(r.text(), body, "{what}");
+            }
+        }
+        let grpc = Request::new("POST", "/grpc").header("content-type", "application/grpc");
+        let r = client.send(&grpc).await.expect("response");
+        assert_eq!(
+            (r.status, r.header("grpc-status")),
+            (200, Some("14")),
+            "[{kind}] {r:?}"
+        );
+        let admin = s.proxy.admin();
+        let stats = admin::get(admin, "/stats").await.expect("stats").text();
+        let stat = |name: &str| admin::stat_in(&stats, &format!("http.fault.fault.{name}"));
+        assert_eq!(stat("aborts_injected"), Some(4), "[{kind}]");
+        // `headers` gate the whole fault: /delayed without x-fail is neither delayed nor aborted.
+        assert_eq!(stat("delays_injected"), Some(2), "[{kind}]");
     })
     .await;
 }

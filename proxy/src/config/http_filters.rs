@@ -1,14 +1,13 @@
 //! A connection manager's `http_filters`: the router last, and which other filters may stand
 //! before it.
 //!
-//! remora runs `envoy.filters.http.rbac` (see `crate::http::filter`) before the router. A filter it
-//! does not implement is an error unless
+//! remora runs `envoy.filters.http.rbac` and `envoy.filters.http.fault` (see `crate::http::filter`)
+//! before the router. A filter it does not implement is an error unless
 //! `is_optional` or `disabled`, except Istio's `istio.stats` and `istio.metadata_exchange`
 //! (translated into the manager's telemetry settings) and where the configuration given makes the filter a
-//! pass-through in Envoy too: istiod installs `envoy.filters.http.fault` and
-//! `envoy.filters.http.cors` on every sidecar connection manager, empty, so that routes can turn
-//! them on. Route-level configuration for either (`typed_per_filter_config`) stays an error, so
-//! nothing that would act is ever dropped silently.
+//! pass-through in Envoy too: istiod installs `envoy.filters.http.cors` on every
+//! sidecar connection manager, empty, so that routes can turn it on. Route-level CORS configuration
+//! (`typed_per_filter_config`) stays an error, so nothing that would act is ever dropped silently.
 
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
@@ -21,7 +20,7 @@ use prost::Name;
 use super::istio::{self, HttpIstio};
 use super::parse::{any_type_name, unpack_any, ParseOptions};
 use super::{ConfigErrors, Path};
-use crate::http::filter::{rbac, FilterSpec, SpecKind};
+use crate::http::filter::{fault, rbac, FilterSpec, SpecKind};
 
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
@@ -160,6 +159,13 @@ fn implemented(
                 .and_then(|c| rbac::RbacConfig::from_proto(&c, &cpath, errors))
                 .map(SpecKind::Rbac),
         ),
+        fault::TYPE => Some(
+            unpack_any(any, opts)
+                .map_err(|e| errors.push(&cpath, e.message))
+                .ok()
+                .and_then(|c| fault::Faults::from_proto(&c, &cpath, errors))
+                .map(SpecKind::Fault),
+        ),
         _ => None,
     }
 }
@@ -196,13 +202,13 @@ mod tests {
     }
 
     #[test]
-    fn a_fault_that_would_act_is_an_error() {
+    fn a_fault_remora_cannot_inject_is_an_error() {
         let filters = format!(
-            "- {{ name: envoy.filters.http.fault, typed_config: {{ '@type': {FAULT}, abort: {{ http_status: 503, percentage: {{ numerator: 100 }} }} }} }}\n{ROUTER}"
+            "- {{ name: envoy.filters.http.fault, typed_config: {{ '@type': {FAULT}, response_rate_limit: {{ fixed_limit: {{ limit_kbps: 1 }}, percentage: {{ numerator: 100 }} }} }} }}\n{ROUTER}"
         );
         let e = errors(&filters);
         assert!(
-            e.contains("http_filters[0]") && e.contains("not implemented"),
+            e.contains("http_filters[0].typed_config.response_rate_limit"),
             "{e}"
         );
     }

@@ -406,7 +406,11 @@ async fn route_and_forward(
             tls: down.info.tls.as_deref(),
             requested_server_name: down.info.requested_server_name.as_deref(),
         };
-        if let Some((resp, details)) = rt.filters.decode(selected.as_ref(), picked.as_ref(), &req) {
+        let stopped = rt
+            .filters
+            .decode(selected.as_ref(), picked.as_ref(), &req, &mut outcome.flags)
+            .await;
+        if let Some((resp, details)) = stopped {
             outcome.details = details;
             return resp;
         }
