@@ -315,3 +315,47 @@ fn grpc_abort(status: u32) -> Response<BoxBody> {
     h.insert("grpc-status", HeaderValue::from(status));
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse::{from_yaml, ParseOptions};
+
+    fn errors(yaml: &str) -> String {
+        let f: HttpFault = from_yaml(yaml, ParseOptions::default()).expect("parses");
+        let mut errs = ConfigErrors::default();
+        let built = Faults::from_proto(&f, &Path::root("fault"), &mut errs);
+        assert_eq!(built.is_none(), !errs.is_empty());
+        errs.to_string()
+    }
+
+    #[test]
+    fn faults_remora_cannot_inject_are_errors_naming_the_field() {
+        let e = errors("upstream_cluster: c\ndownstream_nodes: [n]\nabort: { http_status: 700 }");
+        for field in [
+            "fault.upstream_cluster",
+            "fault.downstream_nodes",
+            "fault.abort.http_status",
+        ] {
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        assert_eq!(
+            errors("abort: { http_status: 503 }\ndelay: { fixed_delay: 1s }"),
+            ""
+        );
+    }
+
+    #[test]
+    fn header_percentages_are_capped_by_the_configured_share() {
+        let share = Share::from_proto(Some(&FractionalPercent {
+            numerator: 50,
+            denominator: DenominatorType::TenThousand as i32,
+        }));
+        let mut h = HeaderMap::new();
+        h.insert(ABORT_PERCENT_HEADER, HeaderValue::from_static("80"));
+        let capped = share.capped_by_header(&h, ABORT_PERCENT_HEADER);
+        assert_eq!((capped.numerator, capped.denominator), (50, 10_000));
+        h.insert(ABORT_PERCENT_HEADER, HeaderValue::from_static("0"));
+        assert!(!share.capped_by_header(&h, ABORT_PERCENT_HEADER).roll());
+    }
+}
