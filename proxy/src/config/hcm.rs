@@ -90,6 +90,8 @@ pub struct HcmConfig {
     pub drain_timeout: Duration,
     /// Istio's stats and metadata exchange filters, when the chain has them.
     pub istio: HttpIstio,
+    /// The HTTP filters before the router, in order.
+    pub filters: Vec<crate::http::filter::FilterSpec>,
 }
 
 impl HcmConfig {
@@ -132,14 +134,14 @@ pub fn build(
             "value length must be at least 1 characters",
         );
     }
-    let istio = super::http_filters::check(hcm, path, ctx.opts, ctx.direction, &mut errors);
+    let (istio, filters) =
+        super::http_filters::check(hcm, path, ctx.opts, ctx.direction, &mut errors);
     let routes = match &hcm.route_specifier {
         Some(RouteSpecifier::RouteConfig(rc)) => {
             let rctx = RouteContext {
                 cluster_exists: &|name: &str| ctx.cluster_exists(name),
                 validate_clusters: rc.validate_clusters.map(|v| v.value).unwrap_or(true),
-                // No HTTP filter besides the router takes per-route configuration yet.
-                filter_config_known: &|_| false,
+                filter_config_known: &crate::http::filter::per_route_known,
             };
             match RouteTable::from_proto(rc, &path.field("route_config"), &rctx) {
                 Ok(t) => Some(Routes::Static(Arc::new(t))),
@@ -348,6 +350,7 @@ pub fn build(
         access_logs,
         drain_timeout: duration(&hcm.drain_timeout).unwrap_or(Duration::from_secs(5)),
         istio,
+        filters,
     })
 }
 

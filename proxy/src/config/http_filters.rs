@@ -1,13 +1,13 @@
 //! A connection manager's `http_filters`: the router last, and which other filters may stand
 //! before it.
 //!
-//! remora runs no HTTP filter but the router. A filter it does not implement is an error unless
+//! remora runs `envoy.filters.http.rbac` and `envoy.filters.http.fault` (see `crate::http::filter`)
+//! before the router. A filter it does not implement is an error unless
 //! `is_optional` or `disabled`, except Istio's `istio.stats` and `istio.metadata_exchange`
 //! (translated into the manager's telemetry settings) and where the configuration given makes the filter a
-//! pass-through in Envoy too: istiod installs `envoy.filters.http.fault` and
-//! `envoy.filters.http.cors` on every sidecar connection manager, empty, so that routes can turn
-//! them on. Route-level configuration for either (`typed_per_filter_config`) stays an error, so
-//! nothing that would act is ever dropped silently.
+//! pass-through in Envoy too: istiod installs `envoy.filters.http.cors` on every
+//! sidecar connection manager, empty, so that routes can turn it on. Route-level CORS configuration
+//! (`typed_per_filter_config`) stays an error, so nothing that would act is ever dropped silently.
 
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
@@ -20,6 +20,7 @@ use prost::Name;
 use super::istio::{self, HttpIstio};
 use super::parse::{any_type_name, unpack_any, ParseOptions};
 use super::{ConfigErrors, Path};
+use crate::http::filter::{fault, rbac, FilterSpec, SpecKind};
 
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
@@ -75,8 +76,9 @@ pub fn check(
     opts: ParseOptions,
     direction: i32,
     errors: &mut ConfigErrors,
-) -> HttpIstio {
+) -> (HttpIstio, Vec<FilterSpec>) {
     let mut found = HttpIstio::default();
+    let mut specs = Vec::new();
     let fpath = path.field("http_filters");
     let last = hcm.http_filters.iter().rposition(|f| !f.disabled);
     for (i, f) in hcm.http_filters.iter().enumerate() {
@@ -105,6 +107,16 @@ pub fn check(
             }
             continue;
         }
+        if let Some(kind) = implemented(any, type_name.as_deref(), &p, opts, errors) {
+            if let Some(kind) = kind {
+                specs.push(FilterSpec {
+                    name: f.name.clone(),
+                    disabled: f.disabled,
+                    kind,
+                });
+            }
+            continue;
+        }
         let what = type_name.clone().unwrap_or_else(|| f.name.clone());
         match verdict(f, type_name.as_deref(), opts) {
             Verdict::PassThrough => {
@@ -125,7 +137,37 @@ pub fn check(
             "the HTTP filter chain must end with envoy.filters.http.router",
         );
     }
-    found
+    (found, specs)
+}
+
+/// A filter remora runs: `Some(None)` when its config has errors (reported), `None` when the filter
+/// is not one of them.
+fn implemented(
+    any: Option<&Any>,
+    type_name: Option<&str>,
+    path: &Path,
+    opts: ParseOptions,
+    errors: &mut ConfigErrors,
+) -> Option<Option<SpecKind>> {
+    let any = any?;
+    let cpath = path.field("typed_config");
+    match type_name? {
+        rbac::TYPE => Some(
+            unpack_any(any, opts)
+                .map_err(|e| errors.push(&cpath, e.message))
+                .ok()
+                .and_then(|c| rbac::RbacConfig::from_proto(&c, &cpath, errors))
+                .map(SpecKind::Rbac),
+        ),
+        fault::TYPE => Some(
+            unpack_any(any, opts)
+                .map_err(|e| errors.push(&cpath, e.message))
+                .ok()
+                .and_then(|c| fault::Faults::from_proto(&c, &cpath, errors))
+                .map(SpecKind::Fault),
+        ),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -137,7 +179,7 @@ mod tests {
         let yaml = format!("stat_prefix: t\nhttp_filters:\n{filters}");
         let hcm: HttpConnectionManager = from_yaml(&yaml, ParseOptions::default()).expect("parses");
         let mut errors = ConfigErrors::default();
-        check(
+        let _ = check(
             &hcm,
             &Path::root("hcm"),
             ParseOptions::default(),
@@ -160,13 +202,13 @@ mod tests {
     }
 
     #[test]
-    fn a_fault_that_would_act_is_an_error() {
+    fn a_fault_remora_cannot_inject_is_an_error() {
         let filters = format!(
-            "- {{ name: envoy.filters.http.fault, typed_config: {{ '@type': {FAULT}, abort: {{ http_status: 503, percentage: {{ numerator: 100 }} }} }} }}\n{ROUTER}"
+            "- {{ name: envoy.filters.http.fault, typed_config: {{ '@type': {FAULT}, response_rate_limit: {{ fixed_limit: {{ limit_kbps: 1 }}, percentage: {{ numerator: 100 }} }} }} }}\n{ROUTER}"
         );
         let e = errors(&filters);
         assert!(
-            e.contains("http_filters[0]") && e.contains("not implemented"),
+            e.contains("http_filters[0].typed_config.response_rate_limit"),
             "{e}"
         );
     }

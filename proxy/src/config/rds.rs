@@ -206,7 +206,7 @@ impl RouteRegistry {
             let ctx = RouteContext {
                 cluster_exists: &|c: &str| self.clusters.contains(c),
                 validate_clusters: rc.validate_clusters.map(|v| v.value).unwrap_or(false),
-                filter_config_known: &|_| false,
+                filter_config_known: &crate::http::filter::per_route_known,
             };
             match RouteTable::from_proto(rc, &Path::default(), &ctx) {
                 Ok(t) => built.push((name.clone(), t)),

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod codec;
 pub mod completion;
+pub mod filter;
 pub mod forward;
 pub mod headers;
 pub mod local_reply;

@@ -32,6 +32,8 @@ pub struct HttpRuntime {
     pub stats: HttpStats,
     /// Istio's stats and metadata exchange filters, when configured.
     pub istio: Option<crate::istio::HttpTelemetry>,
+    /// The HTTP filters that run before the router.
+    pub filters: super::filter::HttpFilters,
 }
 
 /// Per-connection state shared by its requests.
@@ -391,7 +393,33 @@ async fn route_and_forward(
     if outcome.log_wanted {
         outcome.log_headers = Some(parts.headers.clone());
     }
-    let Some(selected) = routes.select(&parts) else {
+    let selected = routes.select(&parts);
+    // Envoy resolves a weighted cluster with the route, so filters see its per-filter config.
+    let picked = match selected.as_ref().map(|s| s.route.action()) {
+        Some(Action::Forward(fwd)) => fwd.pick_cluster(&parts.headers, &mut rand::rng()),
+        _ => None,
+    };
+    if !rt.filters.is_empty() {
+        let req = super::filter::Request {
+            parts: &parts,
+            peer: down.info.peer,
+            remote: outcome
+                .remote_from_xff
+                .map_or(down.info.peer.ip(), |a| a.ip()),
+            local: down.info.local,
+            tls: down.info.tls.as_deref(),
+            requested_server_name: down.info.requested_server_name.as_deref(),
+        };
+        let stopped = rt
+            .filters
+            .decode(selected.as_ref(), picked.as_ref(), &req, &mut outcome.flags)
+            .await;
+        if let Some((resp, details)) = stopped {
+            outcome.details = details;
+            return resp;
+        }
+    }
+    let Some(selected) = selected else {
         rt.stats.no_route.inc();
         outcome.flags = LocalReason::NoRoute.flag();
         outcome.details = "route_not_found";
@@ -438,7 +466,6 @@ async fn route_and_forward(
                 outcome.details = "upgrade_failed";
                 return local_reply::response(LocalReason::WebSocketNotAllowed);
             }
-            let picked = fwd.pick_cluster(&parts.headers, &mut rand::rng());
             let cluster = picked.as_ref().and_then(|p| {
                 outcome.cluster = Some(p.cluster.to_string());
                 rt.clusters.get(&p.cluster)

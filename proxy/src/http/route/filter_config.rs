@@ -9,6 +9,7 @@ use prost::{Message, Name};
 
 use crate::config::parse::{any_type_name, type_name};
 use crate::config::{ConfigErrors, Path};
+use crate::http::filter::{self, PerRoute};
 
 /// Decides which per-filter config types remora understands.
 pub struct FilterContext<'a> {
@@ -24,6 +25,8 @@ pub struct FilterOverride {
     pub config: Option<Any>,
     /// `FilterConfig.disabled`: the filter is skipped for this route.
     pub disabled: bool,
+    /// The config validated for the filter that takes it.
+    pub parsed: Option<PerRoute>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,6 +58,7 @@ impl FilterConfigs {
                 } else {
                     (Some(any.clone()), false, false)
                 };
+            let mut parsed = None;
             if let Some(c) = &config {
                 let real = any_type_name(c);
                 if !(fctx.known)(&real) {
@@ -68,8 +72,21 @@ impl FilterConfigs {
                     );
                     continue;
                 }
+                if filter::per_route_known(&real) {
+                    parsed = filter::per_route(c, &p, errs);
+                    if parsed.is_none() {
+                        continue;
+                    }
+                }
             }
-            out.insert(name.clone(), FilterOverride { config, disabled });
+            out.insert(
+                name.clone(),
+                FilterOverride {
+                    config,
+                    disabled,
+                    parsed,
+                },
+            );
         }
         FilterConfigs(out)
     }

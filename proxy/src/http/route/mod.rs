@@ -46,8 +46,11 @@ pub use direct::Direct;
 pub use entry::Route;
 pub use filter_config::FilterOverride;
 pub use formatter::HeaderVars;
+pub(crate) use matcher::HeaderMatcher;
 pub use redirect::Redirect;
+pub(crate) use request::HeaderSource;
 pub use retry::{RetryOn, RetryPolicy};
+pub(crate) use string_match::StringMatch;
 pub use vhost::{TlsRequirement, VirtualHost};
 
 use build::Build;
@@ -331,6 +334,27 @@ impl<'a> Selected<'a> {
             .or_else(|| self.route.filter_configs.get(filter))
             .or_else(|| self.vhost.filter_configs.get(filter))
             .or_else(|| self.table.filter_configs.get(filter))
+    }
+
+    /// For the filter stage: whether the most specific level that names `filter` disables it, and
+    /// the most specific validated config for it (a level that only enables or disables the filter
+    /// leaves the config to the less specific ones, as Envoy's lookup does).
+    pub fn filter_override(
+        &self,
+        filter: &str,
+        picked: Option<&Picked<'a>>,
+    ) -> (Option<bool>, Option<&'a crate::http::filter::PerRoute>) {
+        let levels = [
+            picked
+                .and_then(|p| p.weighted)
+                .and_then(|w| w.filter_configs.get(filter)),
+            self.route.filter_configs.get(filter),
+            self.vhost.filter_configs.get(filter),
+            self.table.filter_configs.get(filter),
+        ];
+        let disabled = levels.iter().flatten().next().map(|o| o.disabled);
+        let config = levels.iter().flatten().find_map(|o| o.parsed.as_ref());
+        (disabled, config)
     }
 
     /// `request_body_buffer_limit` (or the older `per_request_buffer_limit_bytes`) of the route, else

@@ -279,3 +279,50 @@ fn every_error_is_reported_in_one_pass() {
     let errs = errors(&yaml);
     assert_eq!(errs.len(), 3, "{errs:#?}");
 }
+
+const RBAC_PER_ROUTE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
+
+#[test]
+fn per_route_rbac_is_validated_where_it_stands() {
+    route_err(
+        &format!("    match: {{prefix: /}}\n    route: {{cluster: c}}\n    typed_per_filter_config:\n      envoy.filters.http.rbac: {{'@type': {RBAC_PER_ROUTE}, rbac: {{rules: {{policies: {{p: {{permissions: [{{any: true}}], principals: [{{metadata: {{filter: f, path: [{{key: k}}], value: {{present_match: true}}}}}}]}}}}}}}}}}\n"),
+        "typed_per_filter_config.envoy.filters.http.rbac.rbac.rules.policies.p.principals[0].metadata",
+        "not supported",
+    );
+}
+
+#[test]
+fn a_level_that_only_enables_a_filter_leaves_its_config_to_the_less_specific_ones() {
+    let t = table(&format!(
+        r#"
+name: rc
+virtual_hosts:
+- name: vh
+  domains: ["*"]
+  typed_per_filter_config:
+    envoy.filters.http.rbac: {{'@type': {RBAC_PER_ROUTE}}}
+  routes:
+  - match: {{prefix: /on}}
+    route: {{cluster: c}}
+    typed_per_filter_config:
+      envoy.filters.http.rbac: {{'@type': type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: false}}
+  - match: {{prefix: /off}}
+    route: {{cluster: c}}
+    typed_per_filter_config:
+      envoy.filters.http.rbac: {{'@type': type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true}}
+  - match: {{prefix: /}}
+    route: {{cluster: c}}
+"#
+    ));
+    let look = |path: &str| {
+        let s = t.select(&get(path, "h")).expect("selected");
+        let (disabled, config) = s.filter_override("envoy.filters.http.rbac", None);
+        (disabled, config.is_some())
+    };
+    assert_eq!(look("/on"), (Some(false), true));
+    assert_eq!(look("/off"), (Some(true), true));
+    assert_eq!(look("/other"), (Some(false), true));
+    let s = t.select(&get("/", "h")).expect("selected");
+    assert_eq!(s.filter_override("envoy.filters.http.fault", None).0, None);
+}

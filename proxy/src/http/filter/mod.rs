@@ -1,0 +1,177 @@
+//! HTTP filters: the stage between the connection manager's header handling and the router.
+//!
+//! Filters run in the order of the manager's `http_filters`, once the route is known (so they read
+//! the route's `typed_per_filter_config`, most specific first: weighted cluster, route, virtual
+//! host, route configuration). A filter `disabled` in the manager runs only where a route enables
+//! it, and a route can disable any filter, as in Envoy. A manager without filters pays one
+//! `is_empty` check per request. Implemented: [`rbac`], [`fault`].
+
+pub mod fault;
+pub mod rbac;
+
+use std::sync::Arc;
+
+use envoy_types::pb::google::protobuf::Any;
+
+use crate::config::parse::{any_type_name, unpack_any, ParseOptions};
+use crate::config::{ConfigErrors, Path};
+use crate::http::body::BoxBody;
+use crate::http::local_reply;
+use crate::http::route::{Picked, Selected};
+use crate::stats::Store;
+pub use rbac::policy::Request;
+
+/// A filter's validated config, as the connection manager lists it.
+#[derive(Debug)]
+pub struct FilterSpec {
+    /// The name routes use in `typed_per_filter_config`.
+    pub name: String,
+    /// Off unless a route turns it on.
+    pub disabled: bool,
+    pub kind: SpecKind,
+}
+
+#[derive(Debug)]
+pub enum SpecKind {
+    Rbac(rbac::RbacConfig),
+    Fault(Arc<fault::Faults>),
+}
+
+/// A route's validated per-filter config.
+#[derive(Debug, Clone)]
+pub enum PerRoute {
+    Rbac(Arc<rbac::Engines>),
+    Fault(Arc<fault::Faults>),
+}
+
+/// Whether remora takes route config of this message type.
+pub fn per_route_known(type_name: &str) -> bool {
+    type_name == rbac::PER_ROUTE_TYPE || type_name == fault::TYPE
+}
+
+/// Validates a route's per-filter config (`path` points at it); `None` for types this module does
+/// not parse.
+pub fn per_route(any: &Any, path: &Path, errs: &mut ConfigErrors) -> Option<PerRoute> {
+    match any_type_name(any).as_str() {
+        rbac::PER_ROUTE_TYPE => {
+            rbac::Engines::per_route(&unpacked(any, path, errs)?, path, errs).map(PerRoute::Rbac)
+        }
+        fault::TYPE => {
+            fault::Faults::from_proto(&unpacked(any, path, errs)?, path, errs).map(PerRoute::Fault)
+        }
+        _ => None,
+    }
+}
+
+fn unpacked<M: prost::Message + prost::Name + Default>(
+    any: &Any,
+    path: &Path,
+    errs: &mut ConfigErrors,
+) -> Option<M> {
+    unpack_any(any, ParseOptions::default())
+        .map_err(|e| errs.push(path, e.message))
+        .ok()
+}
+
+/// One filter as a connection manager runs it.
+#[derive(Debug)]
+struct Filter {
+    name: String,
+    disabled: bool,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Rbac(rbac::RbacFilter),
+    Fault(fault::FaultFilter),
+}
+
+/// A connection manager's filters, with their stats.
+#[derive(Debug, Default)]
+pub struct HttpFilters {
+    filters: Vec<Filter>,
+}
+
+impl HttpFilters {
+    pub fn new(specs: &[FilterSpec], store: &Store, stat_prefix: &str) -> Self {
+        let filters = specs
+            .iter()
+            .map(|s| Filter {
+                name: s.name.clone(),
+                disabled: s.disabled,
+                kind: match &s.kind {
+                    SpecKind::Rbac(c) => Kind::Rbac(rbac::RbacFilter::new(c, store, stat_prefix)),
+                    SpecKind::Fault(f) => {
+                        Kind::Fault(fault::FaultFilter::new(f, store, stat_prefix))
+                    }
+                },
+            })
+            .collect();
+        HttpFilters { filters }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// Runs the request through every enabled filter; `Some` is a local reply that ends the request
+    /// (with its response-code details). `flags` gets the response flag of an injected fault.
+    pub async fn decode(
+        &self,
+        selected: Option<&Selected<'_>>,
+        picked: Option<&Picked<'_>>,
+        req: &Request<'_>,
+        flags: &mut &'static str,
+    ) -> Option<(http::Response<BoxBody>, &'static str)> {
+        for f in &self.filters {
+            let (disabled, config) = match selected {
+                Some(s) => s.filter_override(&f.name, picked),
+                None => (None, None),
+            };
+            if disabled.unwrap_or(f.disabled) {
+                continue;
+            }
+            match &f.kind {
+                Kind::Rbac(rbac) => {
+                    let route = match config {
+                        Some(PerRoute::Rbac(e)) => Some(e.as_ref()),
+                        _ => None,
+                    };
+                    if let Err(denied) = rbac.decode(route, req) {
+                        let resp = local_reply::text_response(
+                            denied.status(),
+                            rbac::DENIED_BODY.to_string(),
+                        );
+                        return Some((resp, "rbac_access_denied_matched_policy[none]"));
+                    }
+                }
+                Kind::Fault(fault) => {
+                    let route = match config {
+                        Some(PerRoute::Fault(f)) => Some(f.as_ref()),
+                        _ => None,
+                    };
+                    match fault.decode(route, req.parts) {
+                        None => {}
+                        Some(fault::Injected::Abort(resp)) => {
+                            *flags = "FI";
+                            return Some((resp, "fault_filter_abort"));
+                        }
+                        Some(fault::Injected::Delay(d, abort)) => {
+                            *flags = "DI";
+                            let active = fault.active();
+                            tokio::time::sleep(d).await;
+                            drop(active);
+                            if let Some(resp) = abort {
+                                fault.count_abort();
+                                *flags = "DI,FI";
+                                return Some((resp, "fault_filter_abort"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+}
