@@ -6,7 +6,8 @@
 //! hit its blackhole chain, and a bound copy of the 8080 listener must route by the RDS table.
 //!
 //! Envoy lacks Istio's own extensions (`istio.*`), so each proxy gets the resources without the
-//! ones it does not implement; remora is also sent the full set once, to pin what it still lacks.
+//! ones it does not implement (remora keeps `istio.stats` and both `istio.metadata_exchange`s);
+//! remora is also sent the full set once, to pin what it still lacks.
 
 use std::time::Duration;
 
@@ -42,27 +43,24 @@ fn istio_only(name: &str) -> bool {
     name.starts_with("istio.")
 }
 
-/// Envoy extensions istiod sends that remora does not implement yet: stripped for remora, and
-/// expected in its NACK of the full set.
-const REMORA_MISSING: &[&str] = &["envoy.filters.http.grpc_stats"];
+/// Extensions istiod sends that remora does not implement yet: stripped for remora, and expected
+/// in its NACK of the full set. remora gets the rest of Istio's (`istio.stats`, both
+/// `istio.metadata_exchange`s) as istiod sends them.
+const REMORA_MISSING: &[&str] = &["istio.alpn", "envoy.filters.http.grpc_stats"];
 
 /// What remora's NACK of the full set names, by type (none: the type is ACKed as istiod sends it).
 const LACKS: [(&str, &[&str]); 4] = [
-    (CLUSTER, &["istio.metadata_exchange"]),
+    (CLUSTER, &[]),
     (ENDPOINT, &[]),
-    (
-        LISTENER,
-        &[
-            "istio.metadata_exchange",
-            "istio.alpn",
-            "envoy.filters.http.grpc_stats",
-        ],
-    ),
+    (LISTENER, &["istio.alpn", "envoy.filters.http.grpc_stats"]),
     (ROUTE, &[]),
 ];
 
 fn dropped_for(kind: Kind) -> impl Fn(&str) -> bool + Send + Sync {
-    move |name| istio_only(name) || (kind == Kind::Remora && REMORA_MISSING.contains(&name))
+    move |name| match kind {
+        Kind::Remora => REMORA_MISSING.contains(&name),
+        _ => istio_only(name),
+    }
 }
 
 fn fixture(file: &str) -> Vec<Value> {

@@ -71,5 +71,6 @@ pub fn all() -> Vec<FileDescriptorProto> {
         crate::listener::matcher::ip::file_descriptor(),
         super::istio::descriptors::stats_plugin_config(),
         super::istio::descriptors::peer_metadata_config(),
+        super::istio::descriptors::tcp_metadata_exchange(),
     ]
 }

@@ -9,14 +9,15 @@ use envoy_types::pb::envoy::extensions::filters::network::{
 use prost::Name;
 
 use super::hcm::HcmConfig;
-use super::istio::{self as istio_config, StatsConfig};
+use super::istio::{self as istio_config, StatsConfig, TcpExchangeConfig};
 use super::parse::{any_type_name, unpack_any};
 use super::tcp_proxy::TcpProxyConfig;
 use super::{hcm, tcp_proxy, BuildContext, ConfigError, ConfigErrors, Path};
 use crate::http::proxy::HttpRuntime;
 use crate::http::stats::HttpStats;
+use crate::istio::exchange::ExchangeStats;
 use crate::istio::{HttpTelemetry, TcpTelemetry};
-use crate::tcp::{TcpRuntime, TcpStats};
+use crate::tcp::{TcpExchange, TcpRuntime, TcpStats};
 use crate::tls::{self, ServerTls};
 
 const HCM_NAME: &str = "envoy.filters.network.http_connection_manager";
@@ -65,9 +66,15 @@ fn http_runtime(cfg: HcmConfig, ctx: &BuildContext<'_>) -> NetworkStack {
 fn tcp_runtime(
     cfg: TcpProxyConfig,
     stats: Option<StatsConfig>,
+    exchange: Option<TcpExchangeConfig>,
     ctx: &BuildContext<'_>,
 ) -> NetworkStack {
     NetworkStack::Tcp(Arc::new(TcpRuntime {
+        exchange: TcpExchange {
+            downstream: exchange,
+            local: ctx.istio.clone(),
+            stats: ExchangeStats::new(ctx.stats),
+        },
         istio: stats.map(|cfg| TcpTelemetry {
             local: ctx.istio.clone(),
             cfg,
@@ -111,6 +118,8 @@ pub fn build_chain(
     let mut stack = None;
     // `istio.stats` comes before the tcp_proxy it reports on.
     let mut istio_stats = None;
+    // So does the TCP metadata exchange, which takes its bytes off the front of the stream.
+    let mut tcp_exchange: Option<(TcpExchangeConfig, Path)> = None;
     for (i, f) in chain.filters.iter().enumerate() {
         let p = fpath.index(i);
         let any = match &f.config_type {
@@ -132,6 +141,13 @@ pub fn build_chain(
         };
         let type_name = any_type_name(any);
         let tpath = p.field("typed_config");
+        if istio_config::is_tcp_exchange(any) {
+            match istio_config::tcp_exchange(any, &p, ctx.opts) {
+                Ok(c) => tcp_exchange = Some((c, p.clone())),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
         if istio_config::is_stats(&f.name, Some(any)) {
             match istio_config::stats(Some(any), &p, ctx.opts, ctx.direction) {
                 Ok(c) => istio_stats = Some(c),
@@ -140,15 +156,23 @@ pub fn build_chain(
             continue;
         }
         let built = if f.name == HCM_NAME || type_name == HttpConnectionManager::full_name() {
-            unpack_any::<HttpConnectionManager>(any, ctx.opts)
+            let built = unpack_any::<HttpConnectionManager>(any, ctx.opts)
                 .map_err(|e| ConfigErrors::from(ConfigError::new(&tpath, e.message)))
                 .and_then(|m| hcm::build(&m, &tpath, ctx))
-                .map(|c| http_runtime(c, ctx))
+                .map(|c| http_runtime(c, ctx));
+            if let Some((_, xpath)) = tcp_exchange.take() {
+                // An HTTP chain learns its peer from headers; Istio puts this filter on TCP chains.
+                errors.push(
+                    xpath,
+                    "the TCP metadata exchange (envoy.tcp.metadataexchange.config.MetadataExchange) is supported before tcp_proxy only",
+                );
+            }
+            built
         } else if f.name == TCP_PROXY_NAME || type_name == TcpProxy::full_name() {
             unpack_any::<TcpProxy>(any, ctx.opts)
                 .map_err(|e| ConfigErrors::from(ConfigError::new(&tpath, e.message)))
                 .and_then(|m| tcp_proxy::build(&m, &tpath, ctx))
-                .map(|c| tcp_runtime(c, istio_stats, ctx))
+                .map(|c| tcp_runtime(c, istio_stats, tcp_exchange.take().map(|(c, _)| c), ctx))
         } else {
             errors.push(&p, format!("unknown filter \"{}\" ({type_name})", f.name));
             continue;

@@ -1,5 +1,5 @@
 //! This proxy's own workload, read once from the bootstrap `node`: what the stats filter labels
-//! the local side with and what the metadata exchange sends to peers.
+//! the local side with and what the metadata exchanges (HTTP headers, TCP) send to peers.
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use http::HeaderValue;
@@ -15,6 +15,8 @@ pub struct LocalNode {
     pub header: Option<HeaderValue>,
     /// `x-envoy-peer-metadata-id`: the node id.
     pub id: Option<HeaderValue>,
+    /// What the TCP metadata exchange writes to peers (header and packed struct).
+    pub exchange_frame: Vec<u8>,
     pub metrics: IstioMetrics,
 }
 
@@ -26,10 +28,12 @@ impl LocalNode {
             .unwrap_or_default();
         let header = HeaderValue::from_str(&metadata.header_value()).ok();
         let id = node.and_then(|n| HeaderValue::from_str(&n.id).ok().filter(|v| !v.is_empty()));
+        let exchange_frame = super::exchange::frame(&metadata, node.map_or("", |n| n.id.as_str()));
         Self {
             metadata,
             header,
             id,
+            exchange_frame,
             metrics,
         }
     }

@@ -1,12 +1,23 @@
 //! The `istio.stats` network filter on a `tcp_proxy` chain: a connection counts as opened once its
-//! upstream attempt is decided, and reports its bytes and its close when either side ends it.
+//! upstream attempt is decided (after the TCP metadata exchange, when the chain or cluster runs
+//! it), and reports its bytes and its close when either side ends it.
 
 use std::sync::Arc;
 
 use super::labels::{self, Facts, Reporter, Values};
+use super::metadata::WorkloadMetadata;
 use super::node::LocalNode;
 use crate::config::istio::StatsConfig;
 use crate::tls::TlsInfo;
+
+/// What a tcp_proxy connection knows about its peers when its labels are made.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpFacts<'a> {
+    pub downstream_tls: Option<&'a TlsInfo>,
+    pub upstream_tls: Option<&'a TlsInfo>,
+    /// The peer's metadata from the TCP metadata exchange.
+    pub peer: Option<&'a WorkloadMetadata>,
+}
 
 /// The stats filter of one TCP chain, with the local workload.
 #[derive(Debug)]
@@ -16,14 +27,16 @@ pub struct TcpTelemetry {
 }
 
 impl TcpTelemetry {
-    /// The connection's labels: the peer is known only by its certificate (TCP metadata exchange
-    /// is not implemented), the destination service by the cluster.
-    pub fn labels(&self, cluster: &str, downstream_tls: Option<&TlsInfo>, flags: &str) -> Values {
+    /// The connection's labels: the peer by the metadata it exchanged (`peer`: the upstream's for
+    /// the client reporter, the downstream's otherwise) and its certificate, the destination
+    /// service by the cluster.
+    pub fn labels(&self, conn: &TcpFacts<'_>, cluster: &str, flags: &str) -> Values {
         let tls = match self.cfg.reporter {
-            Reporter::ClientSidecar => None,
-            _ => downstream_tls,
+            Reporter::ClientSidecar => conn.upstream_tls,
+            _ => conn.downstream_tls,
         };
         let facts = Facts {
+            peer: conn.peer,
             peer_san: tls
                 .and_then(|t| t.peer.as_ref())
                 .and_then(|c| c.uri_sans.first())
@@ -63,7 +76,7 @@ mod tests {
                 host_header_fallback: true,
             },
         };
-        let l = t.labels("inbound|3306||", None, "");
+        let l = t.labels(&TcpFacts::default(), "inbound|3306||", "");
         t.opened(&l);
         t.closed(l, 10, 4);
         let mut out = String::new();

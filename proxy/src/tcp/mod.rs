@@ -1,5 +1,11 @@
 //! TCP proxy: connect to the cluster picked for the connection and pipe bytes both ways until either
-//! side closes, the connection idles out, or its listener's drain time ends.
+//! side closes, the connection idles out, or its listener's drain time ends. Istio's TCP metadata
+//! exchange (`exchange`) runs first with the downstream and then with the upstream when the chain
+//! or the cluster has it.
+
+mod exchange;
+
+pub use exchange::TcpExchange;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::access_log::LogContext;
 use crate::config::tcp_proxy::TcpProxyConfig;
 use crate::drain;
+use crate::istio::TcpFacts;
 use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::{ClusterManager, ConnectContext};
 
@@ -49,6 +56,8 @@ pub struct TcpRuntime {
     pub stats: TcpStats,
     /// The `istio.stats` network filter, when the chain has it.
     pub istio: Option<crate::istio::TcpTelemetry>,
+    /// Istio's TCP metadata exchange (the chain's filter, and the local node for clusters').
+    pub exchange: TcpExchange,
 }
 
 /// Proxies one downstream connection (plain TCP, or TLS terminated by the listener).
@@ -75,6 +84,8 @@ pub async fn serve<D>(
     let mut upstream_host = None;
     let (mut rx, mut tx) = (0u64, 0u64);
     let mut istio_labels = None;
+    let from_down = rt.exchange.with_downstream(&mut down, tls).await;
+    let mut peer_meta = from_down.peer;
     match rt.clusters.get(&cluster_name) {
         None => {
             rt.stats.cx_no_route.inc();
@@ -100,14 +111,41 @@ pub async fn serve<D>(
             match connected {
                 Some(mut conn) => {
                     upstream_host = Some(conn.upstream);
+                    let alpn = conn.stream.alpn().map(<[u8]>::to_vec);
+                    let from_up = rt
+                        .exchange
+                        .with_upstream(
+                            &mut conn.stream,
+                            cluster.spec().exchange.as_ref(),
+                            alpn.as_deref(),
+                        )
+                        .await;
+                    if matches!(
+                        rt.istio.as_ref().map(|t| t.cfg.reporter),
+                        Some(crate::istio::Reporter::ClientSidecar)
+                    ) {
+                        peer_meta = from_up.peer;
+                    }
                     if let Some(t) = &rt.istio {
-                        let labels = t.labels(&cluster_name, tls, flags);
+                        let facts = TcpFacts {
+                            downstream_tls: tls,
+                            upstream_tls: conn.tls.as_deref(),
+                            peer: peer_meta.as_ref(),
+                        };
+                        let labels = t.labels(&facts, &cluster_name, flags);
                         t.opened(&labels);
                         istio_labels = Some(labels);
                     }
-                    let (r, t) = pipe(&mut down, &mut conn.stream, &rt, &drain).await;
-                    rx = r;
-                    tx = t;
+                    // Bytes read while looking for a peer's exchange belong to the application.
+                    let sent_up = forward(&from_down.leftover, &mut conn.stream).await;
+                    let sent_down = forward(&from_up.leftover, &mut down).await;
+                    if sent_up && sent_down {
+                        let (r, t) = pipe(&mut down, &mut conn.stream, &rt, &drain).await;
+                        rx = r;
+                        tx = t;
+                    }
+                    rx += from_down.leftover.len() as u64;
+                    tx += from_up.leftover.len() as u64;
                 }
                 None => {
                     if let Some(e) = last_err {
@@ -123,7 +161,12 @@ pub async fn serve<D>(
     if let Some(t) = &rt.istio {
         // A connection that never reached its upstream opens and closes here, with its flag.
         let labels = istio_labels.unwrap_or_else(|| {
-            let labels = t.labels(&cluster_name, tls, flags);
+            let facts = TcpFacts {
+                downstream_tls: tls,
+                peer: peer_meta.as_ref(),
+                ..Default::default()
+            };
+            let labels = t.labels(&facts, &cluster_name, flags);
             t.opened(&labels);
             labels
         });
@@ -145,6 +188,11 @@ pub async fn serve<D>(
         };
         rt.cfg.access_logs.log(&ctx);
     }
+}
+
+/// Writes `bytes` (nothing to do when empty); false when the other side is gone.
+async fn forward<W: AsyncWrite + Unpin>(bytes: &[u8], w: &mut W) -> bool {
+    bytes.is_empty() || w.write_all(bytes).await.is_ok()
 }
 
 /// Resolves when a gentle drain's grace time has passed (never for the process drain).

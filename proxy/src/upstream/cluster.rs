@@ -73,6 +73,8 @@ pub struct TcpConnection {
     pub upstream: SocketAddr,
     pub hostname: Option<String>,
     pub guard: ConnectionGuard,
+    /// The handshake's facts, over TLS.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 /// A validated cluster with its hosts, pools and circuit breakers.
@@ -333,13 +335,14 @@ impl Cluster {
                 limit: "max_connections",
             });
         };
-        let (stream, upstream, guard, _tls) =
+        let (stream, upstream, guard, tls) =
             connect::transport(shared, &host, slot, Alpn::None).await?;
         Ok(TcpConnection {
             stream,
             upstream,
             hostname: (!host.hostname.is_empty()).then(|| host.hostname.clone()),
             guard,
+            tls,
         })
     }
 

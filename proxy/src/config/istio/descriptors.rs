@@ -252,3 +252,24 @@ pub fn peer_metadata_config() -> FileDescriptorProto {
         ..Default::default()
     }
 }
+
+/// `envoy.tcp.metadataexchange.config.MetadataExchange` (istio/proxy
+/// `metadata_exchange/config/metadata_exchange.proto`): the TCP metadata exchange, as a network
+/// filter and as a cluster's upstream filter.
+pub fn tcp_metadata_exchange() -> FileDescriptorProto {
+    use Label::{Optional, Repeated};
+    FileDescriptorProto {
+        name: Some("envoy/tcp/metadataexchange/config/metadata_exchange.proto".into()),
+        package: Some("envoy.tcp.metadataexchange.config".into()),
+        message_type: vec![message(
+            "MetadataExchange",
+            vec![
+                field("protocol", 1, Optional, Type::String, None),
+                field("enable_discovery", 2, Optional, Type::Bool, None),
+                field("additional_labels", 3, Repeated, Type::String, None),
+            ],
+        )],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}

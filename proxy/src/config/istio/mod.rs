@@ -1,9 +1,13 @@
 //! Istio's filters as istiod configures them → the validated model: the `istio.stats` HTTP and
 //! network filters (`stats.PluginConfig`) and the `istio.metadata_exchange` HTTP filter
-//! (`io.istio.http.peer_metadata.Config`). Only what istiod's configuration uses is modelled; the
+//! (`io.istio.http.peer_metadata.Config`), and the TCP metadata exchange network and cluster
+//! filter (`envoy.tcp.metadataexchange.config.MetadataExchange`). Only what istiod's configuration uses is modelled; the
 //! rest of either message parses and is ignored.
 
 pub mod descriptors;
+mod tcp_exchange;
+
+pub use tcp_exchange::{is_tcp_exchange, tcp_exchange, MetadataExchange, TcpExchangeConfig};
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::google::protobuf::Any;

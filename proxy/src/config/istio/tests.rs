@@ -162,3 +162,93 @@ static_resources:
         NetworkStack::Http(_) => panic!("a TCP chain"),
     }
 }
+
+const EXCHANGE: &str = r#"
+      - name: istio.metadata_exchange
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange
+          value: VALUE
+"#;
+
+fn tcp_chain_with(value: &str, terminal: &str) -> String {
+    let cluster = r#"
+static_resources:
+  clusters:
+  - name: c
+    load_assignment:
+      cluster_name: c
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } } } ] } ]
+  listeners:
+  - name: tcp
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:"#;
+    format!(
+        "{cluster}{}{terminal}",
+        EXCHANGE.replace("VALUE", value).trim_end()
+    )
+}
+
+const TCP_PROXY: &str = r#"
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: t
+          cluster: c
+"#;
+
+const HCM: &str = r#"
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: h
+          route_config: { virtual_hosts: [ { name: a, domains: ["*"], routes: [ { match: { prefix: / }, route: { cluster: c } } ] } ] }
+          http_filters: [ { name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } } ]
+"#;
+
+#[test]
+fn the_tcp_exchange_runs_before_tcp_proxy_with_its_protocol() {
+    let yaml = tcp_chain_with(
+        "{ protocol: istio-peer-exchange, enable_discovery: true }",
+        TCP_PROXY,
+    );
+    let snap = match build(&yaml) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let (cfg, _) = &snap.listeners[0];
+    let (_, chain) = cfg.chains.iter().next().expect("a chain");
+    match &chain.payload.stack {
+        NetworkStack::Tcp(rt) => assert_eq!(
+            rt.exchange.downstream,
+            Some(TcpExchangeConfig {
+                protocol: "istio-peer-exchange".into()
+            })
+        ),
+        NetworkStack::Http(_) => panic!("a TCP chain"),
+    }
+}
+
+#[test]
+fn the_tcp_exchange_without_a_protocol_or_before_an_hcm_is_an_error() {
+    let err = build(&tcp_chain_with("{ enable_discovery: true }", TCP_PROXY))
+        .err()
+        .expect("rejected")
+        .to_string();
+    assert!(err.contains("filters[0].typed_config.protocol"), "{err}");
+    let err = build(&tcp_chain_with("{ protocol: istio-peer-exchange }", HCM))
+        .err()
+        .expect("rejected")
+        .to_string();
+    assert!(err.contains("filters[0]"), "{err}");
+    assert!(err.contains("before tcp_proxy only"), "{err}");
+    let err = build(&tcp_chain_with(
+        "{ protocl: istio-peer-exchange }",
+        TCP_PROXY,
+    ))
+    .err()
+    .expect("rejected")
+    .to_string();
+    assert!(err.contains("protocl"), "{err}");
+}

@@ -3,6 +3,7 @@
 //! fields with no effect on a plaintext static proxy are accepted (some with a warning).
 
 pub(crate) mod endpoints;
+mod filters;
 mod lb;
 mod protocol;
 pub mod socket_match;
@@ -113,6 +114,9 @@ pub struct ClusterSpec {
     pub original_dst: Option<super::original_dst::OriginalDstSpec>,
     /// `upstream_bind_config.source_address`: where upstream connections come from.
     pub source_address: Option<std::net::SocketAddr>,
+    /// `filters`: Istio's TCP metadata exchange, run by tcp_proxy on connections that negotiated
+    /// its ALPN.
+    pub exchange: Option<crate::config::istio::TcpExchangeConfig>,
 }
 
 /// The real type name behind an extension's `typed_config`.
@@ -184,6 +188,7 @@ impl ClusterSpec {
         let socket_matches = socket_match::from_cluster(c, path, secrets, alpn, &mut errs);
         let dns = dns_settings(c, path, discovery.unwrap_or(Discovery::Static));
         unsupported(c, path, &mut errs);
+        let exchange = filters::from_cluster(c, path, &mut errs);
         let original_dst = original_dst(c, discovery, path, &mut errs);
         let source_address = c
             .upstream_bind_config
@@ -258,6 +263,7 @@ impl ClusterSpec {
             overprovisioning,
             tls,
             socket_matches,
+            exchange,
             original_dst,
             source_address,
         })
@@ -532,15 +538,6 @@ fn unsupported(c: &Cluster, path: &Path, errs: &mut ConfigErrors) {
         errs.push(
             path.field("lb_subset_config"),
             "lb_subset_config (subset load balancing) is not supported yet",
-        );
-    }
-    for (i, f) in c.filters.iter().enumerate() {
-        errs.push(
-            path.field("filters").index(i),
-            format!(
-                "upstream network filter \"{}\" is not supported yet",
-                f.name
-            ),
         );
     }
     if let Some(u) = &c.upstream_config {

@@ -155,3 +155,25 @@ fn unknown_protocol_options_are_refused() {
         vec!["static_resources.clusters[0].typed_extension_protocol_options.envoy.filters.network.bogus: no protocol options implementation for name: 'envoy.filters.network.bogus'"]
     );
 }
+
+#[test]
+fn the_metadata_exchange_is_the_one_upstream_filter() {
+    let exchange = "    filters:\n    - name: istio.metadata_exchange\n      typed_config: { \"@type\": type.googleapis.com/udpa.type.v1.TypedStruct, type_url: type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange, value: { protocol: istio-peer-exchange, enable_discovery: true } }\n";
+    let (m, _) = manager(&format!(
+        "static_resources:\n  clusters:\n  - name: x\n{EP}{exchange}"
+    ))
+    .expect("accepted");
+    let c = m.get("x").expect("cluster x");
+    assert_eq!(
+        c.spec().exchange.as_ref().map(|x| x.protocol.as_str()),
+        Some("istio-peer-exchange")
+    );
+    let other = "    filters:\n    - name: envoy.filters.network.upstream.something\n      typed_config: { \"@type\": type.googleapis.com/udpa.type.v1.TypedStruct, type_url: type.googleapis.com/some.Filter }\n";
+    let e = errors(&format!(
+        "static_resources:\n  clusters:\n  - name: x\n{EP}{other}"
+    ));
+    assert_eq!(
+        e,
+        vec!["static_resources.clusters[0].filters[0]: upstream network filter \"envoy.filters.network.upstream.something\" is not supported yet".to_string()]
+    );
+}
