@@ -59,38 +59,6 @@ fn productpage_metadata() -> String {
     base64::engine::general_purpose::STANDARD.encode(Struct { fields }.encode_to_vec())
 }
 
-/// The value of the first sample of `metric` whose labels contain every one of `labels`.
-fn sample(exposition: &str, metric: &str, labels: &[&str]) -> Option<f64> {
-    exposition.lines().find_map(|l| {
-        let rest = l.strip_prefix(metric)?.strip_prefix('{')?;
-        let (set, value) = rest.rsplit_once("} ")?;
-        labels
-            .iter()
-            .all(|want| set.split(',').any(|got| got == *want))
-            .then(|| value.parse().ok())
-            .flatten()
-    })
-}
-
-async fn prometheus(port: u16) -> String {
-    admin::get(port, "/stats/prometheus")
-        .await
-        .expect("/stats/prometheus")
-        .text()
-}
-
-/// Polls until `metric{labels}` reaches `want` (responses finish, and TCP closes, asynchronously).
-async fn wait_for(port: u16, metric: &str, labels: &[&str], want: f64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = prometheus(port).await;
-        if sample(&text, metric, labels) == Some(want) || Instant::now() > deadline {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_requests_are_labelled_with_the_exchanged_peer() {
     let s = Stack::start(Kind::Remora, FIXTURE).await;
@@ -141,9 +109,9 @@ async fn inbound_requests_are_labelled_with_the_exchanged_peer() {
         "response_flags=\"-\"",
         "connection_security_policy=\"none\"",
     ];
-    let text = wait_for(s.admin(), "istio_requests_total", &labels, 3.0).await;
+    let text = admin::wait_for_sample(s.admin(), "istio_requests_total", &labels, 3.0).await;
     assert_eq!(
-        sample(&text, "istio_requests_total", &labels),
+        admin::sample(&text, "istio_requests_total", &labels),
         Some(3.0),
         "{text}"
     );
@@ -167,12 +135,12 @@ async fn inbound_requests_are_labelled_with_the_exchanged_peer() {
         let mut inf = labels.to_vec();
         inf.push("le=\"+Inf\"");
         assert_eq!(
-            sample(&text, &format!("{histogram}_bucket"), &inf),
+            admin::sample(&text, &format!("{histogram}_bucket"), &inf),
             Some(3.0),
             "{histogram}: {text}"
         );
         assert_eq!(
-            sample(&text, &format!("{histogram}_count"), &labels),
+            admin::sample(&text, &format!("{histogram}_count"), &labels),
             Some(3.0),
             "{histogram}: {text}"
         );
@@ -181,13 +149,13 @@ async fn inbound_requests_are_labelled_with_the_exchanged_peer() {
     let mut small = labels.to_vec();
     small.push("le=\"10000\"");
     assert_eq!(
-        sample(&text, "istio_request_bytes_bucket", &small),
+        admin::sample(&text, "istio_request_bytes_bucket", &small),
         Some(3.0)
     );
     small.pop();
     small.push("le=\"1\"");
     assert_eq!(
-        sample(&text, "istio_request_bytes_bucket", &small),
+        admin::sample(&text, "istio_request_bytes_bucket", &small),
         Some(0.0)
     );
 
@@ -201,7 +169,7 @@ async fn inbound_requests_are_labelled_with_the_exchanged_peer() {
     .expect("scrape");
     assert_eq!(via.status, 200);
     assert!(
-        sample(&via.text(), "istio_requests_total", &labels).is_some(),
+        admin::sample(&via.text(), "istio_requests_total", &labels).is_some(),
         "{}",
         via.text()
     );
@@ -233,16 +201,16 @@ async fn outbound_requests_learn_the_server_from_its_response() {
         "response_code=\"200\"",
         "connection_security_policy=\"unknown\"",
     ];
-    let text = wait_for(s.admin(), "istio_requests_total", &source, 1.0).await;
+    let text = admin::wait_for_sample(s.admin(), "istio_requests_total", &source, 1.0).await;
     assert_eq!(
-        sample(&text, "istio_requests_total", &source),
+        admin::sample(&text, "istio_requests_total", &source),
         Some(1.0),
         "{text}"
     );
     // The inbound side learnt the client from the request the outbound side sent.
     let destination = ["reporter=\"destination\"", "source_workload=\"reviews-v1\""];
     assert_eq!(
-        sample(&text, "istio_requests_total", &destination),
+        admin::sample(&text, "istio_requests_total", &destination),
         Some(1.0),
         "{text}"
     );
@@ -269,20 +237,21 @@ async fn tcp_connections_report_opens_closes_and_bytes() {
     // opened connection to have closed.
     let deadline = Instant::now() + Duration::from_secs(10);
     let settled = |text: &str| {
-        let get = |m: &str| sample(text, m, &labels);
+        let get = |m: &str| admin::sample(text, m, &labels);
         get("istio_tcp_sent_bytes_total") == Some(11.0)
             && get("istio_tcp_received_bytes_total") == Some(11.0)
             && get("istio_tcp_connections_opened_total")
                 == get("istio_tcp_connections_closed_total")
     };
-    let mut text = prometheus(s.admin()).await;
+    let mut text = admin::prometheus(s.admin()).await;
     while !settled(&text) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        text = prometheus(s.admin()).await;
+        text = admin::prometheus(s.admin()).await;
     }
     assert!(settled(&text), "{text}");
     assert!(
-        sample(&text, "istio_tcp_connections_closed_total", &labels).is_some_and(|n| n >= 1.0),
+        admin::sample(&text, "istio_tcp_connections_closed_total", &labels)
+            .is_some_and(|n| n >= 1.0),
         "{text}"
     );
 }

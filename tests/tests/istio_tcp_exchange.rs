@@ -7,8 +7,6 @@
 //!
 //! remora only: stock Envoy lacks Istio's filters and rejects these configurations.
 
-use std::time::{Duration, Instant};
-
 use remora_tests::admin;
 use remora_tests::peers::MeshStack;
 use remora_tests::pki::{istio_id, Pki};
@@ -17,32 +15,10 @@ use remora_tests::proxy::Kind;
 use remora_tests::template::Vars;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The value of the first sample of `metric` whose labels contain every one of `labels`.
-fn sample(exposition: &str, metric: &str, labels: &[&str]) -> Option<f64> {
-    exposition.lines().find_map(|l| {
-        let rest = l.strip_prefix(metric)?.strip_prefix('{')?;
-        let (set, value) = rest.rsplit_once("} ")?;
-        labels
-            .iter()
-            .all(|want| set.split(',').any(|got| got == *want))
-            .then(|| value.parse().ok())
-            .flatten()
-    })
-}
-
-/// Polls `/stats/prometheus` until `metric{labels}` is `want` (connections close asynchronously).
-async fn wait_for(port: u16, metric: &str, labels: &[&str], want: f64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = admin::get(port, "/stats/prometheus")
-            .await
-            .expect("/stats/prometheus")
-            .text();
-        if sample(&text, metric, labels) == Some(want) || Instant::now() > deadline {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// `metric{labels}` on the admin at `port` reaches `want`.
+async fn expect_sample(port: u16, metric: &str, labels: &[&str], want: f64) {
+    let text = admin::wait_for_sample(port, metric, labels, want).await;
+    assert_eq!(admin::sample(&text, metric, labels), Some(want), "{text}");
 }
 
 /// Sends `payload` through the listener at `port` and reads its echo.
@@ -100,18 +76,13 @@ async fn both_sidecars_label_tcp_metrics_with_the_exchanged_peer() {
     // The harness's readiness probes connect through the sidecars too (without bytes), so ours
     // is counted by its bytes.
     let len = payload.len() as f64;
-    let text = wait_for(
+    expect_sample(
         m.inbound.admin(),
         "istio_tcp_received_bytes_total",
         &server,
         len,
     )
     .await;
-    assert_eq!(
-        sample(&text, "istio_tcp_received_bytes_total", &server),
-        Some(len),
-        "{text}"
-    );
 
     let client = [
         "reporter=\"source\"",
@@ -122,18 +93,13 @@ async fn both_sidecars_label_tcp_metrics_with_the_exchanged_peer() {
         "destination_service=\"reviews.bookinfo.svc.cluster.local\"",
     ];
     // The application's bytes only: the exchange frames are not payload.
-    let text = wait_for(
+    expect_sample(
         m.outbound.admin(),
         "istio_tcp_sent_bytes_total",
         &client,
         len,
     )
     .await;
-    assert_eq!(
-        sample(&text, "istio_tcp_sent_bytes_total", &client),
-        Some(len),
-        "{text}"
-    );
     for s in [&m.inbound, &m.outbound] {
         let found = admin::stat(s.admin(), "metadata_exchange.alpn_protocol_found").await;
         assert!(found.is_some_and(|n| n >= 1), "{found:?}");
@@ -157,36 +123,26 @@ async fn a_peer_without_the_alpn_still_connects_with_unknown_labels() {
         "source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\"",
         "destination_workload=\"reviews-v1\"",
     ];
-    let text = wait_for(
+    expect_sample(
         m.inbound.admin(),
         "istio_tcp_received_bytes_total",
         &server,
         len,
     )
     .await;
-    assert_eq!(
-        sample(&text, "istio_tcp_received_bytes_total", &server),
-        Some(len),
-        "{text}"
-    );
     let client = [
         "reporter=\"source\"",
         "source_workload=\"productpage-v1\"",
         "destination_workload=\"unknown\"",
         "destination_service=\"legacy.bookinfo.svc.cluster.local\"",
     ];
-    let text = wait_for(
+    expect_sample(
         m.outbound.admin(),
         "istio_tcp_sent_bytes_total",
         &client,
         len,
     )
     .await;
-    assert_eq!(
-        sample(&text, "istio_tcp_sent_bytes_total", &client),
-        Some(len),
-        "{text}"
-    );
     for s in [&m.inbound, &m.outbound] {
         let missed = admin::stat(s.admin(), "metadata_exchange.alpn_protocol_not_found").await;
         assert!(missed.is_some_and(|n| n >= 1), "{missed:?}");

@@ -328,12 +328,26 @@ impl<'a> Selected<'a> {
         filter: &str,
         picked: Option<&Picked<'a>>,
     ) -> Option<&'a FilterOverride> {
-        picked
-            .and_then(|p| p.weighted)
-            .and_then(|w| w.filter_configs.get(filter))
-            .or_else(|| self.route.filter_configs.get(filter))
-            .or_else(|| self.vhost.filter_configs.get(filter))
-            .or_else(|| self.table.filter_configs.get(filter))
+        self.filter_levels(filter, picked)
+            .into_iter()
+            .flatten()
+            .next()
+    }
+
+    /// `filter`'s entry at each level, most specific first.
+    fn filter_levels(
+        &self,
+        filter: &str,
+        picked: Option<&Picked<'a>>,
+    ) -> [Option<&'a FilterOverride>; 4] {
+        [
+            picked
+                .and_then(|p| p.weighted)
+                .and_then(|w| w.filter_configs.get(filter)),
+            self.route.filter_configs.get(filter),
+            self.vhost.filter_configs.get(filter),
+            self.table.filter_configs.get(filter),
+        ]
     }
 
     /// For the filter stage: whether the most specific level that names `filter` disables it, and
@@ -344,14 +358,7 @@ impl<'a> Selected<'a> {
         filter: &str,
         picked: Option<&Picked<'a>>,
     ) -> (Option<bool>, Option<&'a crate::http::filter::PerRoute>) {
-        let levels = [
-            picked
-                .and_then(|p| p.weighted)
-                .and_then(|w| w.filter_configs.get(filter)),
-            self.route.filter_configs.get(filter),
-            self.vhost.filter_configs.get(filter),
-            self.table.filter_configs.get(filter),
-        ];
+        let levels = self.filter_levels(filter, picked);
         let disabled = levels.iter().flatten().next().map(|o| o.disabled);
         let config = levels.iter().flatten().find_map(|o| o.parsed.as_ref());
         (disabled, config)
