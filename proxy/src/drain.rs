@@ -28,6 +28,9 @@ pub enum Mode {
     /// grows over the grace time ([`Ramp`]) and once idle past it; tcp_proxy connections close
     /// when it ends.
     Gentle(Duration),
+    /// An operator's drain (`POST /drain_listeners?graceful`): HTTP connections close as in
+    /// [`Mode::Gentle`]; tcp_proxy connections stay open, as Envoy leaves them.
+    Announce(Duration),
     /// The process is going away: every connection shuts down gracefully now.
     Now,
 }
@@ -75,9 +78,20 @@ impl Signal {
     /// Starts a gentle drain (a listener changed or went away): see [`Mode::Gentle`]. A later
     /// [`Signal::drain`] still closes everything at once.
     pub fn drain_gently(&self, grace: Duration) {
+        self.begin(Mode::Gentle(grace));
+    }
+
+    /// Starts an operator's drain: see [`Mode::Announce`]. A later [`Signal::drain`] still closes
+    /// everything at once.
+    pub fn announce(&self, grace: Duration) {
+        self.begin(Mode::Announce(grace));
+    }
+
+    /// Moves a running signal to `mode`; a drain already under way keeps its mode.
+    fn begin(&self, mode: Mode) {
         self.tx.send_if_modified(|m| {
             if *m == Mode::Running {
-                *m = Mode::Gentle(grace);
+                *m = mode;
                 true
             } else {
                 false

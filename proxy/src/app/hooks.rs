@@ -19,7 +19,6 @@ pub struct AppHooks {
     /// The file-based CDS and LDS subscriptions, for their `version_info`.
     pub cds: Option<UpdateStats>,
     pub lds: Option<UpdateStats>,
-    pub drain: tokio::sync::watch::Sender<Option<DrainListeners>>,
     pub loaded: std::time::SystemTime,
 }
 
@@ -184,7 +183,7 @@ impl AdminHooks for AppHooks {
     }
 
     fn drain_listeners(&self, request: DrainListeners) {
-        self.drain.send_replace(Some(request));
+        self.config.listeners.drain_listeners(request);
     }
 }
 

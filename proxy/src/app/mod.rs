@@ -170,7 +170,6 @@ pub async fn run(
     let (grpc_cds, grpc_lds) = (grpc_stats(Kind::Cluster), grpc_stats(Kind::Listener));
 
     // The admin API answers from the start (`/ready` is 503 until the server is LIVE).
-    let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(None);
     let server = ServerInfo {
         version: VERSION.to_string(),
         state: ServerStateCell::new(ServerState::PreInitializing),
@@ -193,7 +192,6 @@ pub async fn run(
             .as_ref()
             .map(|f| f.stats().clone())
             .or(grpc_lds.clone()),
-        drain: drain_tx,
         loaded: SystemTime::now(),
     };
     let server_stats = admin::register_server_stats(&stats, workers, VERSION);
@@ -266,25 +264,26 @@ pub async fn run(
             tracing::info!("quitquitquit received; exiting");
             false
         }
-        _ = drain_rx.wait_for(|d| d.is_some_and(|d| !d.skip_exit)) => {
-            tracing::info!("drain_listeners received; draining");
-            true
-        }
     };
     server.state.set(ServerState::Draining);
     let _ = sources_stop.send(true);
-    drain_signal.drain();
     if graceful {
-        let drained = drain_signal
-            .wait_idle(Duration::from_secs(args.drain_time_s))
-            .await;
-        if !drained {
-            tracing::warn!(
-                drain_time_s = args.drain_time_s,
-                "drain time elapsed with connections still open"
-            );
+        // Inbound stops now; outbound serves the application until every connection is done,
+        // the drain time is up, or a second signal or `/quitquitquit` says to stop waiting.
+        listener_manager.shutdown();
+        let drain_time = Duration::from_secs(args.drain_time_s);
+        tokio::select! {
+            drained = drain_signal.wait_idle(drain_time) => if !drained {
+                tracing::warn!(
+                    drain_time_s = args.drain_time_s,
+                    "drain time elapsed with connections still open"
+                );
+            },
+            _ = terminate() => tracing::info!("second signal received; exiting now"),
+            _ = shutdown_rx.wait_for(|v| *v) => tracing::info!("quitquitquit received; exiting now"),
         }
     }
+    drain_signal.drain();
     let _ = admin_stop_tx.send(());
     let flush_writers = writers.clone();
     let _ = tokio::task::spawn_blocking(move || flush_writers.flush(Duration::from_secs(2))).await;

@@ -146,7 +146,7 @@ where
             }
             _ = drain.signaled(), if !draining && !gentle_started => {
                 match drain.mode() {
-                    drain::Mode::Gentle(grace) => {
+                    drain::Mode::Gentle(grace) | drain::Mode::Announce(grace) => {
                         flags.closing.start(grace);
                         gentle_deadline = Some(grace);
                     }

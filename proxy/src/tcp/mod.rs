@@ -200,7 +200,9 @@ async fn drain_ended(drain: &drain::Watch) {
     drain.signaled().await;
     match drain.mode() {
         drain::Mode::Gentle(grace) => tokio::time::sleep(grace).await,
-        drain::Mode::Now | drain::Mode::Running => std::future::pending().await,
+        drain::Mode::Announce(_) | drain::Mode::Now | drain::Mode::Running => {
+            std::future::pending().await
+        }
     }
 }
 

@@ -8,6 +8,8 @@
 //! ones stop accepting. A removed listener stops accepting and drains the same way. Unchanged
 //! listeners are not touched.
 //!
+//! `stop` holds what `/drain_listeners` and the process drain do to listeners on purpose.
+//!
 //! After every change the manager publishes which listener owns which address, for the
 //! `use_original_dst` hand-off (`listener::handoff`): a virtual listener's redirected connection
 //! goes to the owner current at its accept.
@@ -33,6 +35,8 @@ use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::Origin;
 use crate::xds::Decoded;
 
+mod stop;
+
 type Current = Arc<ArcSwap<Serving<ChainStack, Arc<Detector>>>>;
 
 /// One running listener.
@@ -47,6 +51,8 @@ struct Running {
     accept: drain::Signal,
     /// Drains the connections of the current version.
     connections: drain::Signal,
+    /// Stopped on purpose (`/drain_listeners`, the process drain): no longer accepting.
+    stopped: bool,
 }
 
 /// A listener as `/config_dump` and `/listeners` show it.
@@ -68,6 +74,7 @@ struct ManagerStats {
     removed: Counter,
     create_success: Counter,
     create_failure: Counter,
+    stopped: Counter,
 }
 
 struct Inner {
@@ -84,6 +91,8 @@ struct Inner {
     /// LDS updates applied so far, to drop a warming update that a later one replaced.
     updates: AtomicU64,
     stats: ManagerStats,
+    /// The listeners stopped on purpose so far, by direction.
+    stopped: Mutex<Option<stop::Selection>>,
 }
 
 /// A translated LDS update, ready to put in place.
@@ -158,7 +167,9 @@ impl ListenerManager {
                     removed: s.counter("listener_removed"),
                     create_success: s.counter("listener_create_success"),
                     create_failure: s.counter("listener_create_failure"),
+                    stopped: s.counter("listener_stopped"),
                 },
+                stopped: Mutex::default(),
             }),
         }
     }
@@ -199,8 +210,15 @@ impl ListenerManager {
         version: String,
     ) -> Result<Running, ResourceError> {
         let name = proto.name.clone();
-        let sockets = listener::bind(&cfg, self.inner.workers)
-            .map_err(|e| ResourceError::new(&name, format!("address: cannot bind: {e}")))?;
+        // A listener that a drain has stopped stays without sockets when LDS adds it again.
+        let stopped = self.stopped_for(proto.traffic_direction);
+        let sockets = if stopped {
+            tracing::info!(listener = %name, "listeners of this direction are stopped; not binding");
+            Vec::new()
+        } else {
+            listener::bind(&cfg, self.inner.workers)
+                .map_err(|e| ResourceError::new(&name, format!("address: cannot bind: {e}")))?
+        };
         let addresses = cfg.addresses().map(|a| a.address).collect();
         let connections = self.inner.process.child();
         let current: Current = Arc::new(ArcSwap::from_pointee(self.serving(cfg, &connections)));
@@ -225,6 +243,7 @@ impl ListenerManager {
             current,
             accept,
             connections,
+            stopped,
         })
     }
 
@@ -454,11 +473,13 @@ impl ListenerManager {
 
     /// Publishes which listener owns which address (a retired listener owns none).
     fn publish(&self, running: &BTreeMap<String, Running>) {
-        self.inner.owners.publish(running.values().flat_map(|r| {
-            let current = r.current.clone();
-            let addresses: Vec<_> = r.current.load().active.config.addresses().collect();
-            addresses.into_iter().map(move |a| (a, current.clone()))
-        }));
+        self.inner
+            .owners
+            .publish(running.values().filter(|r| !r.stopped).flat_map(|r| {
+                let current = r.current.clone();
+                let addresses: Vec<_> = r.current.load().active.config.addresses().collect();
+                addresses.into_iter().map(move |a| (a, current.clone()))
+            }));
     }
 
     /// Stops accepting and drains the connections gently.
