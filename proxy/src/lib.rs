@@ -18,6 +18,7 @@ pub mod http;
 pub mod istio;
 pub mod listener;
 pub mod logging;
+pub mod network;
 pub mod probe;
 pub mod secrets;
 pub mod stats;

@@ -146,6 +146,16 @@ impl Tls {
                 .expect("server name"),
         }
     }
+
+    /// A TLS connection over `tcp` (raw bytes, for TCP chains).
+    pub async fn connect(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(self.server_name.clone(), tcp)
+            .await
+    }
 }
 
 /// One downstream connection, reopened transparently when the proxy closes it.

@@ -417,7 +417,12 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
         }
         requested_server_name = detected.server_name.clone();
     }
-    let Some(ChainStack { tls, stack }) = acc.chain().cloned() else {
+    let Some(ChainStack {
+        tls,
+        filters,
+        stack,
+    }) = acc.chain().cloned()
+    else {
         return;
     };
     let info = ConnInfo {
@@ -430,7 +435,11 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
     };
     match tls {
         // Boxed, so that a connection's task holds only the future of the path it takes.
-        None => Box::pin(serve_stack(acc.stream, info, stack, acc.drain)).await,
+        None => {
+            if filters.is_empty() || filters.admit(&info).await {
+                Box::pin(serve_stack(acc.stream, info, stack, acc.drain)).await;
+            }
+        }
         Some(tls) => {
             // Not TLS at all: answer as BoringSSL (and so Envoy) does. Plain HTTP gets a silent close
             // (an HTTP client would print alert bytes as a response), other bytes a fatal
@@ -459,7 +468,9 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
                     tls: Some(Arc::new(tls_info)),
                     ..info
                 };
-                Box::pin(serve_stack(stream, info, stack, acc.drain)).await;
+                if filters.is_empty() || filters.admit(&info).await {
+                    Box::pin(serve_stack(stream, info, stack, acc.drain)).await;
+                }
             }
         }
     }

@@ -17,6 +17,7 @@ use crate::http::proxy::HttpRuntime;
 use crate::http::stats::HttpStats;
 use crate::istio::exchange::ExchangeStats;
 use crate::istio::{HttpTelemetry, TcpTelemetry};
+use crate::network::{rbac as network_rbac, NetworkFilters};
 use crate::tcp::{TcpExchange, TcpRuntime, TcpStats};
 use crate::tls::{self, ServerTls};
 
@@ -45,6 +46,8 @@ impl std::fmt::Debug for NetworkStack {
 #[derive(Debug, Clone)]
 pub struct ChainStack {
     pub tls: Option<Arc<ServerTls>>,
+    /// The filters before the terminal one (network RBAC).
+    pub filters: NetworkFilters,
     pub stack: NetworkStack,
 }
 
@@ -120,6 +123,7 @@ pub fn build_chain(
     let mut istio_stats = None;
     // So does the TCP metadata exchange, which takes its bytes off the front of the stream.
     let mut tcp_exchange: Option<(TcpExchangeConfig, Path)> = None;
+    let mut filters = NetworkFilters::default();
     for (i, f) in chain.filters.iter().enumerate() {
         let p = fpath.index(i);
         let any = match &f.config_type {
@@ -145,6 +149,18 @@ pub fn build_chain(
             match istio_config::tcp_exchange(any, &p, ctx.opts) {
                 Ok(c) => tcp_exchange = Some((c, p.clone())),
                 Err(e) => errors.extend(e),
+            }
+            continue;
+        }
+        if f.name == network_rbac::NAME || type_name == network_rbac::TYPE {
+            let built = unpack_any(any, ctx.opts)
+                .map_err(|e| errors.push(&tpath, e.message))
+                .ok()
+                .and_then(|c| {
+                    network_rbac::NetworkRbac::from_proto(&c, &tpath, ctx.stats, &mut errors)
+                });
+            if let Some(rbac) = built {
+                filters.push_rbac(rbac);
             }
             continue;
         }
@@ -196,6 +212,7 @@ pub fn build_chain(
     match stack {
         Some(stack) if errors.is_empty() => Ok(ChainStack {
             tls: server_tls,
+            filters,
             stack,
         }),
         _ => Err(errors),

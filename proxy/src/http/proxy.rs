@@ -401,7 +401,7 @@ async fn route_and_forward(
     };
     if !rt.filters.is_empty() {
         let req = super::filter::Request {
-            parts: &parts,
+            parts: Some(&parts),
             peer: down.info.peer,
             remote: outcome
                 .remote_from_xff

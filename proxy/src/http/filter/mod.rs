@@ -147,11 +147,13 @@ impl HttpFilters {
                     }
                 }
                 Kind::Fault(fault) => {
+                    // A request always has its parts here; `None` is the network RBAC's case.
+                    let Some(parts) = req.parts else { continue };
                     let route = match config {
                         Some(PerRoute::Fault(f)) => Some(f.as_ref()),
                         _ => None,
                     };
-                    match fault.decode(route, req.parts) {
+                    match fault.decode(route, parts) {
                         None => {}
                         Some(fault::Injected::Abort(resp)) => {
                             *flags = "FI";

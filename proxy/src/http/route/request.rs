@@ -39,7 +39,13 @@ impl HeaderKey {
 #[derive(Clone, Copy)]
 pub(crate) enum HeaderSource<'a> {
     Request(&'a Parts),
-    Response { status: u16, headers: &'a HeaderMap },
+    Response {
+        status: u16,
+        headers: &'a HeaderMap,
+    },
+    /// No headers at all: a connection that RBAC judges before any request (Envoy's network RBAC
+    /// evaluates header matchers against an empty header map).
+    Empty,
 }
 
 impl<'a> HeaderSource<'a> {
@@ -51,15 +57,17 @@ impl<'a> HeaderSource<'a> {
             (HeaderSource::Request(p), HeaderKey::Path) => p.uri.path_and_query().is_some(),
             (HeaderSource::Request(_), HeaderKey::Scheme) => true,
             (HeaderSource::Response { .. }, HeaderKey::Status) => true,
-            (_, HeaderKey::Regular(name)) => self.headers().contains_key(name),
+            (HeaderSource::Empty, _) => false,
+            (_, HeaderKey::Regular(name)) => self.headers().is_some_and(|h| h.contains_key(name)),
             _ => false,
         }
     }
 
-    fn headers(&self) -> &'a HeaderMap {
+    fn headers(&self) -> Option<&'a HeaderMap> {
         match self {
-            HeaderSource::Request(p) => &p.headers,
-            HeaderSource::Response { headers, .. } => headers,
+            HeaderSource::Request(p) => Some(&p.headers),
+            HeaderSource::Response { headers, .. } => Some(headers),
+            HeaderSource::Empty => None,
         }
     }
 
@@ -76,7 +84,7 @@ impl<'a> HeaderSource<'a> {
             (HeaderSource::Response { status, .. }, HeaderKey::Status) => {
                 Some(Cow::Owned(status.to_string()))
             }
-            (_, HeaderKey::Regular(name)) => joined(self.headers(), name),
+            (_, HeaderKey::Regular(name)) => self.headers().and_then(|h| joined(h, name)),
             _ => None,
         }
     }

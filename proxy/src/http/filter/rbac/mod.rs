@@ -92,12 +92,30 @@ pub struct Engines {
     shadow: Option<Rules>,
 }
 
+/// The parts of an HTTP or network RBAC config that make its engines.
+pub struct RuleSets<'a> {
+    pub rules: Option<&'a RulesProto>,
+    pub shadow_rules: Option<&'a RulesProto>,
+    pub matcher: bool,
+    pub shadow_matcher: bool,
+    pub track_per_rule_stats: bool,
+}
+
 impl Engines {
     fn from_proto(c: &RbacProto, path: &Path, errs: &mut ConfigErrors) -> Option<Self> {
-        for (set, field) in [
-            (c.matcher.is_some(), "matcher"),
-            (c.shadow_matcher.is_some(), "shadow_matcher"),
-        ] {
+        let sets = RuleSets {
+            rules: c.rules.as_ref(),
+            shadow_rules: c.shadow_rules.as_ref(),
+            matcher: c.matcher.is_some(),
+            shadow_matcher: c.shadow_matcher.is_some(),
+            track_per_rule_stats: c.track_per_rule_stats,
+        };
+        Self::from_sets(&sets, path, errs)
+    }
+
+    /// Compiles the rule sets; anything remora cannot evaluate is an error naming its field.
+    pub fn from_sets(c: &RuleSets<'_>, path: &Path, errs: &mut ConfigErrors) -> Option<Self> {
+        for (set, field) in [(c.matcher, "matcher"), (c.shadow_matcher, "shadow_matcher")] {
             if set {
                 errs.push(
                     path.field(field),
@@ -114,11 +132,9 @@ impl Engines {
         let before = errs.0.len();
         let rules = c
             .rules
-            .as_ref()
             .and_then(|r| Rules::from_proto(r, &path.field("rules"), errs));
         let shadow = c
             .shadow_rules
-            .as_ref()
             .and_then(|r| Rules::from_proto(r, &path.field("shadow_rules"), errs));
         (errs.0.len() == before).then_some(Engines { rules, shadow })
     }
@@ -165,16 +181,33 @@ impl RbacFilter {
     /// `http.<stat_prefix>.rbac.[<rules_stat_prefix>.]allowed`, as Envoy names them (a prefix gets
     /// a dot unless it ends with one).
     pub fn new(cfg: &RbacConfig, store: &Store, stat_prefix: &str) -> Self {
-        let s = store.scope(format!("http.{stat_prefix}.rbac."));
+        Self::scoped(
+            cfg.engines.clone(),
+            &cfg.rules_stat_prefix,
+            &cfg.shadow_rules_stat_prefix,
+            store,
+            &format!("http.{stat_prefix}.rbac."),
+        )
+    }
+
+    /// The engines with their counters under `scope` (`<scope>[<rules_prefix>.]allowed`, …).
+    pub fn scoped(
+        engines: Arc<Engines>,
+        rules_prefix: &str,
+        shadow_prefix: &str,
+        store: &Store,
+        scope: &str,
+    ) -> Self {
+        let s = store.scope(scope);
         let join = |p: &str| match p {
             "" => String::new(),
             p if p.ends_with('.') => p.to_string(),
             p => format!("{p}."),
         };
-        let rules = join(&cfg.rules_stat_prefix);
-        let shadow = join(&cfg.shadow_rules_stat_prefix);
+        let rules = join(rules_prefix);
+        let shadow = join(shadow_prefix);
         RbacFilter {
-            engines: cfg.engines.clone(),
+            engines,
             allowed: s.counter(&format!("{rules}allowed")),
             denied: s.counter(&format!("{rules}denied")),
             shadow_allowed: s.counter(&format!("{shadow}shadow_allowed")),
@@ -182,7 +215,7 @@ impl RbacFilter {
         }
     }
 
-    /// `Err` is the local reply for a denied request.
+    /// `Err` means the enforced rules refused: a local reply for a request, a close for a connection.
     pub fn decode(&self, route: Option<&Engines>, req: &Request<'_>) -> Result<(), Denied> {
         let engines = route.unwrap_or(&self.engines);
         if let Some(shadow) = &engines.shadow {

@@ -15,9 +15,10 @@ use crate::listener::address::cidr;
 use crate::listener::Cidr;
 use crate::tls::TlsInfo;
 
-/// What a policy is evaluated against: the request and its connection.
+/// What a policy is evaluated against: the request and its connection (`parts` is `None` when the
+/// network RBAC filter judges the connection before any request).
 pub struct Request<'a> {
-    pub parts: &'a Parts,
+    pub parts: Option<&'a Parts>,
     /// The downstream connection's peer (`direct_remote_ip`, `source_ip`).
     pub peer: SocketAddr,
     /// The client as the connection manager decided it (`remote_ip`: x-forwarded-for when trusted).
@@ -29,9 +30,14 @@ pub struct Request<'a> {
 
 impl Request<'_> {
     /// The path without query and fragment, as `url_path` matches it.
-    fn url_path(&self) -> &str {
-        let p = self.parts.uri.path();
-        p.split_once('#').map_or(p, |(p, _)| p)
+    fn url_path(&self) -> Option<&str> {
+        let p = self.parts?.uri.path();
+        Some(p.split_once('#').map_or(p, |(p, _)| p))
+    }
+
+    fn headers(&self) -> HeaderSource<'_> {
+        self.parts
+            .map_or(HeaderSource::Empty, HeaderSource::Request)
     }
 }
 
@@ -219,8 +225,8 @@ impl Perm {
             Perm::And(all) => all.iter().all(|p| p.matches(req)),
             Perm::Or(any) => any.iter().any(|p| p.matches(req)),
             Perm::Not(p) => !p.matches(req),
-            Perm::Header(h) => h.matches(HeaderSource::Request(req.parts)),
-            Perm::UrlPath(m) => m.matches(req.url_path()),
+            Perm::Header(h) => h.matches(req.headers()),
+            Perm::UrlPath(m) => req.url_path().is_some_and(|p| m.matches(p)),
             Perm::DestinationIp(c) => c.contains(req.local.ip()),
             Perm::DestinationPort(p) => u32::from(req.local.port()) == *p,
             Perm::DestinationPortRange(start, end) => {
@@ -323,8 +329,8 @@ impl Id {
             Id::Authenticated(m) => authenticated(req.tls, m.as_ref()),
             Id::DirectRemoteIp(c) => c.contains(req.peer.ip()),
             Id::RemoteIp(c) => c.contains(req.remote),
-            Id::Header(h) => h.matches(HeaderSource::Request(req.parts)),
-            Id::UrlPath(m) => m.matches(req.url_path()),
+            Id::Header(h) => h.matches(req.headers()),
+            Id::UrlPath(m) => req.url_path().is_some_and(|p| m.matches(p)),
         }
     }
 }

@@ -14,7 +14,7 @@ fn build(yaml: &str) -> Result<RbacConfig, String> {
 fn request<'a>(parts: &'a http::request::Parts, peer: &str) -> Request<'a> {
     let peer: std::net::SocketAddr = peer.parse().expect("addr");
     Request {
-        parts,
+        parts: Some(parts),
         peer,
         remote: peer.ip(),
         local: "10.0.0.1:8080".parse().expect("addr"),
