@@ -181,3 +181,107 @@ async fn faults_abort_and_delay_as_configured_per_route_and_by_header() {
     })
     .await;
 }
+
+/// CORS from the routes' CorsPolicy: preflights answered by the proxy with the most specific
+/// level's fields, allow-origin on the responses of allowed origins, nothing for others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_and_responses_follow_the_route_policies() {
+    for_each_kind(|kind| async move {
+        let s = Stack::start(kind, "filters/cors.yaml").await;
+        let mut client = Client::new(s.addr(), Protocol::Http1);
+        let preflight = |path: &str, origin: &str| {
+            Request::new("OPTIONS", path)
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "x-a")
+        };
+        let backend = s.env.backend("app");
+
+        // The route's policy: its own origins, `*` echoing the asked headers, the vhost's methods
+        // and max-age, credentials.
+        let before = backend.requests();
+        let r = client
+            .send(&preflight("/api/x", "https://a.trusted.example"))
+            .await
+            .expect("preflight");
+        assert_eq!(r.status, 200, "[{kind}]");
+        assert_eq!(
+            backend.requests(),
+            before,
+            "[{kind}] the proxy answers the preflight"
+        );
+        let mut names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "access-control-allow-credentials",
+                "access-control-allow-headers",
+                "access-control-allow-methods",
+                "access-control-allow-origin",
+                "access-control-expose-headers",
+                "access-control-max-age",
+                "content-length",
+                "date",
+                "server"
+            ],
+            "[{kind}] the preflight answer's headers"
+        );
+        assert_eq!(r.header("content-length"), Some("0"), "[{kind}]");
+        for (name, want) in [
+            (
+                "access-control-allow-origin",
+                Some("https://a.trusted.example"),
+            ),
+            ("access-control-allow-methods", Some("GET, POST")),
+            ("access-control-allow-headers", Some("x-a")),
+            ("access-control-max-age", Some("600")),
+            ("access-control-allow-credentials", Some("true")),
+            // The answer passes the filter's response side too.
+            ("access-control-expose-headers", Some("x-trace")),
+        ] {
+            assert_eq!(r.header(name), want, "[{kind}] preflight {name}");
+        }
+
+        // The vhost's policy alone on other paths: that origin is unknown there, so the preflight
+        // goes to the backend.
+        let r = client
+            .send(&preflight("/other", "https://a.trusted.example"))
+            .await
+            .expect("forwarded");
+        assert_eq!(r.status, 200, "[{kind}]");
+        assert_eq!(backend.requests(), before + 1, "[{kind}] forwarded");
+        assert_eq!(r.header("access-control-allow-origin"), None, "[{kind}]");
+
+        // A simple request from an allowed origin gets allow-origin on the backend's response.
+        let r = client
+            .send(&Request::get("/api/x").header("origin", "https://app.example"))
+            .await
+            .expect("simple");
+        assert_eq!(r.status, 200, "[{kind}]");
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://app.example"),
+            "[{kind}]"
+        );
+        assert_eq!(
+            r.header("access-control-expose-headers"),
+            Some("x-trace"),
+            "[{kind}]"
+        );
+        let r = client
+            .send(&Request::get("/api/x").header("origin", "https://evil.example"))
+            .await
+            .expect("other origin");
+        assert_eq!(r.header("access-control-allow-origin"), None, "[{kind}]");
+
+        for (name, want) in [("origin_valid", 2), ("origin_invalid", 2)] {
+            assert_eq!(
+                admin::stat(s.admin(), &format!("http.ingress.cors.{name}")).await,
+                Some(want),
+                "[{kind}] {name}"
+            );
+        }
+    })
+    .await;
+}

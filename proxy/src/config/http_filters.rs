@@ -1,13 +1,11 @@
 //! A connection manager's `http_filters`: the router last, and which other filters may stand
 //! before it.
 //!
-//! remora runs `envoy.filters.http.rbac` and `envoy.filters.http.fault` (see `crate::http::filter`)
-//! before the router. A filter it does not implement is an error unless
+//! remora runs `envoy.filters.http.rbac`, `envoy.filters.http.fault` and `envoy.filters.http.cors`
+//! (see `crate::http::filter`) before the router. A filter it does not implement is an error unless
 //! `is_optional` or `disabled`, except Istio's `istio.stats` and `istio.metadata_exchange`
-//! (translated into the manager's telemetry settings) and where the configuration given makes the filter a
-//! pass-through in Envoy too: istiod installs `envoy.filters.http.cors` on every
-//! sidecar connection manager, empty, so that routes can turn it on. Route-level CORS configuration
-//! (`typed_per_filter_config`) stays an error, so nothing that would act is ever dropped silently.
+//! (translated into the manager's telemetry settings) and where the configuration given makes the
+//! filter a pass-through in Envoy too, so nothing that would act is ever dropped silently.
 
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
@@ -20,7 +18,7 @@ use prost::Name;
 use super::istio::{self, HttpIstio};
 use super::parse::{any_type_name, unpack_any, ParseOptions};
 use super::{ConfigErrors, Path};
-use crate::http::filter::{fault, rbac, FilterSpec, SpecKind};
+use crate::http::filter::{cors, fault, rbac, FilterSpec, SpecKind};
 
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
@@ -55,12 +53,6 @@ fn verdict(f: &HttpFilter, type_name: Option<&str>, opts: ParseOptions) -> Verdi
             return Verdict::Acts(
                 "fault injection (delay, abort, response_rate_limit) is not implemented".into(),
             );
-        }
-        return Verdict::PassThrough;
-    }
-    if is(CORS_FILTER, Cors::full_name()) {
-        if let Some(Err(e)) = typed_config(f).map(|a| unpack_any::<Cors>(a, opts)) {
-            return Verdict::Acts(e.message);
         }
         return Verdict::PassThrough;
     }
@@ -105,6 +97,18 @@ pub fn check(
                 Ok(c) => found.exchange = Some(c),
                 Err(e) => errors.extend(e),
             }
+            continue;
+        }
+        if f.name == CORS_FILTER || type_name.as_deref() == Some(cors::TYPE) {
+            // The filter's own config is empty; what it does comes from the routes' CorsPolicy.
+            if let Some(Err(e)) = any.map(|a| unpack_any::<Cors>(a, opts)) {
+                errors.push(p.field("typed_config"), e.message);
+            }
+            specs.push(FilterSpec {
+                name: f.name.clone(),
+                disabled: f.disabled,
+                kind: SpecKind::Cors,
+            });
             continue;
         }
         if let Some(kind) = implemented(any, type_name.as_deref(), &p, opts, errors) {

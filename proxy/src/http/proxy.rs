@@ -71,6 +71,8 @@ pub struct Outcome {
     pub upstream_tls: Option<Arc<crate::tls::TlsInfo>>,
     /// Why the last upstream connection failed (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
     pub upstream_transport_failure_reason: Option<String>,
+    /// Headers an HTTP filter puts on the response, whatever produces it (CORS).
+    pub respond_headers: Option<http::HeaderMap>,
 }
 
 struct ActiveGuard {
@@ -171,6 +173,9 @@ pub async fn handle(
             local_reply::response(reason)
         }
     };
+    if let Some(add) = outcome.respond_headers.take() {
+        resp.headers_mut().extend(add);
+    }
     let istio_resp = rt.istio.as_ref().map(|t| t.response(resp.headers_mut()));
     headers::prepare_response(resp.headers_mut(), &rt.cfg);
     if down.closing.close_now() {
@@ -412,7 +417,13 @@ async fn route_and_forward(
         };
         let stopped = rt
             .filters
-            .decode(selected.as_ref(), picked.as_ref(), &req, &mut outcome.flags)
+            .decode(
+                selected.as_ref(),
+                picked.as_ref(),
+                &req,
+                &mut outcome.flags,
+                &mut outcome.respond_headers,
+            )
             .await;
         if let Some((resp, details)) = stopped {
             outcome.details = details;

@@ -4,8 +4,9 @@
 //! the route's `typed_per_filter_config`, most specific first: weighted cluster, route, virtual
 //! host, route configuration). A filter `disabled` in the manager runs only where a route enables
 //! it, and a route can disable any filter, as in Envoy. A manager without filters pays one
-//! `is_empty` check per request. Implemented: [`rbac`], [`fault`].
+//! `is_empty` check per request. Implemented: [`rbac`], [`fault`], [`cors`].
 
+pub mod cors;
 pub mod fault;
 pub mod rbac;
 
@@ -35,6 +36,7 @@ pub struct FilterSpec {
 pub enum SpecKind {
     Rbac(rbac::RbacConfig),
     Fault(Arc<fault::Faults>),
+    Cors,
 }
 
 /// A route's validated per-filter config.
@@ -42,11 +44,14 @@ pub enum SpecKind {
 pub enum PerRoute {
     Rbac(Arc<rbac::Engines>),
     Fault(Arc<fault::Faults>),
+    Cors(Arc<cors::CorsPolicy>),
 }
 
 /// Whether remora takes route config of this message type.
 pub fn per_route_known(type_name: &str) -> bool {
-    type_name == rbac::PER_ROUTE_TYPE || type_name == fault::TYPE
+    type_name == rbac::PER_ROUTE_TYPE
+        || type_name == fault::TYPE
+        || type_name == cors::PER_ROUTE_TYPE
 }
 
 /// Validates a route's per-filter config (`path` points at it); `None` for types this module does
@@ -58,6 +63,10 @@ pub fn per_route(any: &Any, path: &Path, errs: &mut ConfigErrors) -> Option<PerR
         }
         fault::TYPE => {
             fault::Faults::from_proto(&unpacked(any, path, errs)?, path, errs).map(PerRoute::Fault)
+        }
+        cors::PER_ROUTE_TYPE => {
+            cors::CorsPolicy::from_proto(&unpacked(any, path, errs)?, path, errs)
+                .map(|p| PerRoute::Cors(Arc::new(p)))
         }
         _ => None,
     }
@@ -85,6 +94,7 @@ struct Filter {
 enum Kind {
     Rbac(rbac::RbacFilter),
     Fault(fault::FaultFilter),
+    Cors(cors::CorsFilter),
 }
 
 /// A connection manager's filters, with their stats.
@@ -105,6 +115,7 @@ impl HttpFilters {
                     SpecKind::Fault(f) => {
                         Kind::Fault(fault::FaultFilter::new(f, store, stat_prefix))
                     }
+                    SpecKind::Cors => Kind::Cors(cors::CorsFilter::new(store, stat_prefix)),
                 },
             })
             .collect();
@@ -116,13 +127,15 @@ impl HttpFilters {
     }
 
     /// Runs the request through every enabled filter; `Some` is a local reply that ends the request
-    /// (with its response-code details). `flags` gets the response flag of an injected fault.
+    /// (with its response-code details). `flags` gets the response flag of an injected fault;
+    /// `respond` the headers a filter puts on whatever response the request ends with (CORS).
     pub async fn decode(
         &self,
         selected: Option<&Selected<'_>>,
         picked: Option<&Picked<'_>>,
         req: &Request<'_>,
         flags: &mut &'static str,
+        respond: &mut Option<http::HeaderMap>,
     ) -> Option<(http::Response<BoxBody>, &'static str)> {
         for f in &self.filters {
             let (disabled, config) = match selected {
@@ -144,6 +157,26 @@ impl HttpFilters {
                             rbac::DENIED_BODY.to_string(),
                         );
                         return Some((resp, "rbac_access_denied_matched_policy[none]"));
+                    }
+                }
+                Kind::Cors(cors) => {
+                    let Some(parts) = req.parts else { continue };
+                    let levels = selected.map(|s| s.filter_levels(&f.name, picked));
+                    let policies: Vec<&cors::CorsPolicy> = levels
+                        .iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|o| match &o.parsed {
+                            Some(PerRoute::Cors(p)) => Some(p.as_ref()),
+                            _ => None,
+                        })
+                        .collect();
+                    match cors.decode(&policies, parts) {
+                        cors::Decision::Continue => {}
+                        cors::Decision::Preflight(resp) => return Some((resp, "cors_response")),
+                        cors::Decision::Respond(add) => {
+                            respond.get_or_insert_with(http::HeaderMap::new).extend(add)
+                        }
                     }
                 }
                 Kind::Fault(fault) => {

@@ -46,7 +46,7 @@ pub use direct::Direct;
 pub use entry::Route;
 pub use filter_config::FilterOverride;
 pub use formatter::HeaderVars;
-pub(crate) use matcher::HeaderMatcher;
+pub(crate) use matcher::{runtime_fraction, HeaderMatcher};
 pub use redirect::Redirect;
 pub(crate) use request::HeaderSource;
 pub use retry::{RetryOn, RetryPolicy};
@@ -335,7 +335,7 @@ impl<'a> Selected<'a> {
     }
 
     /// `filter`'s entry at each level, most specific first.
-    fn filter_levels(
+    pub(crate) fn filter_levels(
         &self,
         filter: &str,
         picked: Option<&Picked<'a>>,
