@@ -138,9 +138,37 @@ impl Netns {
         pid
     }
 
+    /// `program args...` inside the namespace as uid/gid 1337 with CAP_NET_ADMIN, as Istio runs
+    /// the proxy in TPROXY mode (transparent listeners need it).
+    pub fn command_as_proxy_with_net_admin(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, "setpriv"])
+            .arg(format!("--reuid={PROXY_UID}"))
+            .arg(format!("--regid={PROXY_UID}"))
+            .arg("--clear-groups")
+            .args(["--inh-caps=+net_admin", "--ambient-caps=+net_admin"])
+            .arg(program);
+        c
+    }
+
     /// Installs Istio's capture rules: outbound TCP to 15001 except uid 1337 and loopback, inbound
     /// TCP to 15006 except the excluded ports 15008, 15090, 15021, 15020.
     pub fn install_istio_iptables(&self) {
+        self.iptables_restore(ISTIO_IPTABLES);
+    }
+
+    /// Istio's TPROXY interception mode: inbound TCP goes to 15006 by `TPROXY` in the mangle
+    /// table (the connection keeps its original destination as its local address, and the
+    /// listener must be `transparent`), marked 1337 and routed locally by table 133; outbound is
+    /// redirected as in REDIRECT mode.
+    pub fn install_istio_iptables_tproxy(&self) {
+        self.iptables_restore(ISTIO_IPTABLES_TPROXY);
+        self.sh(
+            "ip rule add fwmark 1337 lookup 133 && ip route add local default dev lo table 133",
+        );
+    }
+
+    fn iptables_restore(&self, rules: &str) {
         let out = self
             .command("iptables-restore")
             .stdin(Stdio::piped())
@@ -150,7 +178,7 @@ impl Netns {
             .and_then(|mut c| {
                 use std::io::Write;
                 if let Some(mut stdin) = c.stdin.take() {
-                    stdin.write_all(ISTIO_IPTABLES.as_bytes())?;
+                    stdin.write_all(rules.as_bytes())?;
                 }
                 c.wait_with_output()
             })
@@ -257,5 +285,52 @@ pub const ISTIO_IPTABLES: &str = "\
 -A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN
 -A ISTIO_OUTPUT -j ISTIO_REDIRECT
 -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001
+COMMIT
+";
+
+/// The rules istio-iptables writes in TPROXY mode (`-m TPROXY`, DNS capture off), as
+/// `iptables-restore` input: mangle for inbound, nat for outbound.
+pub const ISTIO_IPTABLES_TPROXY: &str = "\
+*mangle
+:ISTIO_DIVERT - [0:0]
+:ISTIO_TPROXY - [0:0]
+:ISTIO_INBOUND - [0:0]
+-A ISTIO_DIVERT -j MARK --set-mark 1337
+-A ISTIO_DIVERT -j ACCEPT
+-A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --tproxy-mark 1337/0xffffffff --on-port 15006
+-A PREROUTING -p tcp -j ISTIO_INBOUND
+-A ISTIO_INBOUND -p tcp -m mark --mark 1337 -j RETURN
+-A ISTIO_INBOUND -p tcp -s 127.0.0.6/32 -i lo -j RETURN
+-A ISTIO_INBOUND -p tcp -i lo -m mark ! --mark 1338 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15021 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN
+-A ISTIO_INBOUND -p tcp -m conntrack --ctstate RELATED,ESTABLISHED -j ISTIO_DIVERT
+-A ISTIO_INBOUND -p tcp -j ISTIO_TPROXY
+-A PREROUTING -p tcp -m mark --mark 1337 -j CONNMARK --save-mark
+-A OUTPUT -p tcp -o lo -m mark --mark 1337 -j RETURN
+-A OUTPUT ! -d 127.0.0.1/32 -p tcp -o lo -m owner --uid-owner 1337 -j MARK --set-mark 1338
+-A OUTPUT ! -d 127.0.0.1/32 -p tcp -o lo -m owner --gid-owner 1337 -j MARK --set-mark 1338
+-A OUTPUT -p tcp -m connmark --mark 1337 -j CONNMARK --restore-mark
+COMMIT
+*nat
+:ISTIO_INBOUND - [0:0]
+:ISTIO_REDIRECT - [0:0]
+:ISTIO_IN_REDIRECT - [0:0]
+:ISTIO_OUTPUT - [0:0]
+-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN
+-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001
+-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+-A OUTPUT -p tcp -j ISTIO_OUTPUT
+-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN
+-A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT
+-A ISTIO_OUTPUT -o lo -p tcp -m owner ! --uid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp -m owner --gid-owner 1337 -j ISTIO_IN_REDIRECT
+-A ISTIO_OUTPUT -o lo -p tcp -m owner ! --gid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN
+-A ISTIO_OUTPUT -j ISTIO_REDIRECT
 COMMIT
 ";

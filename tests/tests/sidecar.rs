@@ -43,12 +43,21 @@ impl Pod {
 
     /// Starts `kind` on `config` as uid 1337 and waits for its admin `/ready`.
     fn start_sidecar(&self, kind: Kind, config: &str) {
+        self.start_sidecar_as(kind, config, false);
+    }
+
+    /// As [`Pod::start_sidecar`]; `net_admin` gives it CAP_NET_ADMIN, as Istio's TPROXY mode does.
+    fn start_sidecar_as(&self, kind: Kind, config: &str, net_admin: bool) {
         let path = self.dir.join("envoy.yaml");
         std::fs::write(&path, config).expect("write sidecar config");
         world_readable(self.dir.path());
         let remora = bins::remora();
         let binary = kind.binary().expect("proxy binary");
-        let mut cmd = self.ns.command_as_proxy(&binary);
+        let mut cmd = if net_admin {
+            self.ns.command_as_proxy_with_net_admin(&binary)
+        } else {
+            self.ns.command_as_proxy(&binary)
+        };
         cmd.arg("-c")
             .arg(&path)
             .args(["--concurrency", "1", "-l", "info", "--drain-time-s", "1"]);
@@ -139,6 +148,88 @@ fn app_to_app_through_two_sidecars_with_mtls() {
             assert_eq!(&stats, expected, "{kind} counts differently from {first}");
         }
         seen.push((kind, stats));
+    }
+}
+
+/// Istio's TPROXY interception mode on the app pod: inbound connections reach the `transparent`
+/// virtualInbound by TPROXY (no NAT: the accepted socket's local address is the original
+/// destination), and are served exactly as in REDIRECT mode.
+#[test]
+fn tproxy_inbound_capture_serves_the_app() {
+    if netns::skip("tproxy_inbound_capture_serves_the_app") {
+        return;
+    }
+    for kind in select::kinds() {
+        let mut pki = Pki::new();
+        pki.issue("client", &istio_id("client"), &[]);
+        pki.issue("app", &istio_id("app"), &[]);
+        world_readable(&pki.path(""));
+        let client = Pod::new("tpclient");
+        let app = Pod::new("tpapp");
+        netns::link(&client.ns, CLIENT_IP, &app.ns, APP_IP);
+        let lds_dir = client.dir.join("lds");
+        std::fs::create_dir(&lds_dir).expect("lds dir");
+        let vars = pki
+            .vars()
+            .with("app_ip", APP_IP)
+            .with("outside_ip", OUTSIDE_IP)
+            .with("lds_dir", lds_dir.display());
+        let lds = render(&fixture("sidecar/outbound-lds.yaml"), &vars);
+        std::fs::write(lds_dir.join("lds.yaml"), &lds).expect("lds");
+        let remora = bins::remora();
+        let mut echo = app.ns.command(&remora.to_string_lossy());
+        echo.args(["echo", "--listen", "0.0.0.0:8080", "--name", "app"]);
+        app.ns.spawn(echo, &app.dir.join("echo.log"));
+
+        client.ns.install_istio_iptables();
+        app.ns.install_istio_iptables_tproxy();
+        let inbound = render(&fixture("sidecar/inbound.yaml"), &vars).replacen(
+            "  - name: virtualInbound\n",
+            "  - name: virtualInbound\n    transparent: true\n",
+            1,
+        );
+        assert!(
+            inbound.contains("transparent: true"),
+            "the fixture's virtualInbound"
+        );
+        client.start_sidecar(kind, &render(&fixture("sidecar/outbound.yaml"), &vars));
+        app.start_sidecar_as(kind, &inbound, true);
+
+        let (_, echo) = client.get(&format!("http://{APP_IP}:8080/tproxy"));
+        assert_eq!(echo["backend"], "app", "{kind}: {echo}\n{}", app.log());
+        assert_eq!(echo["path"], "/tproxy");
+        let xfcc = echo["headers"]["x-forwarded-client-cert"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            xfcc.contains(&format!("URI={}", istio_id("client"))),
+            "{kind}: the app sees the caller's identity: {echo}"
+        );
+        assert!(
+            echo["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.6:")),
+            "{kind}: the inbound sidecar reached the app: {echo}"
+        );
+        assert_eq!(
+            app.stat("listener.0.0.0.0_15006.ssl.handshake"),
+            1,
+            "{kind}"
+        );
+        // Plaintext that bypasses the client's sidecar is captured by TPROXY and refused there.
+        let (ok, err) = client.curl_uncaptured(&format!("http://{APP_IP}:8080/hello"));
+        assert!(!ok, "{kind}: plaintext reached the app: {err}");
+        assert!(
+            app.stat("listener.0.0.0.0_15006.no_filter_chain_match") >= 1,
+            "{kind}"
+        );
+        // Excluded ports are not captured.
+        let (ok, err) = client.curl_uncaptured(&format!("http://{APP_IP}:15021/healthz/ready"));
+        assert!(
+            !ok && err.contains("Failed to connect"),
+            "{kind}: 15021: {err}"
+        );
+        println!("{kind}: TPROXY inbound capture ok");
     }
 }
 
