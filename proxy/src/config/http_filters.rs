@@ -107,6 +107,13 @@ pub fn check(
             }
             continue;
         }
+        if !f.disabled && istio::is_alpn(&f.name, any) {
+            match istio::alpn(any, &p, opts) {
+                Ok(c) => found.alpn = Some(std::sync::Arc::new(c)),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
         if let Some(kind) = implemented(any, type_name.as_deref(), &p, opts, errors) {
             if let Some(kind) = kind {
                 specs.push(FilterSpec {
