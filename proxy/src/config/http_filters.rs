@@ -107,8 +107,12 @@ pub fn check(
             }
             continue;
         }
-        if !f.disabled && istio::is_alpn(&f.name, any) {
+        if istio::is_alpn(&f.name, any) {
             match istio::alpn(any, &p, opts) {
+                Ok(_) if f.disabled => {
+                    // istiod never sends it disabled; a route cannot turn it on here.
+                    tracing::warn!(filter = %f.name, path = %p, "istio.alpn is disabled: upstream connections keep the clusters' ALPN on every route");
+                }
                 Ok(c) => found.alpn = Some(std::sync::Arc::new(c)),
                 Err(e) => errors.extend(e),
             }
