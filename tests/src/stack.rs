@@ -2,13 +2,14 @@
 //! proxy running it.
 //!
 //! Placeholders: `listener_port*`, `admin_port`, `dead_port*` get free ports; `backend_X` an HTTP
-//! echo backend named `X`; `tcp_X` a TCP echo backend named `X`; `file_X` a path in the stack's
+//! echo backend named `X`; `grpc_X` a gRPC-shaped h2c backend; `tcp_X` a TCP echo backend named
+//! `X`; `file_X` a path in the stack's
 //! scratch directory (access logs).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::backend::{HttpBackend, TcpEcho};
+use crate::backend::{GrpcBackend, HttpBackend, TcpEcho};
 use crate::ports;
 use crate::proxy::{Kind, Proxy, StartOptions};
 use crate::tempdir::TempDir;
@@ -19,6 +20,7 @@ pub struct Env {
     pub vars: Vars,
     pub http: BTreeMap<String, HttpBackend>,
     pub tcp: Vec<(String, TcpEcho)>,
+    pub grpc: Vec<(String, GrpcBackend)>,
     pub dir: TempDir,
 }
 
@@ -28,6 +30,7 @@ impl Env {
             vars: Vars::new(),
             http: BTreeMap::new(),
             tcp: Vec::new(),
+            grpc: Vec::new(),
             dir: TempDir::new("stack"),
         };
         for name in placeholders(template) {
@@ -35,6 +38,10 @@ impl Env {
                 let backend = HttpBackend::start(b).await;
                 env.vars.set(&name, backend.port());
                 env.http.insert(b.to_string(), backend);
+            } else if let Some(g) = name.strip_prefix("grpc_") {
+                let backend = GrpcBackend::start().await;
+                env.vars.set(&name, backend.port());
+                env.grpc.push((g.to_string(), backend));
             } else if let Some(t) = name.strip_prefix("tcp_") {
                 let echo = TcpEcho::start().await;
                 env.vars.set(&name, echo.port());

@@ -72,5 +72,6 @@ pub fn all() -> Vec<FileDescriptorProto> {
         super::istio::descriptors::stats_plugin_config(),
         super::istio::descriptors::peer_metadata_config(),
         super::istio::descriptors::tcp_metadata_exchange(),
+        super::istio::descriptors::alpn_filter_config(),
     ]
 }

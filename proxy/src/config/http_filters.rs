@@ -1,11 +1,12 @@
 //! A connection manager's `http_filters`: the router last, and which other filters may stand
 //! before it.
 //!
-//! remora runs `envoy.filters.http.rbac`, `envoy.filters.http.fault` and `envoy.filters.http.cors`
-//! (see `crate::http::filter`) before the router. A filter it does not implement is an error unless
-//! `is_optional` or `disabled`, except Istio's `istio.stats` and `istio.metadata_exchange`
-//! (translated into the manager's telemetry settings) and where the configuration given makes the
-//! filter a pass-through in Envoy too, so nothing that would act is ever dropped silently.
+//! remora runs `envoy.filters.http.rbac`, `envoy.filters.http.fault`, `envoy.filters.http.cors`
+//! and `envoy.filters.http.grpc_stats` (see `crate::http::filter`) before the router. A filter it
+//! does not implement is an error unless `is_optional` or `disabled`, except Istio's `istio.stats`,
+//! `istio.metadata_exchange` and `istio.alpn` (translated into the manager's settings) and where
+//! the configuration given makes the filter a pass-through in Envoy too, so nothing that would act
+//! is ever dropped silently.
 
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
@@ -18,7 +19,7 @@ use prost::Name;
 use super::istio::{self, HttpIstio};
 use super::parse::{any_type_name, unpack_any, ParseOptions};
 use super::{ConfigErrors, Path};
-use crate::http::filter::{cors, fault, rbac, FilterSpec, SpecKind};
+use crate::http::filter::{cors, fault, grpc_stats, rbac, FilterSpec, SpecKind};
 
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
@@ -99,6 +100,17 @@ pub fn check(
             }
             continue;
         }
+        if istio::is_alpn(&f.name, any) {
+            match istio::alpn(any, &p, opts) {
+                Ok(_) if f.disabled => {
+                    // istiod never sends it disabled; a route cannot turn it on here.
+                    tracing::warn!(filter = %f.name, path = %p, "istio.alpn is disabled: upstream connections keep the clusters' ALPN on every route");
+                }
+                Ok(c) => found.alpn = Some(std::sync::Arc::new(c)),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
         if f.name == CORS_FILTER || type_name.as_deref() == Some(cors::TYPE) {
             // The filter's own config is empty; what it does comes from the routes' CorsPolicy.
             if let Some(Err(e)) = any.map(|a| unpack_any::<Cors>(a, opts)) {
@@ -170,6 +182,13 @@ fn implemented(
                 .and_then(|c| fault::Faults::from_proto(&c, &cpath, errors))
                 .map(SpecKind::Fault),
         ),
+        grpc_stats::TYPE => Some(
+            unpack_any(any, opts)
+                .map_err(|e| errors.push(&cpath, e.message))
+                .ok()
+                .and_then(|c| grpc_stats::GrpcStats::from_proto(&c, &cpath, errors))
+                .map(SpecKind::GrpcStats),
+        ),
         _ => None,
     }
 }
@@ -219,13 +238,47 @@ mod tests {
 
     #[test]
     fn unknown_filters_are_errors_unless_optional() {
-        let grpc_stats = "{ name: envoy.filters.http.grpc_stats, typed_config: { '@type': type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig, emit_filter_state: true } }";
-        let e = errors(&format!("- {grpc_stats}\n{ROUTER}"));
+        let ext_authz = "{ name: envoy.filters.http.ext_authz, typed_config: { '@type': type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz, failure_mode_allow: true } }";
+        let e = errors(&format!("- {ext_authz}\n{ROUTER}"));
         assert!(
-            e.contains("unknown HTTP filter \"envoy.filters.http.grpc_stats\""),
+            e.contains("unknown HTTP filter \"envoy.filters.http.ext_authz\""),
             "{e}"
         );
-        let optional = grpc_stats.replace("{ name:", "{ is_optional: true, name:");
+        let optional = ext_authz.replace("{ name:", "{ is_optional: true, name:");
         assert_eq!(errors(&format!("- {optional}\n{ROUTER}")), "");
+    }
+
+    const GRPC_STATS: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig";
+
+    #[test]
+    fn istiods_grpc_stats_is_accepted() {
+        let filters = format!(
+            "- {{ name: envoy.filters.http.grpc_stats, typed_config: {{ '@type': {GRPC_STATS}, emit_filter_state: true, stats_for_all_methods: false }} }}\n{ROUTER}"
+        );
+        assert_eq!(errors(&filters), "");
+        let allowlist = format!(
+            "- {{ name: envoy.filters.http.grpc_stats, typed_config: {{ '@type': {GRPC_STATS}, individual_method_stats_allowlist: {{ services: [ {{ name: a.B, method_names: [C] }} ] }} }} }}\n{ROUTER}"
+        );
+        assert_eq!(errors(&allowlist), "");
+    }
+
+    #[test]
+    fn grpc_stats_errors_name_the_field() {
+        let upstream = format!(
+            "- {{ name: envoy.filters.http.grpc_stats, typed_config: {{ '@type': {GRPC_STATS}, enable_upstream_stats: true }} }}\n{ROUTER}"
+        );
+        let e = errors(&upstream);
+        assert!(
+            e.contains("http_filters[0].typed_config.enable_upstream_stats"),
+            "{e}"
+        );
+        let typo = format!(
+            "- {{ name: envoy.filters.http.grpc_stats, typed_config: {{ '@type': {GRPC_STATS}, stats_for_all_method: true }} }}\n{ROUTER}"
+        );
+        let yaml = format!("stat_prefix: t\nhttp_filters:\n{typo}");
+        let e = from_yaml::<HttpConnectionManager>(&yaml, ParseOptions::default())
+            .expect_err("an unknown field");
+        assert_eq!(e.path, "http_filters[0].typed_config.stats_for_all_method");
     }
 }

@@ -17,6 +17,8 @@ use super::body::BoxError;
 pub trait Observer {
     /// A data frame of `bytes` passed.
     fn frame(&mut self, _bytes: usize) {}
+    /// The data of that frame (before [`Observer::frame`] is told its length).
+    fn data(&mut self, _data: &Bytes) {}
     /// The trailers passed.
     fn trailers(&mut self, _trailers: &http::HeaderMap) {}
     /// The body ended (`complete`) or failed / was dropped early; called exactly once.
@@ -69,6 +71,9 @@ where
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.observer.data(d);
+                }
                 // Trailers count as activity (of zero bytes), as before they were observed.
                 this.observer.frame(frame.data_ref().map_or(0, |d| d.len()));
                 if let Some(t) = frame.trailers_ref() {

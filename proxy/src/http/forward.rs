@@ -133,6 +133,7 @@ pub async fn forward(
         downstream_version: Some(parts.version),
         auto_host_rewrite: fwd.auto_host_rewrite(),
         append_x_forwarded_host: fwd.append_x_forwarded_host(),
+        alpn: rt.cfg.istio.alpn.clone(),
     };
     let mut attempt: u32 = 0;
     loop {

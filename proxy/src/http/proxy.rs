@@ -494,6 +494,15 @@ async fn route_and_forward(
                 selected.apply_response_headers(picked.as_ref(), resp.headers_mut(), &vars);
                 return resp;
             };
+            // grpc_stats sees the path before the route rewrites it, as Envoy's filter does.
+            let grpc = rt
+                .filters
+                .grpc_stats(Some(&selected), picked.as_ref())
+                .and_then(|g| g.start(&parts.headers, parts.uri.path(), &cluster.stats().scope));
+            let body = match &grpc {
+                Some(call) => call.request_body(body),
+                None => body,
+            };
             // `%REQ()%` in response headers reads the request as it arrived; keep a copy only when a
             // response mutation asks for it, not on every request.
             let original = selected
@@ -556,6 +565,9 @@ async fn route_and_forward(
                 }
             };
             selected.apply_response_headers(picked.as_ref(), resp.headers_mut(), &vars);
+            if let Some(call) = &grpc {
+                resp = call.response(resp);
+            }
             if let Some(downstream) = on_upgrade {
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                     super::upgrade::bridge(

@@ -28,6 +28,8 @@ use crate::stats::Scope;
 struct Ready {
     /// One connector per [`Alpn`] fallback (they differ only when `alpn_protocols` is empty).
     connectors: [TlsConnector; 3],
+    /// The configuration without ALPN, for handshakes whose ALPN an HTTP filter overrides.
+    base: Arc<ClientConfig>,
     resolver: Option<Arc<RotatingCertResolver>>,
 }
 
@@ -213,6 +215,7 @@ impl ClientTls {
                 connector(Alpn::Http1),
                 connector(Alpn::Http2),
             ],
+            base: Arc::new(base),
             resolver,
         })));
         Ok(())
@@ -233,13 +236,15 @@ impl ClientTls {
     }
 
     /// Runs the client handshake over a connected stream to `endpoint` (`hostname` is the
-    /// endpoint's hostname, for `auto_host_sni`).
+    /// endpoint's hostname, for `auto_host_sni`). `alpn_override` (Istio's `istio.alpn`) replaces
+    /// whatever the context or the fallback would offer, as Envoy's ALPN override does.
     pub async fn connect<S>(
         &self,
         stream: S,
         endpoint: SocketAddr,
         hostname: &str,
         alpn: Alpn,
+        alpn_override: Option<&[Vec<u8>]>,
         timeout: Duration,
     ) -> Result<(TlsStream<S>, TlsInfo), ConnectError>
     where
@@ -259,7 +264,14 @@ impl ClientTls {
             Some(Ok(n)) => n,
             _ => ServerName::IpAddress(endpoint.ip().into()),
         };
-        let handshake = ready.connectors[alpn as usize].connect(name, stream);
+        let handshake = match alpn_override {
+            Some(list) => {
+                let mut cfg = (*ready.base).clone();
+                cfg.alpn_protocols = list.to_vec();
+                TlsConnector::from(Arc::new(cfg)).connect(name, stream)
+            }
+            None => ready.connectors[alpn as usize].connect(name, stream),
+        };
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(tls)) => {
                 let (_, conn) = tls.get_ref();

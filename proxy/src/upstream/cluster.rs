@@ -19,6 +19,7 @@ use super::pool::connect::{self, ConnectionGuard};
 use super::pool::{http1, http2};
 use super::stats::{bump, ClusterStats};
 use super::UpstreamError;
+use crate::config::istio::{AlpnOverrides, UpstreamHttp};
 use crate::http::body::BoxBody;
 use crate::stats::Scope;
 use crate::tls::{Alpn, ClientStream, TlsInfo};
@@ -43,6 +44,9 @@ pub struct SendContext {
     pub auto_host_rewrite: bool,
     /// With `auto_host_rewrite`: also append the old host to `x-forwarded-host`.
     pub append_x_forwarded_host: bool,
+    /// `istio.alpn`: over TLS, offer the list for the upstream HTTP version instead of the
+    /// cluster's ALPN (connections are pooled apart by what they offered).
+    pub alpn: Option<Arc<AlpnOverrides>>,
 }
 
 /// Per-connection inputs of `connect_tcp`.
@@ -287,20 +291,23 @@ impl Cluster {
                 rewrite_host(req.headers_mut(), v, ctx.append_x_forwarded_host);
             }
         }
-        let h2 = match shared.spec.protocol.protocol {
-            // auto_config: HTTP/1.1 until ALPN with this endpoint has chosen h2.
-            Protocol::Http1 => {
-                shared.spec.protocol.auto && host.pool.alpn_h2.load(Ordering::Acquire)
-            }
+        let auto = shared.spec.protocol.auto;
+        let wants_h2 = match shared.spec.protocol.protocol {
+            Protocol::Http1 => false,
             Protocol::Http2 => true,
             Protocol::Downstream => {
                 ctx.downstream_version.unwrap_or(req.version()) == Version::HTTP_2
             }
         };
+        let pool = host
+            .pool
+            .for_alpn(alpn_override(ctx, shared, &host, wants_h2 || auto));
+        // auto_config: HTTP/1.1 until ALPN with this endpoint has chosen h2.
+        let h2 = wants_h2 || (auto && pool.alpn_h2.load(Ordering::Acquire));
         let result = if h2 {
-            http2::send(shared, &host, req).await
+            http2::send(shared, &host, &pool, req).await
         } else {
-            http1::send(shared, &host, req).await
+            http1::send(shared, &host, &pool, req).await
         };
         match result {
             Ok((resp, upstream, active, tls)) => {
@@ -336,7 +343,7 @@ impl Cluster {
             });
         };
         let (stream, upstream, guard, tls) =
-            connect::transport(shared, &host, slot, Alpn::None).await?;
+            connect::transport(shared, &host, slot, Alpn::None, None).await?;
         Ok(TcpConnection {
             stream,
             upstream,
@@ -374,6 +381,24 @@ impl Cluster {
     pub(crate) fn mark_started(&self) -> bool {
         !self.started.swap(true, Ordering::AcqRel)
     }
+}
+
+/// The `istio.alpn` list for a request to `host`, when its connections are TLS: the HTTP/2 list
+/// for an HTTP/2 (or `auto_config`, which prefers h2) upstream, else HTTP/1.1's; as in Envoy, an
+/// HTTP/1.0 request goes upstream as HTTP/1.1, so HTTP10's list is never offered.
+fn alpn_override<'a>(
+    ctx: &'a SendContext,
+    shared: &Shared,
+    host: &Host,
+    h2: bool,
+) -> Option<&'a crate::config::istio::AlpnList> {
+    let overrides = ctx.alpn.as_deref()?;
+    shared.spec.tls_for(&host.socket_labels)?;
+    overrides.for_upstream(if h2 {
+        UpstreamHttp::Http2
+    } else {
+        UpstreamHttp::Http11
+    })
 }
 
 /// Replaces Host, keeping the old one in `x-envoy-original-host` (and `x-forwarded-host` if asked).

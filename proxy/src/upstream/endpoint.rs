@@ -86,7 +86,7 @@ impl Host {
 
     /// Idle HTTP/1.1 connections kept alive to this host.
     pub fn idle_connections(&self) -> usize {
-        self.pool.h1.len() + usize::from(self.pool.h2.is_open())
+        self.pool.idle()
     }
 }
 

@@ -1,4 +1,5 @@
-//! Upstream backends: an HTTP echo server with failure knobs, and a TCP echo server.
+//! Upstream backends: an HTTP echo server with failure knobs, a gRPC-shaped h2c server, and a TCP
+//! echo server.
 //!
 //! The HTTP backend answers every request with a JSON [`Echo`] of what it received, so a test can
 //! assert which backend a request reached and what the proxy changed on the way. Knobs, by path
@@ -13,8 +14,10 @@
 //! - `Upgrade: websocket` — answer 101 and echo the upgraded bytes.
 
 mod echo;
+pub mod grpc;
 mod knobs;
 mod tcp;
 
 pub use echo::{Echo, HttpBackend};
+pub use grpc::GrpcBackend;
 pub use tcp::TcpEcho;

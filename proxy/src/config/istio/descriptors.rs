@@ -1,5 +1,5 @@
 //! Descriptors of the Istio filter configurations istiod sends (`stats.PluginConfig`,
-//! `io.istio.http.peer_metadata.Config`), so that TypedStruct and YAML forms of them parse and are
+//! `io.istio.http.peer_metadata.Config`, the TCP metadata exchange, `istio.alpn`), so that TypedStruct and YAML forms of them parse and are
 //! checked field by field like Envoy's own messages.
 
 use prost_types::field_descriptor_proto::{Label, Type};
@@ -269,6 +269,46 @@ pub fn tcp_metadata_exchange() -> FileDescriptorProto {
                 field("additional_labels", 3, Repeated, Type::String, None),
             ],
         )],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
+/// `istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig` (istio/api
+/// `envoy/config/filter/http/alpn/v2alpha1/config.proto`): `istio.alpn`.
+pub fn alpn_filter_config() -> FileDescriptorProto {
+    use Label::{Optional, Repeated};
+    const P: &str = ".istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
+    let mut config = message(
+        "FilterConfig",
+        vec![field(
+            "alpn_override",
+            1,
+            Repeated,
+            Type::Message,
+            Some(&format!("{P}.AlpnOverride")),
+        )],
+    );
+    config.nested_type.push(message(
+        "AlpnOverride",
+        vec![
+            field(
+                "upstream_protocol",
+                1,
+                Optional,
+                Type::Enum,
+                Some(&format!("{P}.Protocol")),
+            ),
+            field("alpn_override", 2, Repeated, Type::String, None),
+        ],
+    ));
+    config
+        .enum_type
+        .push(enumeration("Protocol", &["HTTP10", "HTTP11", "HTTP2"]));
+    FileDescriptorProto {
+        name: Some("envoy/config/filter/http/alpn/v2alpha1/config.proto".into()),
+        package: Some("istio.envoy.config.filter.http.alpn.v2alpha1".into()),
+        message_type: vec![config],
         syntax: Some("proto3".into()),
         ..Default::default()
     }

@@ -1,11 +1,15 @@
 //! Istio's filters as istiod configures them → the validated model: the `istio.stats` HTTP and
 //! network filters (`stats.PluginConfig`) and the `istio.metadata_exchange` HTTP filter
 //! (`io.istio.http.peer_metadata.Config`), and the TCP metadata exchange network and cluster
-//! filter (`envoy.tcp.metadataexchange.config.MetadataExchange`). Only what istiod's configuration uses is modelled; the
+//! filter (`envoy.tcp.metadataexchange.config.MetadataExchange`), and `istio.alpn` (the upstream
+//! ALPN by HTTP version). Only what istiod's configuration uses is modelled; the
 //! rest of either message parses and is ignored.
 
+mod alpn;
 pub mod descriptors;
 mod tcp_exchange;
+
+pub use alpn::{alpn, is_alpn, AlpnFilterConfig, AlpnList, AlpnOverrides, UpstreamHttp};
 
 pub use tcp_exchange::{is_tcp_exchange, tcp_exchange, MetadataExchange, TcpExchangeConfig};
 
@@ -112,9 +116,12 @@ pub struct ExchangeConfig {
 pub struct HttpIstio {
     pub stats: Option<StatsConfig>,
     pub exchange: Option<ExchangeConfig>,
+    /// `istio.alpn`: what upstream TLS handshakes offer, by upstream HTTP version.
+    pub alpn: Option<std::sync::Arc<AlpnOverrides>>,
 }
 
 impl HttpIstio {
+    /// Whether the manager has no telemetry (stats or metadata exchange) to run.
     pub fn is_empty(&self) -> bool {
         self.stats.is_none() && self.exchange.is_none()
     }

@@ -4,10 +4,12 @@
 //! the route's `typed_per_filter_config`, most specific first: weighted cluster, route, virtual
 //! host, route configuration). A filter `disabled` in the manager runs only where a route enables
 //! it, and a route can disable any filter, as in Envoy. A manager without filters pays one
-//! `is_empty` check per request. Implemented: [`rbac`], [`fault`], [`cors`].
+//! `is_empty` check per request. Implemented: [`rbac`], [`fault`], [`cors`], [`grpc_stats`] (which
+//! watches the call through its response rather than deciding anything here).
 
 pub mod cors;
 pub mod fault;
+pub mod grpc_stats;
 pub mod rbac;
 
 use std::sync::Arc;
@@ -37,6 +39,7 @@ pub enum SpecKind {
     Rbac(rbac::RbacConfig),
     Fault(Arc<fault::Faults>),
     Cors,
+    GrpcStats(Arc<grpc_stats::GrpcStats>),
 }
 
 /// A route's validated per-filter config.
@@ -95,6 +98,7 @@ enum Kind {
     Rbac(rbac::RbacFilter),
     Fault(fault::FaultFilter),
     Cors(cors::CorsFilter),
+    GrpcStats(Arc<grpc_stats::GrpcStats>),
 }
 
 /// A connection manager's filters, with their stats.
@@ -116,6 +120,7 @@ impl HttpFilters {
                         Kind::Fault(fault::FaultFilter::new(f, store, stat_prefix))
                     }
                     SpecKind::Cors => Kind::Cors(cors::CorsFilter::new(store, stat_prefix)),
+                    SpecKind::GrpcStats(g) => Kind::GrpcStats(g.clone()),
                 },
             })
             .collect();
@@ -124,6 +129,31 @@ impl HttpFilters {
 
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
+    }
+
+    fn enabled(
+        &self,
+        f: &Filter,
+        selected: Option<&Selected<'_>>,
+        picked: Option<&Picked<'_>>,
+    ) -> bool {
+        let (disabled, _) = match selected {
+            Some(s) => s.filter_override(&f.name, picked),
+            None => (None, None),
+        };
+        !disabled.unwrap_or(f.disabled)
+    }
+
+    /// The `grpc_stats` filter, when the manager has one that this route leaves on.
+    pub fn grpc_stats(
+        &self,
+        selected: Option<&Selected<'_>>,
+        picked: Option<&Picked<'_>>,
+    ) -> Option<&grpc_stats::GrpcStats> {
+        self.filters.iter().find_map(|f| match &f.kind {
+            Kind::GrpcStats(g) if self.enabled(f, selected, picked) => Some(g.as_ref()),
+            _ => None,
+        })
     }
 
     /// Runs the request through every enabled filter; `Some` is a local reply that ends the request
@@ -179,6 +209,8 @@ impl HttpFilters {
                         }
                     }
                 }
+                // Counts the call as its response passes; see `HttpFilters::grpc_stats`.
+                Kind::GrpcStats(_) => {}
                 Kind::Fault(fault) => {
                     // A request always has its parts here; `None` is the network RBAC's case.
                     let Some(parts) = req.parts else { continue };

@@ -45,6 +45,7 @@ fn inbound(local: Arc<LocalNode>) -> HttpTelemetry {
                 downstream_propagation: true,
                 ..Default::default()
             }),
+            alpn: None,
         },
     }
 }
@@ -146,6 +147,7 @@ fn outbound_labels_the_upstream_peer_from_the_response() {
                 upstream_propagation: true,
                 ..Default::default()
             }),
+            alpn: None,
         },
     };
     let mut req = HeaderMap::new();

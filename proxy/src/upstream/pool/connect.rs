@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::config::istio::AlpnList;
 use crate::stats::Counter;
 use crate::tls::{Alpn, ClientStream, TlsInfo};
 use crate::upstream::circuit::ResourceGuard;
@@ -123,12 +124,14 @@ pub(crate) type Transport = (
 
 /// Opens a connection to `host` and, for a cluster with a TLS context, runs the handshake
 /// (within `connect_timeout`, as Envoy counts a connection as connected only once TLS is up).
-/// `alpn` is what to offer when the context configures no `alpn_protocols`.
+/// `alpn` is what to offer when the context configures no `alpn_protocols`; `alpn_override`
+/// replaces either (`istio.alpn`).
 pub(crate) async fn transport(
     shared: &Arc<Shared>,
     host: &Arc<Host>,
     slot: ResourceGuard,
     alpn: Alpn,
+    alpn_override: Option<&AlpnList>,
 ) -> Result<Transport, UpstreamError> {
     let (stream, addr, guard) = tcp(shared, host, slot).await?;
     let Some(tls) = shared.spec.tls_for(&host.socket_labels) else {
@@ -140,6 +143,7 @@ pub(crate) async fn transport(
             addr,
             &host.hostname,
             alpn,
+            alpn_override.map(|a| &a[..]),
             shared.spec.connect_timeout,
         )
         .await

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 use super::connect::{self, Counted};
-use super::{attach, exchange_error, to_origin_form, ConnState, Exchanged, Pending};
+use super::{attach, exchange_error, to_origin_form, ConnPool, ConnState, Exchanged, Pending};
 use crate::http::body::BoxBody;
 use crate::tls::Alpn;
 use crate::upstream::cluster::Shared;
@@ -121,9 +121,13 @@ enum Acquired {
     UseH2,
 }
 
-async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Acquired, UpstreamError> {
+async fn acquire(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    pool: &Arc<ConnPool>,
+) -> Result<Acquired, UpstreamError> {
     let max = shared.spec.protocol.max_requests_per_connection;
-    if let Some((sender, state)) = host.pool.h1.pop(shared) {
+    if let Some((sender, state)) = pool.h1.pop(shared) {
         state.take_request(max);
         return Ok(Acquired::Lease(Lease {
             sender,
@@ -133,12 +137,12 @@ async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Acquired, Ups
     }
     let mut pending = Pending::begin(shared, host)?;
     loop {
-        let returned = host.pool.h1.returned.notified();
+        let returned = pool.h1.returned.notified();
         let freed = shared.slot_freed.notified();
         tokio::pin!(returned, freed);
         returned.as_mut().enable();
         freed.as_mut().enable();
-        if let Some((sender, state)) = host.pool.h1.pop(shared) {
+        if let Some((sender, state)) = pool.h1.pop(shared) {
             state.take_request(max);
             return Ok(Acquired::Lease(Lease {
                 sender,
@@ -148,12 +152,12 @@ async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Acquired, Ups
         }
         if let Some(slot) = pending.connection_slot() {
             let (stream, addr, guard, tls) =
-                connect::transport(shared, host, slot, Alpn::Http1).await?;
+                connect::transport(shared, host, slot, Alpn::Http1, pool.alpn.as_ref()).await?;
             if stream.alpn() == Some(b"h2") {
                 // Only an auto_config cluster offers h2 here; the server chose it.
-                host.pool.alpn_h2.store(true, Ordering::Release);
+                pool.alpn_h2.store(true, Ordering::Release);
                 let adopted =
-                    super::http2::adopt(shared, host, stream, addr, guard, tls, false).await;
+                    super::http2::adopt(shared, pool, stream, addr, guard, tls, false).await;
                 drop(pending);
                 return adopted.map(|_| Acquired::UseH2);
             }
@@ -189,17 +193,18 @@ async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Acquired, Ups
     }
 }
 
-/// Sends `req` on an HTTP/1.1 connection to `host`.
+/// Sends `req` on an HTTP/1.1 connection of `pool`, one of `host`'s.
 pub(crate) async fn send(
     shared: &Arc<Shared>,
     host: &Arc<Host>,
+    pool: &Arc<ConnPool>,
     mut req: Request<BoxBody>,
 ) -> Result<Exchanged, UpstreamError> {
     to_origin_form(&mut req);
     loop {
-        let mut lease = match acquire(shared, host).await? {
+        let mut lease = match acquire(shared, host, pool).await? {
             Acquired::Lease(l) => l,
-            Acquired::UseH2 => return super::http2::send(shared, host, req).await,
+            Acquired::UseH2 => return super::http2::send(shared, host, pool, req).await,
         };
         let active = attach(shared, host);
         let addr = host.address();
@@ -208,7 +213,7 @@ pub(crate) async fn send(
                 let tls = lease.state.tls.clone();
                 recycle(
                     shared.clone(),
-                    Arc::downgrade(host),
+                    Arc::downgrade(pool),
                     lease.sender,
                     lease.state,
                 );
@@ -228,7 +233,7 @@ pub(crate) async fn send(
 /// has carried `max_requests_per_connection`; then closes it if it stays idle for `idle_timeout`.
 fn recycle(
     shared: Arc<Shared>,
-    host: Weak<Host>,
+    pool: Weak<ConnPool>,
     mut sender: SendRequest<BoxBody>,
     state: Arc<ConnState>,
 ) {
@@ -240,12 +245,12 @@ fn recycle(
         if sender.ready().await.is_err() {
             return;
         }
-        let Some(id) = host.upgrade().and_then(|h| h.pool.h1.push(sender, state)) else {
+        let Some(id) = pool.upgrade().and_then(|p| p.h1.push(sender, state)) else {
             return;
         };
         if let Some(t) = shared.spec.protocol.idle_timeout {
             tokio::time::sleep(t).await;
-            if host.upgrade().is_some_and(|h| h.pool.h1.expire(id)) {
+            if pool.upgrade().is_some_and(|p| p.h1.expire(id)) {
                 shared.stats.upstream_cx_idle_timeout.inc();
             }
         }

@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::debug;
 
 use super::connect::{self, Counted};
-use super::{attach, exchange_error, to_absolute_form, ConnState, Exchanged, Pending};
+use super::{attach, exchange_error, to_absolute_form, ConnPool, ConnState, Exchanged, Pending};
 use crate::http::body::BoxBody;
 use crate::tls::{Alpn, ClientStream, TlsInfo};
 use crate::upstream::cluster::Shared;
@@ -72,24 +72,28 @@ impl Shared2 {
 /// A stream handle on the shared connection, and that connection's TLS.
 type Taken = (SendRequest<BoxBody>, Option<Arc<TlsInfo>>);
 
-async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Taken, UpstreamError> {
+async fn acquire(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    pool: &Arc<ConnPool>,
+) -> Result<Taken, UpstreamError> {
     let max = shared.spec.protocol.max_requests_per_connection;
-    if let Some(s) = host.pool.h2.take(max) {
+    if let Some(s) = pool.h2.take(max) {
         return Ok(s);
     }
     let mut pending = Pending::begin(shared, host)?;
-    let _connecting = host.pool.h2.connecting.lock().await;
+    let _connecting = pool.h2.connecting.lock().await;
     loop {
         let freed = shared.slot_freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        if let Some(s) = host.pool.h2.take(max) {
+        if let Some(s) = pool.h2.take(max) {
             return Ok(s);
         }
         if let Some(slot) = pending.connection_slot() {
             let (stream, addr, guard, tls) =
-                connect::transport(shared, host, slot, Alpn::Http2).await?;
-            let sender = adopt(shared, host, stream, addr, guard, tls, true).await;
+                connect::transport(shared, host, slot, Alpn::Http2, pool.alpn.as_ref()).await?;
+            let sender = adopt(shared, pool, stream, addr, guard, tls, true).await;
             drop(pending);
             return sender;
         }
@@ -101,7 +105,7 @@ async fn acquire(shared: &Arc<Shared>, host: &Arc<Host>) -> Result<Taken, Upstre
 /// (also for an `auto_config` connection whose ALPN chose h2 while the HTTP/1.1 pool dialled).
 pub(crate) async fn adopt(
     shared: &Arc<Shared>,
-    host: &Arc<Host>,
+    pool: &ConnPool,
     stream: ClientStream,
     addr: std::net::SocketAddr,
     guard: ConnectionGuard,
@@ -146,13 +150,8 @@ pub(crate) async fn adopt(
     if count_first {
         state.take_request(max);
     }
-    let mut current = host.pool.h2.lock();
-    if !host
-        .pool
-        .h2
-        .closed
-        .load(std::sync::atomic::Ordering::Acquire)
-    {
+    let mut current = pool.h2.lock();
+    if !pool.h2.closed.load(std::sync::atomic::Ordering::Acquire) {
         *current = Some(Conn {
             sender: sender.clone(),
             state,
@@ -162,15 +161,16 @@ pub(crate) async fn adopt(
     Ok((sender, tls))
 }
 
-/// Sends `req` as a stream on the endpoint's HTTP/2 connection.
+/// Sends `req` as a stream on the HTTP/2 connection of `pool`, one of the endpoint's.
 pub(crate) async fn send(
     shared: &Arc<Shared>,
     host: &Arc<Host>,
+    pool: &Arc<ConnPool>,
     mut req: Request<BoxBody>,
 ) -> Result<Exchanged, UpstreamError> {
     let addr = host.address();
     to_absolute_form(&mut req, &addr.to_string());
-    let (mut sender, tls) = acquire(shared, host).await?;
+    let (mut sender, tls) = acquire(shared, host, pool).await?;
     let active = attach(shared, host);
     match sender.send_request(req).await {
         Ok(resp) => Ok((resp, addr, active, tls)),

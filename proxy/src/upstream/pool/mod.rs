@@ -1,12 +1,12 @@
 //! Connect stage: per-endpoint connection pools (HTTP/1.1 keep-alive stacks, one shared HTTP/2
-//! connection) and the pending-request accounting that Envoy's `max_pending_requests` limits.
+//! connection; one of each per offered ALPN list) and the pending-request accounting that Envoy's `max_pending_requests` limits.
 
 pub mod connect;
 pub mod http1;
 pub mod http2;
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -14,6 +14,7 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 
+use crate::config::istio::AlpnList;
 use crate::http::body::BoxBody;
 use crate::tls::TlsInfo;
 use crate::upstream::body::ActiveRequest;
@@ -23,22 +24,81 @@ use crate::upstream::endpoint::Host;
 use crate::upstream::stats::{down, up};
 use crate::upstream::UpstreamError;
 
-/// The connections of one endpoint.
+/// The connections of one endpoint: one [`ConnPool`] per ALPN list its TLS handshakes offer
+/// (the cluster's own, and each `istio.alpn` override), since the peer may serve them differently.
 #[derive(Debug, Default)]
 pub struct HostPool {
-    /// Open connections of either protocol (an empty pool may exceed `max_connections`).
+    /// Open connections of any pool (an empty pool may exceed `max_connections`).
     pub(crate) open: AtomicUsize,
+    /// The connections that offer the cluster's ALPN.
+    pub(crate) default: Arc<ConnPool>,
+    overridden: Mutex<Vec<Arc<ConnPool>>>,
+    drained: AtomicBool,
+}
+
+/// The connections of one endpoint that offer the same ALPN.
+#[derive(Debug, Default)]
+pub struct ConnPool {
     pub(crate) h1: http1::Idle,
     pub(crate) h2: http2::Shared2,
     /// An `auto_config` cluster's TLS handshake with this endpoint chose h2 over ALPN.
-    pub(crate) alpn_h2: std::sync::atomic::AtomicBool,
+    pub(crate) alpn_h2: AtomicBool,
+    /// What the handshakes offer instead of the cluster's ALPN (`None`: the cluster's).
+    pub(crate) alpn: Option<AlpnList>,
+}
+
+impl ConnPool {
+    fn drain(&self) {
+        self.h1.drain();
+        self.h2.drain();
+    }
+
+    fn idle(&self) -> usize {
+        self.h1.len() + usize::from(self.h2.is_open())
+    }
 }
 
 impl HostPool {
+    /// The pool whose connections offer `alpn` (an override), or the cluster's own.
+    pub(crate) fn for_alpn(&self, alpn: Option<&AlpnList>) -> Arc<ConnPool> {
+        let Some(alpn) = alpn else {
+            return self.default.clone();
+        };
+        let mut pools = self.lock();
+        if let Some(p) = pools
+            .iter()
+            .find(|p| p.alpn.as_ref().is_some_and(|a| a == alpn))
+        {
+            return p.clone();
+        }
+        let pool = Arc::new(ConnPool {
+            alpn: Some(alpn.clone()),
+            ..ConnPool::default()
+        });
+        if self.drained.load(Ordering::Acquire) {
+            pool.drain();
+        }
+        pools.push(pool.clone());
+        pool
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<ConnPool>>> {
+        // Nothing panics while the lock is held; a poisoned list is still a valid list.
+        self.overridden.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Closes idle connections (the endpoint left the cluster).
     pub(crate) fn drain(&self) {
-        self.h1.drain();
-        self.h2.drain();
+        self.drained.store(true, Ordering::Release);
+        self.default.drain();
+        for p in self.lock().iter() {
+            p.drain();
+        }
+    }
+
+    /// Idle HTTP/1.1 connections and open HTTP/2 ones, over every pool.
+    pub(crate) fn idle(&self) -> usize {
+        self.default.idle() + self.lock().iter().map(|p| p.idle()).sum::<usize>()
     }
 }
 

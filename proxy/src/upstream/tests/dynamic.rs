@@ -127,7 +127,7 @@ async fn a_removed_cluster_finishes_its_request_and_does_not_pool_the_connection
     tokio::time::sleep(Duration::from_millis(20)).await;
     let hosts = cluster.host_set();
     assert_eq!(
-        hosts.hosts[0].pool.h1.len(),
+        hosts.hosts[0].pool.default.h1.len(),
         0,
         "nothing pooled after removal"
     );
