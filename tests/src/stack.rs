@@ -95,7 +95,12 @@ impl Stack {
     }
 
     pub async fn start_with(kind: Kind, rel: &str, opts: StartOptions) -> Stack {
-        let template = crate::fixture(rel);
+        Self::start_text(kind, &crate::fixture(rel), opts).await
+    }
+
+    /// Start `kind` on a template given as text (a fixture changed by the test).
+    pub async fn start_text(kind: Kind, template: &str, opts: StartOptions) -> Stack {
+        let template = template.to_string();
         let env = Env::for_template(&template).await;
         let config = render(&template, &env.vars);
         let proxy = Proxy::start_with(kind, &config, opts).await;

@@ -255,3 +255,81 @@ async fn tcp_connections_report_opens_closes_and_bytes() {
         "{text}"
     );
 }
+
+/// The same inbound sidecar configured as istiod up to 1.17 does (and many EnvoyFilters still
+/// do): Istio's stats and metadata exchange as Wasm filters on the null VM. The metrics and the
+/// exchange are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_vm_wasm_plugins_work_as_the_native_filters() {
+    let native = remora_tests::fixture(FIXTURE);
+    let exchange = r#"          - name: istio.metadata_exchange
+            typed_config:
+              "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+              type_url: type.googleapis.com/io.istio.http.peer_metadata.Config
+              value:
+                downstream_discovery:
+                - istio_headers: {}
+                - workload_discovery: {}
+                downstream_propagation:
+                - istio_headers: {}
+          - name: istio.stats
+            typed_config:
+              "@type": type.googleapis.com/stats.PluginConfig
+              disableHostHeaderFallback: true
+"#;
+    let wasm = r#"          - name: istio.metadata_exchange
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: "{}"
+                vm_config:
+                  runtime: envoy.wasm.runtime.null
+                  code: { local: { inline_string: envoy.wasm.metadata_exchange } }
+          - name: istio.stats
+            typed_config:
+              "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+              type_url: type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              value:
+                config:
+                  root_id: stats_inbound
+                  configuration:
+                    "@type": type.googleapis.com/google.protobuf.StringValue
+                    value: '{"debug": "false", "stat_prefix": "istio", "disable_host_header_fallback": true}'
+                  vm_config:
+                    vm_id: stats_inbound
+                    runtime: envoy.wasm.runtime.null
+                    code: { local: { inline_string: envoy.wasm.stats } }
+"#;
+    assert!(native.contains(exchange), "the fixture's inbound filters");
+    let template = native.replacen(exchange, wasm, 1);
+    let s = Stack::start_text(Kind::Remora, &template, Default::default()).await;
+    let req = Request::get("/reviews/0")
+        .host("reviews:9080")
+        .header("x-envoy-peer-metadata", &productpage_metadata())
+        .header(
+            "x-envoy-peer-metadata-id",
+            "sidecar~10.1.0.7~productpage-v1",
+        );
+    let r = client::send(s.addr(), Protocol::Http1, &req)
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("x-envoy-peer-metadata").is_some(),
+        "the response introduces the server's workload"
+    );
+    let labels = [
+        "reporter=\"destination\"",
+        "source_workload=\"productpage-v1\"",
+        "destination_workload=\"reviews-v1\"",
+        "response_code=\"200\"",
+    ];
+    let text = admin::wait_for_sample(s.admin(), "istio_requests_total", &labels, 1.0).await;
+    assert_eq!(
+        admin::sample(&text, "istio_requests_total", &labels),
+        Some(1.0),
+        "{text}"
+    );
+}

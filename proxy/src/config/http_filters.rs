@@ -86,6 +86,15 @@ pub fn check(
         }
         // Istio's stats and metadata-exchange filters are translated into the manager's settings.
         let any = typed_config(f);
+        // Istio's built-in plugins on the Wasm null VM are the same filters by another name.
+        if let Some(any) = any.filter(|a| !f.disabled && istio::is_wasm(Some(a))) {
+            match istio::wasm(any, &p, opts, direction) {
+                Ok(istio::WasmIstio::Stats(c)) => found.stats = Some(c),
+                Ok(istio::WasmIstio::Exchange(c)) => found.exchange = Some(c),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
         if !f.disabled && istio::is_stats(&f.name, any) {
             match istio::stats(any, &p, opts, direction) {
                 Ok(c) => found.stats = Some(c),

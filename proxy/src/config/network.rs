@@ -164,6 +164,17 @@ pub fn build_chain(
             }
             continue;
         }
+        if istio_config::is_wasm(Some(any)) {
+            match istio_config::wasm(any, &p, ctx.opts, ctx.direction) {
+                Ok(istio_config::WasmIstio::Stats(c)) => istio_stats = Some(c),
+                Ok(istio_config::WasmIstio::Exchange(_)) => errors.push(
+                    &p,
+                    "envoy.wasm.metadata_exchange is an HTTP filter; a TCP chain uses istio.metadata_exchange (envoy.tcp.metadataexchange)",
+                ),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
         if istio_config::is_stats(&f.name, Some(any)) {
             match istio_config::stats(Some(any), &p, ctx.opts, ctx.direction) {
                 Ok(c) => istio_stats = Some(c),

@@ -8,10 +8,12 @@
 mod alpn;
 pub mod descriptors;
 mod tcp_exchange;
+mod wasm;
 
 pub use alpn::{alpn, is_alpn, AlpnFilterConfig, AlpnList, AlpnOverrides, UpstreamHttp};
 
 pub use tcp_exchange::{is_tcp_exchange, tcp_exchange, MetadataExchange, TcpExchangeConfig};
+pub use wasm::is_wasm;
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::google::protobuf::Any;
@@ -210,6 +212,38 @@ pub fn exchange(
         upstream_discovery: discovery(&c.upstream_discovery, &value.field("upstream_discovery")),
         downstream_propagation: propagates(&c.downstream_propagation),
         upstream_propagation: propagates(&c.upstream_propagation),
+    })
+}
+
+/// What one of Istio's null-VM Wasm plugins amounts to.
+#[derive(Debug, Clone)]
+pub enum WasmIstio {
+    Stats(StatsConfig),
+    Exchange(ExchangeConfig),
+}
+
+/// A Wasm filter at `path` as Istio's settings (`direction`: the listener's), or an error naming
+/// what makes it something remora cannot run.
+pub fn wasm(
+    any: &Any,
+    path: &Path,
+    opts: ParseOptions,
+    direction: i32,
+) -> Result<WasmIstio, ConfigErrors> {
+    Ok(match wasm::null_vm_plugin(any, path, opts)? {
+        wasm::NullVmPlugin::Stats {
+            disable_host_header_fallback,
+        } => WasmIstio::Stats(StatsConfig {
+            reporter: reporter(0, direction),
+            host_header_fallback: !disable_host_header_fallback,
+        }),
+        // The plugin read and wrote Istio's headers both ways.
+        wasm::NullVmPlugin::MetadataExchange => WasmIstio::Exchange(ExchangeConfig {
+            downstream_discovery: vec![Discovery::IstioHeaders],
+            upstream_discovery: vec![Discovery::IstioHeaders],
+            downstream_propagation: true,
+            upstream_propagation: true,
+        }),
     })
 }
 
