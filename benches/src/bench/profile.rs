@@ -86,7 +86,7 @@ impl Profile {
             scale_routes: 10_000,
             scale_clusters: 1000,
             ready_timeout: Duration::from_secs(30),
-            callgrind_warmup: 200,
+            callgrind_warmup: 1000,
             callgrind_requests: 2000,
             callgrind_ready_timeout: Duration::from_secs(300),
         }
