@@ -56,13 +56,31 @@ struct Session<'a> {
     dumps: u32,
 }
 
+/// Longest a zero or dump may take (a dump of Envoy writes a few MB).
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// valgrind's `--vgdb-prefix` for a session writing into `out_dir`: its FIFOs live there, so that
+/// a peer killed before valgrind could clean up leaves nothing behind in /tmp.
+fn vgdb_prefix(out_dir: &Path) -> String {
+    format!("--vgdb-prefix={}/vgdb", out_dir.display())
+}
+
 impl Session<'_> {
     async fn control(&self, flag: &str) -> anyhow::Result<()> {
-        let out = tokio::process::Command::new(self.control)
+        let run = tokio::process::Command::new(self.control)
+            .arg(vgdb_prefix(&self.out_dir))
             .arg(flag)
             .arg(self.pid.to_string())
-            .output()
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(CONTROL_TIMEOUT, run)
             .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "callgrind_control {flag} {}: no answer within {CONTROL_TIMEOUT:?}",
+                    self.pid
+                )
+            })?
             .with_context(|| format!("running {}", self.control.display()))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         anyhow::ensure!(
@@ -188,6 +206,7 @@ impl Bench {
                 "--callgrind-out-file={}/callgrind.out.%p",
                 out_dir.display()
             ),
+            vgdb_prefix(&out_dir),
         ];
         let (http1, h2c, tcp) = (free_port(), free_port(), free_port());
         let role = Role::Single { http1, h2c, tcp };
@@ -236,9 +255,16 @@ impl Bench {
         for (name, connected) in [
             (
                 "HTTP/1.1",
-                http::h1_connect(loopback(http1)).await.map(Conn::H1),
+                http::timed(http::h1_connect(loopback(http1)))
+                    .await
+                    .map(Conn::H1),
             ),
-            ("h2c", http::h2_connect(loopback(h2c)).await.map(Conn::H2)),
+            (
+                "h2c",
+                http::timed(http::h2_connect(loopback(h2c)))
+                    .await
+                    .map(Conn::H2),
+            ),
         ] {
             match connected {
                 Ok(mut c) => {
