@@ -36,9 +36,12 @@ struct Args {
         default_value = "remora,envoy,nginx,haproxy"
     )]
     peers: Vec<String>,
-    /// Workloads to run, comma separated (default: all).
+    /// Workloads to run, comma separated (default: all but callgrind, which runs only when named).
     #[arg(long, value_enum, value_delimiter = ',')]
     workloads: Vec<Workload>,
+    /// Sequential requests counted per callgrind run, overriding the profile's.
+    #[arg(long)]
+    callgrind_requests: Option<usize>,
     /// Tiny durations and sizes, for a smoke run.
     #[arg(long)]
     quick: bool,
@@ -68,6 +71,9 @@ fn main() -> anyhow::Result<()> {
     };
     if let Some(d) = args.duration {
         profile.duration = std::time::Duration::from_secs_f64(d.max(0.05));
+    }
+    if let Some(n) = args.callgrind_requests {
+        profile.callgrind_requests = n.max(1);
     }
     // 10 000 idle connections need as many descriptors here and in the proxy (which inherits).
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {

@@ -137,3 +137,62 @@ fn a_quick_run_covers_every_topology_and_installed_peer() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn in_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+#[test]
+fn a_quick_callgrind_run_counts_instructions_per_request_for_remora() {
+    if !in_path("valgrind") || !in_path("callgrind_control") {
+        eprintln!("skipped: valgrind not installed (apt-get install valgrind)");
+        return;
+    }
+    if !installed().contains(&"remora") {
+        eprintln!("skipped: no remora binary next to remora-bench (cargo build -p remora-proxy)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("remora-bench-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let json = dir.join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_remora-bench"))
+        .args([
+            "--quick",
+            "--runs",
+            "1",
+            "--peers",
+            "remora",
+            "--workloads",
+            "callgrind",
+        ])
+        .args(["--callgrind-requests", "20", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run remora-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("valid json");
+    let tables = report["tables"].as_array().expect("tables");
+    let ids: Vec<&str> = tables.iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(ids, ["callgrind"]);
+    let t = &tables[0];
+    let r = t["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["peer"] == "remora")
+        .unwrap_or_else(|| panic!("no remora row: {t}"));
+    assert_eq!(r["status"]["state"], "ok", "{r}");
+    assert_eq!(median(r, col(t, "errors")), Some(0.0), "{:?}", t["notes"]);
+    for c in ["HTTP/1.1 Ir/request", "h2c Ir/request"] {
+        let ir = median(r, col(t, c));
+        assert!(ir.is_some_and(|v| v > 0.0), "{c}: {r}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

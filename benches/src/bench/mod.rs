@@ -1,6 +1,8 @@
 //! The benchmark run: the topologies in order (direct floor, one proxy, the mesh pair, memory,
-//! config scale), each workload against every peer, gathered into the report's tables.
+//! config scale, xDS, callgrind), each workload against every peer, gathered into the report's
+//! tables.
 
+mod callgrind;
 mod mesh;
 mod profile;
 mod resources;
@@ -138,6 +140,7 @@ impl Bench {
             self.memory(*kind, bin, &mut t).await;
             self.scale(*kind, bin, &mut t).await;
             self.xds(*kind, bin, &mut t).await;
+            self.callgrind(*kind, bin, &mut t).await;
         }
         t.into_selected(&self.workloads)
     }
@@ -175,6 +178,7 @@ pub struct Tables {
     pub memory: Table,
     pub scale: Table,
     pub xds: Table,
+    pub callgrind: Table,
 }
 
 pub const RATE_COLUMNS: [&str; 8] = [
@@ -230,6 +234,17 @@ impl Tables {
         xds.notes.push(
             "Each figure is one push's time from the control plane's send to the proxy's ACK (which follows the apply).".into(),
         );
+        let mut callgrind = Table::new(
+            "callgrind",
+            format!(
+                "Instructions per request under callgrind ({} sequential requests on one keep-alive connection, after {})",
+                p.callgrind_requests, p.callgrind_warmup
+            ),
+            &callgrind::COLUMNS,
+        );
+        callgrind.notes.push(
+            "Ir: instructions the proxy process executed (every thread) between callgrind's zero and dump, divided by the requests; h2c is one connection with sequential streams.".into(),
+        );
         Tables {
             http1: Table::new(
                 "http1",
@@ -276,6 +291,7 @@ impl Tables {
                 &["ready ms", "RSS MB"],
             ),
             xds,
+            callgrind,
         }
     }
 
@@ -290,6 +306,7 @@ impl Tables {
             (Workload::Memory, self.memory),
             (Workload::Scale, self.scale),
             (Workload::Xds, self.xds),
+            (Workload::Callgrind, self.callgrind),
         ]
         .into_iter()
         .filter(|(k, _)| w.contains(k))

@@ -23,8 +23,11 @@ pub enum Workload {
     Scale,
     /// Applying large xDS pushes, and CPU per push under a steady push rate.
     Xds,
+    /// Instructions per request under callgrind (valgrind); slow, so only when asked for by name.
+    Callgrind,
 }
 
+/// The workloads a run without `--workloads` does: all but `callgrind`.
 pub const ALL_WORKLOADS: [Workload; 9] = [
     Workload::Http1,
     Workload::H2c,
@@ -57,6 +60,12 @@ pub struct Profile {
     pub scale_routes: usize,
     pub scale_clusters: usize,
     pub ready_timeout: Duration,
+    /// Sequential requests on the connection before callgrind's counters are zeroed.
+    pub callgrind_warmup: usize,
+    /// Sequential requests counted per callgrind run.
+    pub callgrind_requests: usize,
+    /// Start-up under valgrind is some 50 times slower.
+    pub callgrind_ready_timeout: Duration,
 }
 
 impl Profile {
@@ -77,6 +86,9 @@ impl Profile {
             scale_routes: 10_000,
             scale_clusters: 1000,
             ready_timeout: Duration::from_secs(30),
+            callgrind_warmup: 1000,
+            callgrind_requests: 2000,
+            callgrind_ready_timeout: Duration::from_secs(300),
         }
     }
 
@@ -91,6 +103,8 @@ impl Profile {
             scale_routes: 1000,
             scale_clusters: 100,
             ready_timeout: Duration::from_secs(20),
+            callgrind_warmup: 10,
+            callgrind_requests: 50,
             ..Profile::full()
         }
     }

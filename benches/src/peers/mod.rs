@@ -103,7 +103,7 @@ pub fn max_idle_connections(nofile: u64) -> usize {
     usize::try_from(haproxy::max_connections(nofile).saturating_sub(100)).unwrap_or(usize::MAX)
 }
 
-fn in_path(name: &str) -> Vec<PathBuf> {
+pub(crate) fn in_path(name: &str) -> Vec<PathBuf> {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
         .unwrap_or_default()
@@ -237,6 +237,20 @@ pub fn start(
     setup: &Setup<'_>,
     dir: &Path,
 ) -> Result<Running, StartError> {
+    start_wrapped(kind, bin, role, setup, dir, &[])
+}
+
+/// [`start`] with `wrap` (a command and its arguments, such as valgrind's) run in front of the
+/// peer's binary, inside the pinning; the wrapper must exec or be the peer's process itself, so
+/// that the pid stays the one to measure.
+pub fn start_wrapped(
+    kind: Kind,
+    bin: &Path,
+    role: &Role,
+    setup: &Setup<'_>,
+    dir: &Path,
+    wrap: &[String],
+) -> Result<Running, StartError> {
     let io = |source| StartError::Io {
         peer: kind.name(),
         source,
@@ -292,7 +306,7 @@ pub fn start(
     };
     let err = std::fs::File::create(&log).map_err(io)?;
     let started = Instant::now();
-    let child = pinned(0, bin, &args)
+    let child = pinned(0, wrap, bin, &args)
         .stdin(Stdio::null())
         .stdout(err.try_clone().map_err(io)?)
         .stderr(err)
@@ -339,21 +353,23 @@ pub fn start(
     Ok(running)
 }
 
-/// `bin args…` pinned to `core` with the descriptor limit raised to the hard limit (the idle
+/// `wrap… bin args…` pinned to `core` with the descriptor limit raised to the hard limit (the idle
 /// connection workload holds 10 000 connections). `exec` keeps the pid the peer's own.
-fn pinned(core: usize, bin: &Path, args: &[String]) -> Command {
+fn pinned(core: usize, wrap: &[String], bin: &Path, args: &[String]) -> Command {
     let mut c = Command::new("sh");
     let taskset = if crate::pin::have_taskset() {
         format!("taskset -c {core} ")
     } else {
         String::new()
     };
-    c.arg("-c")
-        .arg(format!(
-            "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec {taskset}\"$0\" \"$@\""
-        ))
-        .arg(bin)
-        .args(args);
+    c.arg("-c").arg(format!(
+        "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec {taskset}\"$0\" \"$@\""
+    ));
+    match wrap.split_first() {
+        Some((first, rest)) => c.arg(first).args(rest).arg(bin),
+        None => c.arg(bin),
+    };
+    c.args(args);
     c
 }
 

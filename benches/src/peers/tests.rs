@@ -204,3 +204,28 @@ fn peers_are_named_and_located_or_explained() {
     assert_eq!(haproxy::max_connections(20_000), 9950);
     assert!(max_idle_connections(20_000) < 10_000);
 }
+
+#[test]
+fn a_wrapper_runs_inside_the_pinning_in_front_of_the_binary() {
+    let wrap = ["valgrind".to_string(), "--tool=callgrind".to_string()];
+    let args = ["-c".to_string(), "b.yaml".to_string()];
+    let c = pinned(0, &wrap, Path::new("/bin/remora"), &args);
+    let got: Vec<String> = c
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // sh -c SCRIPT $0 $@: the script execs "$0" "$@", the wrapper first.
+    assert_eq!(
+        got[2..],
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "/bin/remora",
+            "-c",
+            "b.yaml"
+        ]
+    );
+    assert!(got[1].contains("exec "), "{}", got[1]);
+    let plain = pinned(0, &[], Path::new("/bin/remora"), &args);
+    assert_eq!(plain.get_args().count(), 5);
+}
