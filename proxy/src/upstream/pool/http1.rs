@@ -61,6 +61,7 @@ impl Idle {
                 shared.stats.upstream_cx_idle_timeout.inc();
                 continue;
             }
+            c.state.left_idle.notify_one();
             if c.sender.is_ready() {
                 return Some((c.sender, c.state));
             }
@@ -99,7 +100,9 @@ impl Idle {
     /// Closes the idle connections now and every busy one when its exchange ends.
     pub(crate) fn drain(&self) {
         self.closed.store(true, Ordering::Release);
-        self.lock().clear();
+        for c in self.lock().drain(..) {
+            c.state.left_idle.notify_one();
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -245,13 +248,22 @@ fn recycle(
         if sender.ready().await.is_err() {
             return;
         }
-        let Some(id) = pool.upgrade().and_then(|p| p.h1.push(sender, state)) else {
+        let Some(id) = pool
+            .upgrade()
+            .and_then(|p| p.h1.push(sender, state.clone()))
+        else {
             return;
         };
         if let Some(t) = shared.spec.protocol.idle_timeout {
-            tokio::time::sleep(t).await;
-            if pool.upgrade().is_some_and(|p| p.h1.expire(id)) {
-                shared.stats.upstream_cx_idle_timeout.inc();
+            // Ends when the connection is taken again: one timer per idle period, not one per
+            // request left running for the whole timeout.
+            tokio::select! {
+                () = tokio::time::sleep(t) => {
+                    if pool.upgrade().is_some_and(|p| p.h1.expire(id)) {
+                        shared.stats.upstream_cx_idle_timeout.inc();
+                    }
+                }
+                () = state.left_idle.notified() => {}
             }
         }
     });

@@ -108,6 +108,9 @@ pub(crate) struct ConnState {
     requests: AtomicU32,
     /// The handshake's facts, for the access log of every request the connection carries.
     pub(crate) tls: Option<Arc<TlsInfo>>,
+    /// Told when an idle HTTP/1.1 connection leaves the stack (taken, or the pool drained), so its
+    /// idle timer ends with its idle period instead of running out the whole `idle_timeout`.
+    pub(crate) left_idle: tokio::sync::Notify,
 }
 
 impl ConnState {
@@ -115,6 +118,7 @@ impl ConnState {
         Self {
             requests: AtomicU32::new(0),
             tls,
+            left_idle: tokio::sync::Notify::new(),
         }
     }
 

@@ -70,6 +70,48 @@ async fn max_requests_per_connection_recycles_connections() {
 }
 
 #[tokio::test]
+async fn idle_timers_last_one_idle_period_and_close_idle_connections() {
+    let b = backend("x", false, NO_DELAY).await;
+    let (m, store) = manager(&one_cluster("", &[b.addr])).expect("valid");
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    fetch(&m, "h").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let before = tasks();
+    for _ in 0..30 {
+        fetch(&m, "h").await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Each reuse ends the previous idle period's timer (the default idle_timeout is an hour).
+    assert!(
+        tasks() <= before + 2,
+        "tasks grew from {before} to {} over 30 reuses",
+        tasks()
+    );
+    assert_eq!(b.seen.accepts.load(Ordering::SeqCst), 1);
+
+    let b = backend("y", false, NO_DELAY).await;
+    let extra = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        common_http_protocol_options: { idle_timeout: 0.2s }\n        explicit_http_config: { http_protocol_options: {} }\n";
+    let (m, store2) = manager(&one_cluster(extra, &[b.addr])).expect("valid");
+    fetch(&m, "h").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        store2.counter("cluster.c.upstream_cx_idle_timeout").get(),
+        1
+    );
+    fetch(&m, "h").await;
+    assert_eq!(
+        b.seen.accepts.load(Ordering::SeqCst),
+        2,
+        "a new connection after the timeout"
+    );
+    drop(store);
+}
+
+#[tokio::test]
 async fn http2_multiplexes_streams_on_one_connection() {
     let b = backend("h2", true, Duration::from_millis(100)).await;
     let extra = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: { http2_protocol_options: {} }\n";
