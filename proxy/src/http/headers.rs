@@ -32,6 +32,10 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Removes the headers that describe one hop only. `keep_upgrade` keeps `connection: upgrade` and
 /// `upgrade` for a WebSocket that is being forwarded.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of them: one pass over the names instead of a hashed removal each.
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Headers named by `connection` are hop-by-hop too (RFC 9110 §7.6.1).
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -68,6 +72,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.insert(TE, HeaderValue::from_static("trailers"));
         }
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == TRANSFER_ENCODING
+        || name == TE
+}
+
+/// Whether any header is one of Envoy's `x-envoy-*` (most requests carry none).
+pub fn has_envoy_header(headers: &HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|k| k.as_str().as_bytes().starts_with(b"x-envoy-"))
 }
 
 /// Whether a request asks for a WebSocket upgrade (HTTP/1.1 `Upgrade: websocket`).
@@ -193,15 +213,23 @@ pub fn prepare_request(
     };
     let internal = single && trusted.is_some_and(|ip| cfg.is_internal(ip));
     let edge = !internal && cfg.use_remote_address;
+    let envoy_headers = has_envoy_header(headers);
     if internal {
         headers.insert(&X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
     } else {
-        headers.remove(&X_ENVOY_INTERNAL);
-        for h in INTERNAL_ONLY.iter().chain(internal_only) {
+        if envoy_headers {
+            headers.remove(&X_ENVOY_INTERNAL);
+            for h in &INTERNAL_ONLY {
+                headers.remove(h);
+            }
+        }
+        for h in internal_only {
             headers.remove(h);
         }
     }
-    headers.remove(&X_ENVOY_EXTERNAL_ADDRESS);
+    if envoy_headers {
+        headers.remove(&X_ENVOY_EXTERNAL_ADDRESS);
+    }
     if edge {
         if let Some(ip) = trusted {
             if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
@@ -212,7 +240,7 @@ pub fn prepare_request(
     if cfg.generate_request_id {
         let reset = edge && !cfg.preserve_external_request_id;
         if reset || !headers.contains_key(&X_REQUEST_ID) {
-            if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
+            if let Ok(v) = HeaderValue::from_bytes(&uuid_v4_bytes()) {
                 headers.insert(&X_REQUEST_ID, v);
             }
         }
@@ -287,18 +315,28 @@ pub fn strip_host_port(headers: &mut HeaderMap, local_port: u16, cfg: &HcmConfig
 
 /// A random UUID (version 4) in its canonical text form.
 pub fn uuid_v4() -> String {
+    let text = uuid_v4_bytes();
+    text.iter().map(|&c| char::from(c)).collect()
+}
+
+/// [`uuid_v4`] as ASCII on the stack: every request without an `x-request-id` gets one, so no
+/// formatting machinery on this path.
+fn uuid_v4_bytes() -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h(0..4),
-        h(4..6),
-        h(6..8),
-        h(8..10),
-        h(10..16)
-    )
+    let mut out = [b'-'; 36];
+    let mut i = 0;
+    for (n, x) in b.iter().enumerate() {
+        if matches!(n, 4 | 6 | 8 | 10) {
+            i += 1;
+        }
+        out[i] = HEX[usize::from(x >> 4)];
+        out[i + 1] = HEX[usize::from(x & 0x0f)];
+        i += 2;
+    }
+    out
 }
 
 static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -449,6 +487,15 @@ mod tests {
         let mut h = forged();
         forward_client_cert(&mut h, None, ForwardClientCert::AlwaysForwardOnly, uri);
         assert_eq!(xfcc(&h).as_deref(), Some("By=evil"));
+    }
+
+    #[test]
+    fn internal_only_headers_are_all_x_envoy() {
+        // `prepare_request` skips their removal when no header starts with `x-envoy-`.
+        assert!(INTERNAL_ONLY
+            .iter()
+            .chain([&X_ENVOY_INTERNAL, &X_ENVOY_EXTERNAL_ADDRESS])
+            .all(|h| h.as_str().starts_with("x-envoy-")));
     }
 
     #[test]

@@ -311,6 +311,9 @@ impl RetryPolicy {
         this: Option<&'a RetryPolicy>,
         headers: &HeaderMap,
     ) -> Option<Cow<'a, RetryPolicy>> {
+        if !crate::http::headers::has_envoy_header(headers) {
+            return this.map(Cow::Borrowed);
+        }
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let on = [text("x-envoy-retry-on"), text("x-envoy-retry-grpc-on")]
             .into_iter()
