@@ -63,6 +63,9 @@ fn builder(rt: &HttpRuntime, info: &ConnInfo) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// A timer that never fires (thirty years), for a connection without an idle timeout.
+const NEVER: Duration = Duration::from_secs(86400 * 365 * 30);
+
 /// Serves one connection until the peer closes it, it idles out, or a drain closes it gracefully.
 pub async fn serve<I>(io: I, info: ConnInfo, rt: Arc<HttpRuntime>, drain: drain::Watch)
 where
@@ -125,11 +128,25 @@ where
     // refused on a kept-alive connection meanwhile.
     let mut gentle: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut gentle_deadline: Option<Duration> = None;
+    // The waits below live as long as the connection: a request's start and end wake this loop,
+    // and re-creating them each time would re-register every one of them.
+    let signaled = drain.signaled();
+    tokio::pin!(signaled);
+    let immediate = drain.immediate();
+    tokio::pin!(immediate);
+    let going_away = flags.closing.going_away();
+    tokio::pin!(going_away);
+    // The idle timer runs while no request is active; every change of activity re-arms it.
+    let idle_sleep = tokio::time::sleep(idle.unwrap_or(NEVER));
+    tokio::pin!(idle_sleep);
+    let mut idle_armed = idle.is_some();
+    let notified = activity.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
     loop {
         if let Some(grace) = gentle_deadline.take() {
             gentle = Some(Box::pin(tokio::time::sleep(grace)));
         }
-        let idle_wait = idle_timer(idle, &active, &activity);
         let gentle_started = gentle.is_some();
         let grace = async {
             match gentle.as_mut() {
@@ -144,7 +161,7 @@ where
                 }
                 break;
             }
-            _ = drain.signaled(), if !draining && !gentle_started => {
+            _ = signaled.as_mut(), if !draining && !gentle_started => {
                 match drain.mode() {
                     drain::Mode::Gentle(grace) | drain::Mode::Announce(grace) => {
                         flags.closing.start(grace);
@@ -156,12 +173,12 @@ where
                     }
                 }
             }
-            _ = drain.immediate(), if !draining && gentle_started => {
+            _ = immediate.as_mut(), if !draining && gentle_started => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
             // An HTTP/2 response drew the close: GOAWAY, in-flight streams finish.
-            _ = flags.closing.going_away(), if !draining => {
+            _ = going_away.as_mut(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -173,8 +190,21 @@ where
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            timed_out = idle_wait, if !draining && !gentle_started => {
-                if timed_out {
+            () = notified.as_mut() => {
+                // Registered before reading the count, so no change is missed in between.
+                notified.set(activity.notified());
+                notified.as_mut().enable();
+                idle_armed = match idle {
+                    Some(t) if active.load(Ordering::Acquire) == 0 => {
+                        idle_sleep.as_mut().reset(tokio::time::Instant::now() + t);
+                        true
+                    }
+                    _ => false,
+                };
+            }
+            () = idle_sleep.as_mut(), if idle_armed && !draining && !gentle_started => {
+                idle_armed = false;
+                if active.load(Ordering::Acquire) == 0 {
                     stats.cx_idle_timeout.inc();
                     if flags.http2.load(Ordering::Relaxed) {
                         draining = true;
@@ -241,26 +271,3 @@ fn refuse_too_many_headers<B>(
 #[derive(Debug, thiserror::Error)]
 #[error("too many request headers")]
 struct TooManyHeaders;
-
-/// Resolves `true` once the connection had no active request for `idle`, `false` when there was
-/// activity (the caller loops and waits again).
-async fn idle_timer(
-    idle: Option<Duration>,
-    active: &AtomicUsize,
-    activity: &tokio::sync::Notify,
-) -> bool {
-    let Some(idle) = idle else {
-        return std::future::pending().await;
-    };
-    let notified = activity.notified();
-    tokio::pin!(notified);
-    notified.as_mut().enable();
-    if active.load(Ordering::Acquire) > 0 {
-        notified.await;
-        return false;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(idle) => active.load(Ordering::Acquire) == 0,
-        _ = notified => false,
-    }
-}
