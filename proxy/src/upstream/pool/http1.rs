@@ -138,6 +138,18 @@ async fn acquire(
             reused: true,
         }));
     }
+    // Boxed: waiting and connecting need far more state than taking an idle connection, and
+    // every request's future would otherwise carry it.
+    Box::pin(wait_or_connect(shared, host, pool)).await
+}
+
+/// `acquire` when no idle connection can take the request: wait for one, or open one.
+async fn wait_or_connect(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    pool: &Arc<ConnPool>,
+) -> Result<Acquired, UpstreamError> {
+    let max = shared.spec.protocol.max_requests_per_connection;
     let mut pending = Pending::begin(shared, host)?;
     loop {
         let returned = pool.h1.returned.notified();
@@ -207,7 +219,7 @@ pub(crate) async fn send(
     loop {
         let mut lease = match acquire(shared, host, pool).await? {
             Acquired::Lease(l) => l,
-            Acquired::UseH2 => return super::http2::send(shared, host, pool, req).await,
+            Acquired::UseH2 => return Box::pin(super::http2::send(shared, host, pool, req)).await,
         };
         let active = attach(shared, host);
         let addr = host.address();

@@ -81,6 +81,17 @@ async fn acquire(
     if let Some(s) = pool.h2.take(max) {
         return Ok(s);
     }
+    // Boxed, as HTTP/1.1's: connecting needs far more state than taking the shared connection.
+    Box::pin(wait_or_connect(shared, host, pool)).await
+}
+
+/// `acquire` when the endpoint has no usable connection: wait for the one being opened, or open it.
+async fn wait_or_connect(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    pool: &Arc<ConnPool>,
+) -> Result<Taken, UpstreamError> {
+    let max = shared.spec.protocol.max_requests_per_connection;
     let mut pending = Pending::begin(shared, host)?;
     let _connecting = pool.h2.connecting.lock().await;
     loop {
