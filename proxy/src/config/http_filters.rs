@@ -1,8 +1,8 @@
 //! A connection manager's `http_filters`: the router last, and which other filters may stand
 //! before it.
 //!
-//! remora runs `envoy.filters.http.rbac`, `envoy.filters.http.fault` and `envoy.filters.http.cors`
-//! (see `crate::http::filter`) before the router. A filter it does not implement is an error unless
+//! remora runs `envoy.filters.http.rbac`, `envoy.filters.http.fault`, `envoy.filters.http.cors`
+//! and `envoy.filters.http.ext_authz` (see `crate::http::filter`) before the router. A filter it does not implement is an error unless
 //! `is_optional` or `disabled`, except Istio's `istio.stats` and `istio.metadata_exchange`
 //! (translated into the manager's telemetry settings) and where the configuration given makes the
 //! filter a pass-through in Envoy too, so nothing that would act is ever dropped silently.
@@ -18,7 +18,7 @@ use prost::Name;
 use super::istio::{self, HttpIstio};
 use super::parse::{any_type_name, unpack_any, ParseOptions};
 use super::{ConfigErrors, Path};
-use crate::http::filter::{cors, fault, rbac, FilterSpec, SpecKind};
+use crate::http::filter::{cors, ext_authz, fault, rbac, FilterSpec, SpecKind};
 
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
@@ -169,6 +169,13 @@ fn implemented(
                 .ok()
                 .and_then(|c| fault::Faults::from_proto(&c, &cpath, errors))
                 .map(SpecKind::Fault),
+        ),
+        ext_authz::TYPE => Some(
+            unpack_any(any, opts)
+                .map_err(|e| errors.push(&cpath, e.message))
+                .ok()
+                .and_then(|c| ext_authz::ExtAuthzConfig::from_proto(&c, &cpath, errors))
+                .map(SpecKind::ExtAuthz),
         ),
         _ => None,
     }

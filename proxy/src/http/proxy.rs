@@ -354,7 +354,7 @@ async fn route_and_forward(
     rt: &HttpRuntime,
     down: &Downstream,
     mut parts: http::request::Parts,
-    body: BoxBody,
+    mut body: BoxBody,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     start_time: SystemTime,
     outcome: &mut Outcome,
@@ -405,8 +405,8 @@ async fn route_and_forward(
         _ => None,
     };
     if !rt.filters.is_empty() {
-        let req = super::filter::Request {
-            parts: Some(&parts),
+        let conn = super::filter::Request {
+            parts: None,
             peer: down.info.peer,
             remote: outcome
                 .remote_from_xff
@@ -420,7 +420,12 @@ async fn route_and_forward(
             .decode(
                 selected.as_ref(),
                 picked.as_ref(),
-                &req,
+                &conn,
+                super::filter::Stream {
+                    parts: &mut parts,
+                    body: &mut body,
+                    scheme: down.info.scheme,
+                },
                 &mut outcome.flags,
                 &mut outcome.respond_headers,
             )

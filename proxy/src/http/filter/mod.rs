@@ -4,9 +4,10 @@
 //! the route's `typed_per_filter_config`, most specific first: weighted cluster, route, virtual
 //! host, route configuration). A filter `disabled` in the manager runs only where a route enables
 //! it, and a route can disable any filter, as in Envoy. A manager without filters pays one
-//! `is_empty` check per request. Implemented: [`rbac`], [`fault`], [`cors`].
+//! `is_empty` check per request. Implemented: [`rbac`], [`fault`], [`cors`], [`ext_authz`].
 
 pub mod cors;
+pub mod ext_authz;
 pub mod fault;
 pub mod rbac;
 
@@ -20,6 +21,7 @@ use crate::http::body::BoxBody;
 use crate::http::local_reply;
 use crate::http::route::{Picked, Selected};
 use crate::stats::Store;
+use crate::upstream::ClusterManager;
 pub use rbac::policy::Request;
 
 /// A filter's validated config, as the connection manager lists it.
@@ -37,6 +39,7 @@ pub enum SpecKind {
     Rbac(rbac::RbacConfig),
     Fault(Arc<fault::Faults>),
     Cors,
+    ExtAuthz(Arc<ext_authz::ExtAuthzConfig>),
 }
 
 /// A route's validated per-filter config.
@@ -45,6 +48,7 @@ pub enum PerRoute {
     Rbac(Arc<rbac::Engines>),
     Fault(Arc<fault::Faults>),
     Cors(Arc<cors::CorsPolicy>),
+    ExtAuthz(Arc<ext_authz::RouteSettings>),
 }
 
 /// Whether remora takes route config of this message type.
@@ -52,6 +56,7 @@ pub fn per_route_known(type_name: &str) -> bool {
     type_name == rbac::PER_ROUTE_TYPE
         || type_name == fault::TYPE
         || type_name == cors::PER_ROUTE_TYPE
+        || type_name == ext_authz::PER_ROUTE_TYPE
 }
 
 /// Validates a route's per-filter config (`path` points at it); `None` for types this module does
@@ -68,6 +73,10 @@ pub fn per_route(any: &Any, path: &Path, errs: &mut ConfigErrors) -> Option<PerR
             cors::CorsPolicy::from_proto(&unpacked(any, path, errs)?, path, errs)
                 .map(|p| PerRoute::Cors(Arc::new(p)))
         }
+        ext_authz::PER_ROUTE_TYPE => {
+            ext_authz::RouteSettings::from_proto(&unpacked(any, path, errs)?, path, errs)
+                .map(|r| PerRoute::ExtAuthz(Arc::new(r)))
+        }
         _ => None,
     }
 }
@@ -80,6 +89,14 @@ fn unpacked<M: prost::Message + prost::Name + Default>(
     unpack_any(any, ParseOptions::default())
         .map_err(|e| errs.push(path, e.message))
         .ok()
+}
+
+/// The request as the filters may change it.
+pub struct Stream<'a> {
+    pub parts: &'a mut http::request::Parts,
+    pub body: &'a mut BoxBody,
+    /// `http` or `https`, as the connection manager decided.
+    pub scheme: &'a str,
 }
 
 /// One filter as a connection manager runs it.
@@ -95,6 +112,7 @@ enum Kind {
     Rbac(rbac::RbacFilter),
     Fault(fault::FaultFilter),
     Cors(cors::CorsFilter),
+    ExtAuthz(ext_authz::ExtAuthzFilter),
 }
 
 /// A connection manager's filters, with their stats.
@@ -104,7 +122,12 @@ pub struct HttpFilters {
 }
 
 impl HttpFilters {
-    pub fn new(specs: &[FilterSpec], store: &Store, stat_prefix: &str) -> Self {
+    pub fn new(
+        specs: &[FilterSpec],
+        store: &Store,
+        stat_prefix: &str,
+        clusters: &Arc<ClusterManager>,
+    ) -> Self {
         let filters = specs
             .iter()
             .map(|s| Filter {
@@ -116,6 +139,12 @@ impl HttpFilters {
                         Kind::Fault(fault::FaultFilter::new(f, store, stat_prefix))
                     }
                     SpecKind::Cors => Kind::Cors(cors::CorsFilter::new(store, stat_prefix)),
+                    SpecKind::ExtAuthz(c) => Kind::ExtAuthz(ext_authz::ExtAuthzFilter::new(
+                        c,
+                        clusters,
+                        store,
+                        stat_prefix,
+                    )),
                 },
             })
             .collect();
@@ -127,16 +156,24 @@ impl HttpFilters {
     }
 
     /// Runs the request through every enabled filter; `Some` is a local reply that ends the request
-    /// (with its response-code details). `flags` gets the response flag of an injected fault;
+    /// (with its response-code details). A filter may change the request (`parts`, `body`) for
+    /// the ones after it and the router. `flags` gets the response flag of a filter that acted;
     /// `respond` the headers a filter puts on whatever response the request ends with (CORS).
+    #[allow(clippy::too_many_arguments)]
     pub async fn decode(
         &self,
         selected: Option<&Selected<'_>>,
         picked: Option<&Picked<'_>>,
-        req: &Request<'_>,
+        conn: &Request<'_>,
+        stream: Stream<'_>,
         flags: &mut &'static str,
         respond: &mut Option<http::HeaderMap>,
     ) -> Option<(http::Response<BoxBody>, &'static str)> {
+        let Stream {
+            parts,
+            body,
+            scheme,
+        } = stream;
         for f in &self.filters {
             let (disabled, config) = match selected {
                 Some(s) => s.filter_override(&f.name, picked),
@@ -145,13 +182,33 @@ impl HttpFilters {
             if disabled.unwrap_or(f.disabled) {
                 continue;
             }
+            let req = Request {
+                parts: Some(&*parts),
+                ..*conn
+            };
             match &f.kind {
+                Kind::ExtAuthz(authz) => {
+                    let levels = selected.map(|s| s.filter_levels(&f.name, picked));
+                    let routes: Vec<&ext_authz::RouteSettings> = levels
+                        .iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|o| match &o.parsed {
+                            Some(PerRoute::ExtAuthz(r)) => Some(r.as_ref()),
+                            _ => None,
+                        })
+                        .collect();
+                    let r = authz.decode(&routes, conn, parts, body, scheme, flags, respond);
+                    if let Err(stopped) = r.await {
+                        return Some(stopped);
+                    }
+                }
                 Kind::Rbac(rbac) => {
                     let route = match config {
                         Some(PerRoute::Rbac(e)) => Some(e.as_ref()),
                         _ => None,
                     };
-                    if let Err(denied) = rbac.decode(route, req) {
+                    if let Err(denied) = rbac.decode(route, &req) {
                         let resp = local_reply::text_response(
                             denied.status(),
                             rbac::DENIED_BODY.to_string(),

@@ -1,0 +1,229 @@
+//! The `CheckRequest` of one request: its connection's peers, the HTTP request as the filter sees
+//! it, the route's context extensions and, when buffered, the body.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Peer, Request as RequestAttrs, TlsSession,
+};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use envoy_types::pb::google::protobuf::Timestamp;
+use http::header::{CONTENT_LENGTH, HOST};
+use http::request::Parts;
+use http::Version;
+
+use super::config::ExtAuthzConfig;
+use crate::http::filter::Request;
+use crate::tls::TlsInfo;
+
+/// The request body as buffered for the check.
+pub struct Body<'a> {
+    pub bytes: &'a Bytes,
+    pub pack_as_bytes: bool,
+}
+
+fn socket(a: SocketAddr) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: a.ip().to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                a.port(),
+            ))),
+            ..SocketAddress::default()
+        })),
+    }
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Envoy's principal of a certificate: its first URI SAN, else its subject.
+fn peer_principal(tls: Option<&TlsInfo>) -> String {
+    let Some(cert) = tls.and_then(|t| t.peer.as_ref()) else {
+        return String::new();
+    };
+    cert.uri_sans
+        .first()
+        .cloned()
+        .unwrap_or_else(|| cert.subject.clone())
+}
+
+/// The peer certificate as URL-encoded PEM, as Envoy sends it.
+fn peer_certificate(tls: Option<&TlsInfo>) -> String {
+    use base64::Engine;
+    let Some(der) = tls.and_then(|t| t.peer.as_ref()).map(|c| &c.der) else {
+        return String::new();
+    };
+    if der.is_empty() {
+        return String::new();
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    url_encode(&pem)
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3 / 2);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The request's headers as the check sees them: pseudo-headers first, repeated headers joined
+/// with `,`, filtered by `allowed_headers` / `disallowed_headers`.
+pub fn check_headers(parts: &Parts, scheme: &str, cfg: &ExtAuthzConfig) -> HashMap<String, String> {
+    let host = parts
+        .headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let mut out = HashMap::new();
+    let put = |k: &str, v: String, out: &mut HashMap<String, String>| {
+        let allowed = cfg.allowed_headers.as_ref().is_none_or(|m| m.matches(k));
+        let disallowed = cfg
+            .disallowed_headers
+            .as_ref()
+            .is_some_and(|m| m.matches(k));
+        if allowed && !disallowed {
+            out.entry(k.to_string())
+                .and_modify(|old: &mut String| {
+                    old.push(',');
+                    old.push_str(&v);
+                })
+                .or_insert(v);
+        }
+    };
+    put(":authority", host.to_string(), &mut out);
+    put(":method", parts.method.as_str().to_string(), &mut out);
+    put(":path", path, &mut out);
+    put(":scheme", scheme.to_string(), &mut out);
+    for (k, v) in &parts.headers {
+        if k == HOST {
+            continue;
+        }
+        put(
+            k.as_str(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            &mut out,
+        );
+    }
+    out
+}
+
+/// Everything the check sends about the request.
+pub fn check_request(
+    cfg: &ExtAuthzConfig,
+    req: &Request<'_>,
+    parts: &Parts,
+    scheme: &str,
+    context_extensions: &BTreeMap<String, String>,
+    body: Option<Body<'_>>,
+) -> CheckRequest {
+    let tls = req.tls;
+    let source = Peer {
+        address: Some(socket(req.peer)),
+        principal: peer_principal(tls),
+        certificate: if cfg.include_peer_certificate {
+            peer_certificate(tls)
+        } else {
+            String::new()
+        },
+        ..Peer::default()
+    };
+    let destination = Peer {
+        address: Some(socket(req.local)),
+        principal: tls
+            .and_then(|t| t.local_uri_sans.first().cloned())
+            .unwrap_or_default(),
+        ..Peer::default()
+    };
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let size = match &body {
+        Some(b) => b.bytes.len() as i64,
+        None => parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(-1),
+    };
+    let (body, raw_body) = match body {
+        Some(b) if b.pack_as_bytes => (String::new(), b.bytes.to_vec()),
+        Some(b) => (String::from_utf8_lossy(b.bytes).into_owned(), Vec::new()),
+        None => (String::new(), Vec::new()),
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let http = HttpRequest {
+        id: header("x-request-id"),
+        method: parts.method.as_str().to_string(),
+        headers: check_headers(parts, scheme, cfg),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        host: header("host"),
+        scheme: scheme.to_string(),
+        size,
+        protocol: protocol(parts.version).to_string(),
+        body,
+        raw_body,
+        ..HttpRequest::default()
+    };
+    let tls_session = (cfg.include_tls_session && tls.is_some()).then(|| TlsSession {
+        sni: req.requested_server_name.unwrap_or_default().to_string(),
+    });
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(source),
+            destination: Some(destination),
+            request: Some(RequestAttrs {
+                time: Some(Timestamp {
+                    seconds: now.as_secs() as i64,
+                    nanos: now.subsec_nanos() as i32,
+                }),
+                http: Some(http),
+            }),
+            context_extensions: context_extensions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            tls_session,
+            ..AttributeContext::default()
+        }),
+    }
+}

@@ -1,0 +1,212 @@
+//! `envoy.filters.http.ext_authz`: ask an external service whether a request may go on (Istio's
+//! AuthorizationPolicy `CUSTOM` action), before the router.
+//!
+//! The check goes to a gRPC service (`envoy.service.auth.v3.Authorization/Check`) or an HTTP
+//! service through the cluster manager, so the service cluster's endpoints, protocol and TLS apply.
+//! An allowed request goes on with the service's header changes; a denied one gets the service's
+//! reply (403 by default); a failed check gets `status_on_error` (403) unless
+//! `failure_mode_allow`. A route's `ExtAuthzPerRoute` disables the check or adds context
+//! extensions. Stats: `http.<stat_prefix>.ext_authz.[<filter stat_prefix>.]ok|denied|error|
+//! disabled|failure_mode_allowed`.
+
+pub mod attributes;
+pub mod buffer;
+pub mod config;
+pub mod decision;
+pub mod grpc;
+pub mod http_service;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body::Body as _;
+
+use crate::http::body::BoxBody;
+use crate::http::filter::Request;
+use crate::http::local_reply;
+use crate::stats::{Counter, Store};
+use crate::upstream::ClusterManager;
+pub use config::{ExtAuthzConfig, RouteSettings, Service};
+use decision::{apply_all, Decision, Reply};
+
+pub const TYPE: &str = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
+pub const PER_ROUTE_TYPE: &str = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
+const FAILURE_MODE_ALLOWED_HEADER: &str = "x-envoy-auth-failure-mode-allowed";
+pub const DENIED_DETAILS: &str = "ext_authz_denied";
+pub const ERROR_DETAILS: &str = "ext_authz_error";
+/// Envoy's response flag for a request the filter stopped.
+pub const FLAG: &str = "UAEX";
+
+/// The filter as one connection manager runs it.
+#[derive(Debug)]
+pub struct ExtAuthzFilter {
+    cfg: Arc<ExtAuthzConfig>,
+    clusters: Arc<ClusterManager>,
+    ok: Counter,
+    denied: Counter,
+    error: Counter,
+    disabled: Counter,
+    failure_mode_allowed: Counter,
+}
+
+/// A stopped request: the reply and its response-code details.
+pub type Stopped = (Response<BoxBody>, &'static str);
+
+impl ExtAuthzFilter {
+    pub fn new(
+        cfg: &Arc<ExtAuthzConfig>,
+        clusters: &Arc<ClusterManager>,
+        store: &Store,
+        stat_prefix: &str,
+    ) -> Self {
+        let scope = match cfg.stat_prefix.as_str() {
+            "" => format!("http.{stat_prefix}.ext_authz."),
+            p => format!("http.{stat_prefix}.ext_authz.{p}."),
+        };
+        let s = store.scope(scope);
+        ExtAuthzFilter {
+            cfg: cfg.clone(),
+            clusters: clusters.clone(),
+            ok: s.counter("ok"),
+            denied: s.counter("denied"),
+            error: s.counter("error"),
+            disabled: s.counter("disabled"),
+            failure_mode_allowed: s.counter("failure_mode_allowed"),
+        }
+    }
+
+    /// Checks the request. `routes` are the route's settings, most specific first. `Err` ends the
+    /// request with a local reply; `flags` gets `UAEX` then. `respond` gets headers for the
+    /// client's response.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decode(
+        &self,
+        routes: &[&RouteSettings],
+        req: &Request<'_>,
+        parts: &mut Parts,
+        body: &mut BoxBody,
+        scheme: &str,
+        flags: &mut &'static str,
+        respond: &mut Option<HeaderMap>,
+    ) -> Result<(), Stopped> {
+        if routes.first().is_some_and(|r| r.disabled) {
+            return Ok(());
+        }
+        let mut context = BTreeMap::new();
+        for r in routes.iter().rev() {
+            context.extend(
+                r.context_extensions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        let skip_body = routes.iter().any(|r| r.disable_request_body_buffering);
+        let buffered = match self.cfg.with_request_body {
+            Some(b) if !skip_body && !body.is_end_stream() => {
+                match buffer::buffer(body, b.max_request_bytes, b.allow_partial_message).await {
+                    buffer::Buffered::Body(bytes) => Some(bytes),
+                    buffer::Buffered::TooLarge => {
+                        let resp = local_reply::text_response(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "Payload Too Large".into(),
+                        );
+                        return Err((resp, "request_payload_too_large"));
+                    }
+                    buffer::Buffered::Failed => {
+                        let resp = local_reply::text_response(
+                            StatusCode::BAD_REQUEST,
+                            "Bad Request".into(),
+                        );
+                        return Err((resp, "bad_request"));
+                    }
+                }
+            }
+            Some(_) if !skip_body => Some(Bytes::new()),
+            _ => None,
+        };
+        let decision = match &self.cfg.service {
+            Service::Grpc(svc) => {
+                let body = buffered.as_ref().map(|bytes| attributes::Body {
+                    bytes,
+                    pack_as_bytes: self.cfg.with_request_body.is_some_and(|b| b.pack_as_bytes),
+                });
+                let check =
+                    attributes::check_request(&self.cfg, req, parts, scheme, &context, body);
+                grpc::check(&self.clusters, svc, &check, self.cfg.validate_mutations).await
+            }
+            Service::Http(svc) => {
+                http_service::check(&self.clusters, &self.cfg, svc, parts, buffered).await
+            }
+        };
+        self.conclude(decision, parts, flags, respond)
+    }
+
+    /// Counts the decision and applies it.
+    fn conclude(
+        &self,
+        decision: Decision,
+        parts: &mut Parts,
+        flags: &mut &'static str,
+        respond: &mut Option<HeaderMap>,
+    ) -> Result<(), Stopped> {
+        match decision {
+            Decision::Allow(allowed) => {
+                self.ok.inc();
+                allowed.apply(parts);
+                if !allowed.response.is_empty() {
+                    apply_all(
+                        &allowed.response,
+                        respond.get_or_insert_with(HeaderMap::new),
+                    );
+                }
+                Ok(())
+            }
+            Decision::Deny(reply) => {
+                self.denied.inc();
+                *flags = FLAG;
+                Err((self.reply(reply, StatusCode::FORBIDDEN), DENIED_DETAILS))
+            }
+            Decision::Error { why, reply } => {
+                tracing::debug!(error = %why, "ext_authz check failed");
+                self.error.inc();
+                if self.cfg.failure_mode_allow {
+                    self.failure_mode_allowed.inc();
+                    if self.cfg.failure_mode_allow_header_add {
+                        parts.headers.insert(
+                            FAILURE_MODE_ALLOWED_HEADER,
+                            HeaderValue::from_static("true"),
+                        );
+                    }
+                    return Ok(());
+                }
+                *flags = FLAG;
+                let status = self.cfg.status_on_error;
+                let reply = reply.unwrap_or_default();
+                Err((self.reply(reply, status), ERROR_DETAILS))
+            }
+        }
+    }
+
+    fn reply(&self, reply: Reply, default: StatusCode) -> Response<BoxBody> {
+        let mut body = reply.body;
+        let max = self.cfg.max_denied_response_body_bytes;
+        if max > 0 && body.len() > max {
+            body.truncate(max);
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let mut resp = local_reply::text_response(reply.status.unwrap_or(default), text);
+        apply_all(&reply.headers, resp.headers_mut());
+        resp
+    }
+
+    /// Counts a request the filter skipped because a route disabled it.
+    pub fn count_disabled(&self) {
+        self.disabled.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests;

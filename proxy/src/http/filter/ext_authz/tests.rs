@@ -1,0 +1,1 @@
+//! Unit tests: config errors, the check request, decisions.

@@ -1,0 +1,406 @@
+//! `envoy.filters.http.ext_authz` on Envoy and remora with the same bootstrap: a gRPC
+//! authorization service written here (allows `x-allow: yes` and adds headers, denies the rest with
+//! its own status, header and body), an HTTP one, per-route `disabled` and context extensions, the
+//! request body in the check, an unreachable service with `status_on_error` and with
+//! `failure_mode_allow`, and the filter's stats.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::{
+    check_response::HttpResponse, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use remora_tests::admin;
+use remora_tests::client::{Client, Protocol, Request};
+use remora_tests::proxy::{Proxy, StartOptions};
+use remora_tests::select::for_each_kind;
+use remora_tests::stack::Env;
+use remora_tests::template::render;
+
+const FIXTURE: &str = "filters/ext_authz.yaml";
+/// gRPC PERMISSION_DENIED.
+const PERMISSION_DENIED: i32 = 7;
+
+fn header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The gRPC service: remembers every check.
+#[derive(Clone, Default)]
+struct GrpcAuthz {
+    seen: Arc<Mutex<Vec<CheckRequest>>>,
+}
+
+#[tonic::async_trait]
+impl Authorization for GrpcAuthz {
+    async fn check(
+        &self,
+        req: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let check = req.into_inner();
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(check.clone());
+        }
+        let attrs = check.attributes.unwrap_or_default();
+        let http = attrs.request.and_then(|r| r.http).unwrap_or_default();
+        let allow = http.headers.get("x-allow").map(String::as_str) == Some("yes");
+        let resp = if allow {
+            let mut headers = vec![header("x-authz", "grpc")];
+            if let Some(c) = attrs.context_extensions.get("route") {
+                headers.push(header("x-ctx", c));
+            }
+            if !http.body.is_empty() {
+                headers.push(header("x-body-seen", &http.body));
+            }
+            CheckResponse {
+                status: Some(RpcStatus::default()),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers,
+                    headers_to_remove: vec!["x-remove-me".into()],
+                    response_headers_to_add: vec![header("x-authz-resp", "yes")],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        } else {
+            CheckResponse {
+                status: Some(RpcStatus {
+                    code: PERMISSION_DENIED,
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    // Unauthorized.
+                    status: Some(HttpStatus { code: 401 }),
+                    headers: vec![header("x-denied", "grpc")],
+                    body: "denied by grpc".into(),
+                })),
+                ..Default::default()
+            }
+        };
+        Ok(tonic::Response::new(resp))
+    }
+}
+
+async fn start_grpc(authz: GrpcAuthz) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(authz))
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    addr
+}
+
+/// What the HTTP service saw: path and headers of each check.
+type HttpSeen = Arc<Mutex<Vec<(String, String, BTreeMap<String, String>)>>>;
+
+async fn start_http(seen: HttpSeen) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let headers: BTreeMap<String, String> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into())
+                            })
+                            .collect();
+                        let allow = headers.get("x-allow").map(String::as_str) == Some("yes");
+                        let path = req.uri().to_string();
+                        let method = req.method().to_string();
+                        if let Ok(mut s) = seen.lock() {
+                            s.push((method, path, headers));
+                        }
+                        let _ = req.into_body().collect().await;
+                        let resp = if allow {
+                            http::Response::builder()
+                                .status(200)
+                                .header("x-authz", "http")
+                                .header("x-not-upstream", "no")
+                                .header("x-authz-resp", "http")
+                                .body(Full::new(Bytes::new()))
+                        } else {
+                            http::Response::builder()
+                                .status(403)
+                                .header("x-denied", "http")
+                                .header("x-hidden", "no")
+                                .body(Full::new(Bytes::from_static(b"denied by http")))
+                        };
+                        Ok::<_, Infallible>(resp.expect("response"))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Authz {
+    grpc: GrpcAuthz,
+    http: HttpSeen,
+    _env: Env,
+    proxy: Proxy,
+    env_addrs: BTreeMap<&'static str, SocketAddr>,
+}
+
+impl Authz {
+    async fn start(kind: remora_tests::proxy::Kind) -> Authz {
+        let grpc = GrpcAuthz::default();
+        let http: HttpSeen = Arc::default();
+        let g = start_grpc(grpc.clone()).await;
+        let h = start_http(http.clone()).await;
+        let template = remora_tests::fixture(FIXTURE)
+            .replace("{{authz_grpc_port}}", &g.port().to_string())
+            .replace("{{authz_http_port}}", &h.port().to_string());
+        let env = Env::for_template(&template).await;
+        let config = render(&template, &env.vars);
+        let proxy = Proxy::start_with(kind, &config, StartOptions::default()).await;
+        let mut env_addrs = BTreeMap::new();
+        for (name, placeholder) in [
+            ("grpc", "listener_port"),
+            ("http", "listener_port_http"),
+            ("down", "listener_port_down"),
+            ("open", "listener_port_open"),
+        ] {
+            env_addrs.insert(name, env.addr(placeholder));
+        }
+        Authz {
+            grpc,
+            http,
+            _env: env,
+            proxy,
+            env_addrs,
+        }
+    }
+
+    fn client(&self, listener: &str) -> Client {
+        Client::new(self.env_addrs[listener], Protocol::Http1)
+    }
+
+    async fn stats(&self) -> String {
+        admin::get(self.proxy.admin(), "/stats")
+            .await
+            .expect("stats")
+            .text()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_service_allows_denies_and_changes_the_request() {
+    for_each_kind(|kind| async move {
+        let s = Authz::start(kind).await;
+        let mut c = s.client("grpc");
+
+        // Allowed: the service's headers reach the backend, x-remove-me does not, and the
+        // client's response carries the service's response header.
+        let req = Request::get("/app?q=1")
+            .header("x-allow", "yes")
+            .header("x-remove-me", "1");
+        let r = c.send(&req).await.expect("response");
+        assert_eq!(r.status, 200, "[{kind}] {}", r.text());
+        let echo = r.echo().expect("echo");
+        assert_eq!(echo.header("x-authz"), Some("grpc"), "[{kind}] {echo:?}");
+        assert_eq!(echo.header("x-remove-me"), None, "[{kind}] {echo:?}");
+        assert_eq!(r.header("x-authz-resp"), Some("yes"), "[{kind}] {r:?}");
+
+        // Denied: the service's status, header and body.
+        let r = c.send(&Request::get("/app")).await.expect("response");
+        assert_eq!(r.status, 401, "[{kind}]");
+        assert_eq!(r.text(), "denied by grpc", "[{kind}]");
+        assert_eq!(r.header("x-denied"), Some("grpc"), "[{kind}]");
+
+        // Per route: disabled skips the check; context extensions reach the service.
+        let r = c.send(&Request::get("/nocheck")).await.expect("response");
+        assert_eq!(r.status, 200, "[{kind}] {}", r.text());
+        let r = c
+            .send(&Request::get("/ctx").header("x-allow", "yes"))
+            .await
+            .expect("response");
+        assert_eq!(r.status, 200, "[{kind}]");
+        assert_eq!(r.echo().expect("echo").header("x-ctx"), Some("ctx"));
+
+        // The body goes into the check (under max_request_bytes) and on to the backend.
+        let r = c
+            .send(
+                &Request::new("POST", "/app")
+                    .header("x-allow", "yes")
+                    .body("hello"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(r.status, 200, "[{kind}]");
+        let echo = r.echo().expect("echo");
+        assert_eq!(echo.header("x-body-seen"), Some("hello"), "[{kind}]");
+        assert_eq!(echo.body, "hello", "[{kind}]");
+        // Over it, without allow_partial_message: 413.
+        let big = "x".repeat(100);
+        let r = Client::new(s.env_addrs["grpc"], Protocol::Http1)
+            .send(
+                &Request::new("POST", "/app")
+                    .header("x-allow", "yes")
+                    .body(big),
+            )
+            .await
+            .expect("response");
+        assert_eq!(r.status, 413, "[{kind}]");
+
+        // What the service was told about the first request.
+        let first = s.grpc.seen.lock().expect("seen")[0].clone();
+        let attrs = first.attributes.expect("attributes");
+        let http = attrs.request.and_then(|r| r.http).expect("http");
+        assert_eq!(http.method, "GET", "[{kind}]");
+        assert_eq!(http.path, "/app?q=1", "[{kind}]");
+        assert_eq!(http.host, "example.com", "[{kind}]");
+        assert_eq!(http.scheme, "http", "[{kind}]");
+        assert_eq!(http.protocol, "HTTP/1.1", "[{kind}]");
+        assert_eq!(
+            http.headers.get(":path").map(String::as_str),
+            Some("/app?q=1")
+        );
+        assert_eq!(http.headers.get(":method").map(String::as_str), Some("GET"));
+        assert_eq!(
+            http.headers.get(":authority").map(String::as_str),
+            Some("example.com")
+        );
+        assert_eq!(
+            http.headers.get("x-remove-me").map(String::as_str),
+            Some("1")
+        );
+        assert!(!http.id.is_empty(), "[{kind}] x-request-id");
+        let source = attrs.source.expect("source");
+        assert!(source.address.is_some(), "[{kind}]");
+        assert!(attrs.destination.expect("destination").address.is_some());
+
+        let stats = s.stats().await;
+        let stat = |n: &str| admin::stat_in(&stats, &format!("http.grpc.ext_authz.{n}"));
+        assert_eq!(stat("ok"), Some(3), "[{kind}]\n{stats}");
+        assert_eq!(stat("denied"), Some(1), "[{kind}]");
+        assert_eq!(stat("error").unwrap_or(0), 0, "[{kind}]");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_service_decides_with_its_status_and_allowed_headers() {
+    for_each_kind(|kind| async move {
+        let s = Authz::start(kind).await;
+        let mut c = s.client("http");
+        let req = Request::new("PUT", "/res?x=1")
+            .header("x-allow", "yes")
+            .header("x-private", "p")
+            .header("authorization", "Bearer t");
+        let r = c.send(&req).await.expect("response");
+        assert_eq!(r.status, 200, "[{kind}] {}", r.text());
+        let echo = r.echo().expect("echo");
+        assert_eq!(echo.header("x-authz"), Some("http"), "[{kind}] {echo:?}");
+        assert_eq!(echo.header("x-not-upstream"), None, "[{kind}] {echo:?}");
+        assert_eq!(echo.method, "PUT", "[{kind}]");
+        assert_eq!(r.header("x-authz-resp"), Some("http"), "[{kind}] {r:?}");
+
+        let r = c.send(&Request::get("/res")).await.expect("response");
+        assert_eq!(r.status, 403, "[{kind}]");
+        assert_eq!(r.text(), "denied by http", "[{kind}]");
+        assert_eq!(r.header("x-denied"), Some("http"), "[{kind}]");
+        assert_eq!(r.header("x-hidden"), None, "[{kind}]");
+
+        // The check: the original method, path_prefix + path, allowed headers only.
+        let (method, path, headers) = s.http.lock().expect("seen")[0].clone();
+        assert_eq!(method, "PUT", "[{kind}]");
+        assert_eq!(path, "/authz/res?x=1", "[{kind}]");
+        assert_eq!(headers.get("x-allow").map(String::as_str), Some("yes"));
+        assert_eq!(
+            headers.get("authorization").map(String::as_str),
+            Some("Bearer t")
+        );
+        assert_eq!(headers.get("x-private"), None, "[{kind}] {headers:?}");
+        assert_eq!(
+            headers.get("x-authz-from").map(String::as_str),
+            Some("proxy")
+        );
+        assert_eq!(headers.get("host").map(String::as_str), Some("example.com"));
+
+        let stats = s.stats().await;
+        let stat = |n: &str| admin::stat_in(&stats, &format!("http.http.ext_authz.web.{n}"));
+        assert_eq!(stat("ok"), Some(1), "[{kind}]\n{stats}");
+        assert_eq!(stat("denied"), Some(1), "[{kind}]");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_service_fails_closed_or_open_as_configured() {
+    for_each_kind(|kind| async move {
+        let s = Authz::start(kind).await;
+        let r = s
+            .client("down")
+            .send(&Request::get("/app").header("x-allow", "yes"))
+            .await
+            .expect("response");
+        assert_eq!(r.status, 503, "[{kind}]");
+        assert_eq!(r.text(), "", "[{kind}]");
+
+        let r = s
+            .client("open")
+            .send(&Request::get("/app"))
+            .await
+            .expect("response");
+        assert_eq!(r.status, 200, "[{kind}]");
+        let echo = r.echo().expect("echo");
+        assert_eq!(
+            echo.header("x-envoy-auth-failure-mode-allowed"),
+            Some("true"),
+            "[{kind}] {echo:?}"
+        );
+
+        let stats = s.stats().await;
+        let stat = |n: &str| admin::stat_in(&stats, n).unwrap_or(0);
+        assert_eq!(stat("http.down.ext_authz.error"), 1, "[{kind}]\n{stats}");
+        assert_eq!(
+            stat("http.down.ext_authz.failure_mode_allowed"),
+            0,
+            "[{kind}]"
+        );
+        assert_eq!(stat("http.open.ext_authz.error"), 1, "[{kind}]");
+        assert_eq!(
+            stat("http.open.ext_authz.failure_mode_allowed"),
+            1,
+            "[{kind}]"
+        );
+    })
+    .await;
+}
