@@ -22,6 +22,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use remora_tests::access_log::wait_for_lines;
 use remora_tests::admin;
 use remora_tests::client::{Client, Protocol, Request};
 use remora_tests::proxy::{Proxy, StartOptions};
@@ -173,7 +174,7 @@ async fn start_http(seen: HttpSeen) -> SocketAddr {
 struct Authz {
     grpc: GrpcAuthz,
     http: HttpSeen,
-    _env: Env,
+    env: Env,
     proxy: Proxy,
     env_addrs: BTreeMap<&'static str, SocketAddr>,
 }
@@ -202,7 +203,7 @@ impl Authz {
         Authz {
             grpc,
             http,
-            _env: env,
+            env,
             proxy,
             env_addrs,
         }
@@ -311,6 +312,25 @@ async fn a_grpc_service_allows_denies_and_changes_the_request() {
         assert_eq!(stat("ok"), Some(3), "[{kind}]\n{stats}");
         assert_eq!(stat("denied"), Some(1), "[{kind}]");
         assert_eq!(stat("error").unwrap_or(0), 0, "[{kind}]");
+        assert_eq!(
+            stat("disabled"),
+            Some(0),
+            "[{kind}] a route's disabled is not counted"
+        );
+        // The route's cluster counts the verdicts, and a denial as its response.
+        let cluster = |n: &str| admin::stat_in(&stats, &format!("cluster.app.{n}"));
+        assert_eq!(cluster("ext_authz.ok"), Some(3), "[{kind}]");
+        assert_eq!(cluster("ext_authz.denied"), Some(1), "[{kind}]");
+        assert_eq!(cluster("upstream_rq_401"), Some(1), "[{kind}]");
+
+        // A denial is UAEX with ext_authz_denied; a 413 is the connection manager's.
+        let log = wait_for_lines(&s.env.file("grpc.log"), 6).await;
+        assert_eq!(log[1], "/app 401 UAEX ext_authz_denied", "[{kind}] {log:?}");
+        assert_eq!(log[0], "/app?q=1 200 - via_upstream", "[{kind}] {log:?}");
+        assert_eq!(
+            log[5], "/app 413 - request_payload_too_large",
+            "[{kind}] {log:?}"
+        );
     })
     .await;
 }
@@ -387,8 +407,18 @@ async fn an_unreachable_service_fails_closed_or_open_as_configured() {
             "[{kind}] {echo:?}"
         );
 
+        let log = wait_for_lines(&s.env.file("down.log"), 1).await;
+        assert_eq!(log[0], "/app 503 UAEX ext_authz_error", "[{kind}] {log:?}");
+
         let stats = s.stats().await;
         let stat = |n: &str| admin::stat_in(&stats, n).unwrap_or(0);
+        assert_eq!(stat("cluster.app.ext_authz.error"), 2, "[{kind}]\n{stats}");
+        assert_eq!(
+            stat("cluster.app.ext_authz.failure_mode_allowed"),
+            1,
+            "[{kind}]"
+        );
+        assert_eq!(stat("cluster.app.upstream_rq_503"), 0, "[{kind}]");
         assert_eq!(stat("http.down.ext_authz.error"), 1, "[{kind}]\n{stats}");
         assert_eq!(
             stat("http.down.ext_authz.failure_mode_allowed"),

@@ -64,6 +64,7 @@ fn http_runtime(cfg: HcmConfig, ctx: &BuildContext<'_>) -> NetworkStack {
             ctx.stats,
             &cfg.stat_prefix,
             ctx.clusters,
+            ctx.cluster_stats,
         ),
         cfg: Arc::new(cfg),
         clusters: ctx.clusters.clone(),

@@ -20,6 +20,7 @@ use crate::config::{ConfigErrors, Path};
 use crate::http::body::BoxBody;
 use crate::http::local_reply;
 use crate::http::route::{Picked, Selected};
+use crate::http::stats::ClusterHttpStats;
 use crate::stats::Store;
 use crate::upstream::ClusterManager;
 pub use rbac::policy::Request;
@@ -127,6 +128,7 @@ impl HttpFilters {
         store: &Store,
         stat_prefix: &str,
         clusters: &Arc<ClusterManager>,
+        cluster_stats: &Arc<ClusterHttpStats>,
     ) -> Self {
         let filters = specs
             .iter()
@@ -141,7 +143,10 @@ impl HttpFilters {
                     SpecKind::Cors => Kind::Cors(cors::CorsFilter::new(store, stat_prefix)),
                     SpecKind::ExtAuthz(c) => Kind::ExtAuthz(ext_authz::ExtAuthzFilter::new(
                         c,
-                        clusters,
+                        ext_authz::Shared {
+                            clusters: clusters.clone(),
+                            cluster_stats: cluster_stats.clone(),
+                        },
                         store,
                         stat_prefix,
                     )),
@@ -198,7 +203,9 @@ impl HttpFilters {
                             _ => None,
                         })
                         .collect();
-                    let r = authz.decode(&routes, conn, parts, body, scheme, flags, respond);
+                    let cluster = picked.map(|p| p.cluster.as_ref());
+                    let r =
+                        authz.decode(&routes, conn, parts, body, scheme, cluster, flags, respond);
                     if let Err(stopped) = r.await {
                         return Some(stopped);
                     }

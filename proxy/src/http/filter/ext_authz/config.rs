@@ -123,6 +123,8 @@ pub struct ExtAuthzConfig {
     pub disallowed_headers: Option<KeyMatcher>,
     /// 0: no limit.
     pub max_denied_response_body_bytes: usize,
+    /// A denial counts as the route cluster's response (`upstream_rq_403`, ...).
+    pub charge_cluster_response_stats: bool,
 }
 
 /// A route's `ExtAuthzPerRoute`.
@@ -268,6 +270,10 @@ impl ExtAuthzConfig {
                 errs,
             ),
             max_denied_response_body_bytes: c.max_denied_response_body_bytes as usize,
+            charge_cluster_response_stats: c
+                .charge_cluster_response_stats
+                .as_ref()
+                .is_none_or(|b| b.value),
         };
         (errs.0.len() == before).then(|| Arc::new(cfg))
     }

@@ -27,6 +27,7 @@ use http_body::Body as _;
 use crate::http::body::BoxBody;
 use crate::http::filter::Request;
 use crate::http::local_reply;
+use crate::http::stats::ClusterHttpStats;
 use crate::stats::{Counter, Store};
 use crate::upstream::ClusterManager;
 pub use config::{ExtAuthzConfig, RouteSettings, Service};
@@ -40,16 +41,50 @@ pub const ERROR_DETAILS: &str = "ext_authz_error";
 /// Envoy's response flag for a request the filter stopped.
 pub const FLAG: &str = "UAEX";
 
+/// What the filter reaches beyond its config: the clusters it calls and the route clusters'
+/// stats it charges.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub clusters: Arc<ClusterManager>,
+    pub cluster_stats: Arc<ClusterHttpStats>,
+}
+
+/// Envoy 1.40's counters of the filter, registered up front as Envoy does; remora bumps the first
+/// five.
+const COUNTERS: [&str; 13] = [
+    "ok",
+    "denied",
+    "error",
+    "disabled",
+    "failure_mode_allowed",
+    "filter_state_name_collision",
+    "ignored_dynamic_metadata",
+    "invalid",
+    "omitted_response_headers",
+    "request_header_limits_reached",
+    "response_header_limits_reached",
+    "shadow_denied",
+    "shadow_error",
+];
+
 /// The filter as one connection manager runs it.
 #[derive(Debug)]
 pub struct ExtAuthzFilter {
     cfg: Arc<ExtAuthzConfig>,
-    clusters: Arc<ClusterManager>,
+    shared: Shared,
     ok: Counter,
     denied: Counter,
     error: Counter,
-    disabled: Counter,
     failure_mode_allowed: Counter,
+}
+
+/// How a check ended, for the route cluster's `ext_authz.*` counters.
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    Ok,
+    Denied(u16),
+    Error,
+    FailureModeAllowed,
 }
 
 /// A stopped request: the reply and its response-code details.
@@ -58,7 +93,7 @@ pub type Stopped = (Response<BoxBody>, &'static str);
 impl ExtAuthzFilter {
     pub fn new(
         cfg: &Arc<ExtAuthzConfig>,
-        clusters: &Arc<ClusterManager>,
+        shared: Shared,
         store: &Store,
         stat_prefix: &str,
     ) -> Self {
@@ -67,15 +102,38 @@ impl ExtAuthzFilter {
             p => format!("http.{stat_prefix}.ext_authz.{p}."),
         };
         let s = store.scope(scope);
+        let mut counters = COUNTERS.map(|name| s.counter(name)).into_iter();
+        let mut next = || counters.next().unwrap_or_default();
         ExtAuthzFilter {
             cfg: cfg.clone(),
-            clusters: clusters.clone(),
-            ok: s.counter("ok"),
-            denied: s.counter("denied"),
-            error: s.counter("error"),
-            disabled: s.counter("disabled"),
-            failure_mode_allowed: s.counter("failure_mode_allowed"),
+            shared,
+            ok: next(),
+            denied: next(),
+            error: next(),
+            failure_mode_allowed: {
+                let _disabled = next();
+                next()
+            },
         }
+    }
+
+    /// Envoy counts each verdict on the route's cluster too (`cluster.<name>.ext_authz.ok`, ...),
+    /// and a denial as that cluster's response (`charge_cluster_response_stats`).
+    fn charge_cluster(&self, cluster: Option<&str>, v: Verdict) {
+        let Some(name) = cluster else { return };
+        let stats = self.shared.cluster_stats.get(name);
+        let counter = match v {
+            Verdict::Ok => "ext_authz.ok",
+            Verdict::Denied(status) => {
+                if self.cfg.charge_cluster_response_stats {
+                    stats.charge(status);
+                }
+                "ext_authz.denied"
+            }
+            Verdict::Error => "ext_authz.error",
+            Verdict::FailureModeAllowed => "ext_authz.failure_mode_allowed",
+        };
+        stats.filter_counter(counter).inc();
     }
 
     /// Checks the request. `routes` are the route's settings, most specific first. `Err` ends the
@@ -89,6 +147,7 @@ impl ExtAuthzFilter {
         parts: &mut Parts,
         body: &mut BoxBody,
         scheme: &str,
+        cluster: Option<&str>,
         flags: &mut &'static str,
         respond: &mut Option<HeaderMap>,
     ) -> Result<(), Stopped> {
@@ -135,13 +194,19 @@ impl ExtAuthzFilter {
                 });
                 let check =
                     attributes::check_request(&self.cfg, req, parts, scheme, &context, body);
-                grpc::check(&self.clusters, svc, &check, self.cfg.validate_mutations).await
+                grpc::check(
+                    &self.shared.clusters,
+                    svc,
+                    &check,
+                    self.cfg.validate_mutations,
+                )
+                .await
             }
             Service::Http(svc) => {
-                http_service::check(&self.clusters, &self.cfg, svc, parts, buffered).await
+                http_service::check(&self.shared.clusters, &self.cfg, svc, parts, buffered).await
             }
         };
-        self.conclude(decision, parts, flags, respond)
+        self.conclude(decision, parts, cluster, flags, respond)
     }
 
     /// Counts the decision and applies it.
@@ -149,12 +214,14 @@ impl ExtAuthzFilter {
         &self,
         decision: Decision,
         parts: &mut Parts,
+        cluster: Option<&str>,
         flags: &mut &'static str,
         respond: &mut Option<HeaderMap>,
     ) -> Result<(), Stopped> {
         match decision {
             Decision::Allow(allowed) => {
                 self.ok.inc();
+                self.charge_cluster(cluster, Verdict::Ok);
                 allowed.apply(parts);
                 if !allowed.response.is_empty() {
                     apply_all(
@@ -167,13 +234,17 @@ impl ExtAuthzFilter {
             Decision::Deny(reply) => {
                 self.denied.inc();
                 *flags = FLAG;
-                Err((self.reply(reply, StatusCode::FORBIDDEN), DENIED_DETAILS))
+                let resp = self.reply(reply, StatusCode::FORBIDDEN);
+                self.charge_cluster(cluster, Verdict::Denied(resp.status().as_u16()));
+                Err((resp, DENIED_DETAILS))
             }
             Decision::Error { why, reply } => {
                 tracing::debug!(error = %why, "ext_authz check failed");
                 self.error.inc();
+                self.charge_cluster(cluster, Verdict::Error);
                 if self.cfg.failure_mode_allow {
                     self.failure_mode_allowed.inc();
+                    self.charge_cluster(cluster, Verdict::FailureModeAllowed);
                     if self.cfg.failure_mode_allow_header_add {
                         parts.headers.insert(
                             FAILURE_MODE_ALLOWED_HEADER,
@@ -200,11 +271,6 @@ impl ExtAuthzFilter {
         let mut resp = local_reply::text_response(reply.status.unwrap_or(default), text);
         apply_all(&reply.headers, resp.headers_mut());
         resp
-    }
-
-    /// Counts a request the filter skipped because a route disabled it.
-    pub fn count_disabled(&self) {
-        self.disabled.inc();
     }
 }
 
