@@ -206,7 +206,7 @@ impl HttpFilters {
                     let cluster = picked.map(|p| p.cluster.as_ref());
                     let r =
                         authz.decode(&routes, conn, parts, body, scheme, cluster, flags, respond);
-                    if let Err(stopped) = r.await {
+                    if let Some(stopped) = r.await {
                         return Some(stopped);
                     }
                 }

@@ -136,8 +136,8 @@ impl ExtAuthzFilter {
         stats.filter_counter(counter).inc();
     }
 
-    /// Checks the request. `routes` are the route's settings, most specific first. `Err` ends the
-    /// request with a local reply; `flags` gets `UAEX` then. `respond` gets headers for the
+    /// Checks the request. `routes` are the route's settings, most specific first. `Some` ends
+    /// the request with a local reply; `flags` gets `UAEX` then. `respond` gets headers for the
     /// client's response.
     #[allow(clippy::too_many_arguments)]
     pub async fn decode(
@@ -150,9 +150,9 @@ impl ExtAuthzFilter {
         cluster: Option<&str>,
         flags: &mut &'static str,
         respond: &mut Option<HeaderMap>,
-    ) -> Result<(), Stopped> {
+    ) -> Option<Stopped> {
         if routes.first().is_some_and(|r| r.disabled) {
-            return Ok(());
+            return None;
         }
         let mut context = BTreeMap::new();
         for r in routes.iter().rev() {
@@ -172,14 +172,14 @@ impl ExtAuthzFilter {
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "Payload Too Large".into(),
                         );
-                        return Err((resp, "request_payload_too_large"));
+                        return Some((resp, "request_payload_too_large"));
                     }
                     buffer::Buffered::Failed => {
                         let resp = local_reply::text_response(
                             StatusCode::BAD_REQUEST,
                             "Bad Request".into(),
                         );
-                        return Err((resp, "bad_request"));
+                        return Some((resp, "bad_request"));
                     }
                 }
             }
@@ -217,7 +217,7 @@ impl ExtAuthzFilter {
         cluster: Option<&str>,
         flags: &mut &'static str,
         respond: &mut Option<HeaderMap>,
-    ) -> Result<(), Stopped> {
+    ) -> Option<Stopped> {
         match decision {
             Decision::Allow(allowed) => {
                 self.ok.inc();
@@ -229,14 +229,14 @@ impl ExtAuthzFilter {
                         respond.get_or_insert_with(HeaderMap::new),
                     );
                 }
-                Ok(())
+                None
             }
             Decision::Deny(reply) => {
                 self.denied.inc();
                 *flags = FLAG;
                 let resp = self.reply(reply, StatusCode::FORBIDDEN);
                 self.charge_cluster(cluster, Verdict::Denied(resp.status().as_u16()));
-                Err((resp, DENIED_DETAILS))
+                Some((resp, DENIED_DETAILS))
             }
             Decision::Error { why, reply } => {
                 tracing::debug!(error = %why, "ext_authz check failed");
@@ -251,12 +251,12 @@ impl ExtAuthzFilter {
                             HeaderValue::from_static("true"),
                         );
                     }
-                    return Ok(());
+                    return None;
                 }
                 *flags = FLAG;
                 let status = self.cfg.status_on_error;
                 let reply = reply.unwrap_or_default();
-                Err((self.reply(reply, status), ERROR_DETAILS))
+                Some((self.reply(reply, status), ERROR_DETAILS))
             }
         }
     }
