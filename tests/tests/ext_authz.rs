@@ -197,6 +197,7 @@ impl Authz {
             ("http", "listener_port_http"),
             ("down", "listener_port_down"),
             ("open", "listener_port_open"),
+            ("istio", "listener_port_istio"),
         ] {
             env_addrs.insert(name, env.addr(placeholder));
         }
@@ -330,6 +331,37 @@ async fn a_grpc_service_allows_denies_and_changes_the_request() {
         assert_eq!(
             log[5], "/app 413 - request_payload_too_large",
             "[{kind}] {log:?}"
+        );
+    })
+    .await;
+}
+
+/// Istio's CUSTOM action: only requests an RBAC shadow policy matches are checked; the others
+/// count as `disabled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_shadow_rules_pick_the_requests_checked_as_istio_configures_it() {
+    for_each_kind(|kind| async move {
+        let s = Authz::start(kind).await;
+        let mut c = s.client("istio");
+        let cases = [
+            (Request::get("/public"), 200),
+            (Request::get("/protected"), 401),
+            (Request::get("/protected/x").header("x-allow", "yes"), 200),
+        ];
+        for (req, want) in cases {
+            let r = c.send(&req).await.expect("response");
+            assert_eq!(r.status, want, "[{kind}] {} {}", req.path, r.text());
+        }
+        assert_eq!(s.grpc.seen.lock().expect("seen").len(), 2, "[{kind}]");
+        let stats = s.stats().await;
+        let stat = |n: &str| admin::stat_in(&stats, &format!("http.istio.{n}"));
+        assert_eq!(stat("ext_authz.disabled"), Some(1), "[{kind}]\n{stats}");
+        assert_eq!(stat("ext_authz.ok"), Some(1), "[{kind}]");
+        assert_eq!(stat("ext_authz.denied"), Some(1), "[{kind}]");
+        assert_eq!(
+            stat("rbac.istio_ext_authz_.shadow_denied"),
+            Some(2),
+            "[{kind}]"
         );
     })
     .await;

@@ -92,6 +92,31 @@ fn unpacked<M: prost::Message + prost::Name + Default>(
         .ok()
 }
 
+/// Dynamic metadata filters leave for the ones after them (the RBAC filter's shadow verdict,
+/// which ext_authz's `filter_enabled_metadata` reads): `(filter namespace, key, string value)`.
+#[derive(Debug, Default)]
+pub struct DynamicMetadata(Vec<(&'static str, String, String)>);
+
+impl DynamicMetadata {
+    pub fn set(&mut self, namespace: &'static str, key: String, value: String) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, k, _)| *n == namespace && *k == key)
+        {
+            Some(e) => e.2 = value,
+            None => self.0.push((namespace, key, value)),
+        }
+    }
+
+    pub fn get(&self, namespace: &str, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, k, _)| *n == namespace && k == key)
+            .map(|(_, _, v)| v.as_str())
+    }
+}
+
 /// The request as the filters may change it.
 pub struct Stream<'a> {
     pub parts: &'a mut http::request::Parts,
@@ -179,6 +204,7 @@ impl HttpFilters {
             body,
             scheme,
         } = stream;
+        let mut meta = DynamicMetadata::default();
         for f in &self.filters {
             let (disabled, config) = match selected {
                 Some(s) => s.filter_override(&f.name, picked),
@@ -203,9 +229,14 @@ impl HttpFilters {
                             _ => None,
                         })
                         .collect();
-                    let cluster = picked.map(|p| p.cluster.as_ref());
-                    let r =
-                        authz.decode(&routes, conn, parts, body, scheme, cluster, flags, respond);
+                    let cx = ext_authz::Context {
+                        routes: &routes,
+                        conn,
+                        scheme,
+                        cluster: picked.map(|p| p.cluster.as_ref()),
+                        meta: &meta,
+                    };
+                    let r = authz.decode(cx, parts, body, flags, respond);
                     if let Some(stopped) = r.await {
                         return Some(stopped);
                     }
@@ -215,7 +246,7 @@ impl HttpFilters {
                         Some(PerRoute::Rbac(e)) => Some(e.as_ref()),
                         _ => None,
                     };
-                    if let Err(denied) = rbac.decode(route, &req) {
+                    if let Err(denied) = rbac.decode_http(route, &req, &mut meta) {
                         let resp = local_reply::text_response(
                             denied.status(),
                             rbac::DENIED_BODY.to_string(),

@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::ListStringMatcher;
 use http::{HeaderName, HeaderValue, StatusCode};
 
+use super::enabled::Enabled;
 use crate::config::{duration, ConfigErrors, Path};
 use crate::http::route::string_match::StringMatch;
 
@@ -125,6 +126,7 @@ pub struct ExtAuthzConfig {
     pub max_denied_response_body_bytes: usize,
     /// A denial counts as the route cluster's response (`upstream_rq_403`, ...).
     pub charge_cluster_response_stats: bool,
+    pub enabled: Enabled,
 }
 
 /// A route's `ExtAuthzPerRoute`.
@@ -203,12 +205,6 @@ impl ExtAuthzConfig {
                 !c.route_typed_metadata_context_namespaces.is_empty(),
                 "route_typed_metadata_context_namespaces",
             ),
-            (c.filter_enabled.is_some(), "filter_enabled"),
-            (
-                c.filter_enabled_metadata.is_some(),
-                "filter_enabled_metadata",
-            ),
-            (c.deny_at_disable.is_some(), "deny_at_disable"),
             (
                 !c.bootstrap_metadata_labels_key.is_empty(),
                 "bootstrap_metadata_labels_key",
@@ -270,6 +266,7 @@ impl ExtAuthzConfig {
                 errs,
             ),
             max_denied_response_body_bytes: c.max_denied_response_body_bytes as usize,
+            enabled: Enabled::from_proto(c, path, errs),
             charge_cluster_response_stats: c
                 .charge_cluster_response_stats
                 .as_ref()

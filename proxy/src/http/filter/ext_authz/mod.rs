@@ -6,13 +6,15 @@
 //! An allowed request goes on with the service's header changes; a denied one gets the service's
 //! reply (403 by default); a failed check gets `status_on_error` (403) unless
 //! `failure_mode_allow`. A route's `ExtAuthzPerRoute` disables the check or adds context
-//! extensions. Stats: `http.<stat_prefix>.ext_authz.[<filter stat_prefix>.]ok|denied|error|
+//! extensions; `filter_enabled_metadata` skips requests by the dynamic metadata earlier filters
+//! left (the RBAC shadow verdict, for Istio's CUSTOM action). Stats: `http.<stat_prefix>.ext_authz.[<filter stat_prefix>.]ok|denied|error|
 //! disabled|failure_mode_allowed`.
 
 pub mod attributes;
 pub mod buffer;
 pub mod config;
 pub mod decision;
+pub mod enabled;
 pub mod grpc;
 pub mod http_service;
 
@@ -25,7 +27,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::Body as _;
 
 use crate::http::body::BoxBody;
-use crate::http::filter::Request;
+use crate::http::filter::{DynamicMetadata, Request};
 use crate::http::local_reply;
 use crate::http::stats::ClusterHttpStats;
 use crate::stats::{Counter, Store};
@@ -76,6 +78,7 @@ pub struct ExtAuthzFilter {
     denied: Counter,
     error: Counter,
     failure_mode_allowed: Counter,
+    disabled: Counter,
 }
 
 /// How a check ended, for the route cluster's `ext_authz.*` counters.
@@ -85,6 +88,18 @@ enum Verdict {
     Denied(u16),
     Error,
     FailureModeAllowed,
+}
+
+/// What the filter knows of the request besides its parts and body.
+pub struct Context<'a> {
+    /// The route's settings, most specific first.
+    pub routes: &'a [&'a RouteSettings],
+    pub conn: &'a Request<'a>,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// The route's cluster, whose stats count the verdict.
+    pub cluster: Option<&'a str>,
+    pub meta: &'a DynamicMetadata,
 }
 
 /// A stopped request: the reply and its response-code details.
@@ -102,18 +117,18 @@ impl ExtAuthzFilter {
             p => format!("http.{stat_prefix}.ext_authz.{p}."),
         };
         let s = store.scope(scope);
-        let mut counters = COUNTERS.map(|name| s.counter(name)).into_iter();
-        let mut next = || counters.next().unwrap_or_default();
+        // Registered so /stats lists them as Envoy does; remora never bumps these.
+        for name in &COUNTERS[5..] {
+            let _ = s.counter(name);
+        }
         ExtAuthzFilter {
             cfg: cfg.clone(),
             shared,
-            ok: next(),
-            denied: next(),
-            error: next(),
-            failure_mode_allowed: {
-                let _disabled = next();
-                next()
-            },
+            ok: s.counter("ok"),
+            denied: s.counter("denied"),
+            error: s.counter("error"),
+            disabled: s.counter("disabled"),
+            failure_mode_allowed: s.counter("failure_mode_allowed"),
         }
     }
 
@@ -136,22 +151,33 @@ impl ExtAuthzFilter {
         stats.filter_counter(counter).inc();
     }
 
-    /// Checks the request. `routes` are the route's settings, most specific first. `Some` ends
-    /// the request with a local reply; `flags` gets `UAEX` then. `respond` gets headers for the
-    /// client's response.
-    #[allow(clippy::too_many_arguments)]
+    /// Checks the request. `Some` ends the request with a local reply; `flags` gets `UAEX`
+    /// then. `respond` gets headers for the client's response.
     pub async fn decode(
         &self,
-        routes: &[&RouteSettings],
-        req: &Request<'_>,
+        cx: Context<'_>,
         parts: &mut Parts,
         body: &mut BoxBody,
-        scheme: &str,
-        cluster: Option<&str>,
         flags: &mut &'static str,
         respond: &mut Option<HeaderMap>,
     ) -> Option<Stopped> {
+        let Context {
+            routes,
+            conn: req,
+            scheme,
+            cluster,
+            meta,
+        } = cx;
         if routes.first().is_some_and(|r| r.disabled) {
+            return None;
+        }
+        if !self.cfg.enabled.enabled(meta) {
+            self.disabled.inc();
+            if self.cfg.enabled.deny_at_disable {
+                *flags = FLAG;
+                let resp = self.reply(Reply::default(), self.cfg.status_on_error);
+                return Some((resp, ERROR_DETAILS));
+            }
             return None;
         }
         let mut context = BTreeMap::new();

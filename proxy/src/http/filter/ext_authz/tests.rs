@@ -26,6 +26,7 @@ use super::decision::{Action, Allowed, Decision, Mutation, Reply};
 use super::*;
 use crate::config::parse::{from_yaml, ParseOptions};
 use crate::config::{ConfigErrors, Path};
+use crate::http::filter::DynamicMetadata;
 
 fn parse(yaml: &str) -> Result<Arc<ExtAuthzConfig>, String> {
     let proto: ExtAuthz = from_yaml(yaml, ParseOptions::default()).map_err(|e| e.to_string())?;
@@ -72,12 +73,12 @@ fn what_remora_cannot_do_is_an_error_naming_the_field() {
         ),
         ("clear_route_cache: true", "f.clear_route_cache"),
         (
-            "filter_enabled_metadata: { filter: a, path: [{ key: b }], value: { present_match: true } }",
-            "f.filter_enabled_metadata",
+            "filter_enabled_metadata: { filter: a, path: [{ key: b }, { key: c }], value: { present_match: true } }",
+            "f.filter_enabled_metadata.path",
         ),
         (
-            "filter_enabled: { default_value: { numerator: 50 } }",
-            "f.filter_enabled",
+            "filter_enabled_metadata: { filter: a, path: [{ key: b }], value: { double_match: { exact: 1 } } }",
+            "f.filter_enabled_metadata.value",
         ),
         ("transport_api_version: V2", "f.transport_api_version"),
         ("encode_raw_headers: true", "f.encode_raw_headers"),
@@ -532,4 +533,27 @@ fn query_parameters_are_set_and_removed() {
     let mut p = parts("GET", "/p?a=1&b=2&c=3", &[]);
     allowed.apply(&mut p);
     assert_eq!(p.uri, "/p?a=9&c=3&n=new");
+}
+
+#[test]
+fn filter_enabled_metadata_reads_the_rbac_shadow_verdict() {
+    let cfg = parse(&format!(
+        "{GRPC}filter_enabled_metadata: {{ filter: envoy.filters.http.rbac, path: [{{ key: p_shadow_effective_policy_id }}], value: {{ string_match: {{ prefix: istio-ext-authz }} }} }}\n"
+    ))
+    .expect("valid");
+    let mut meta = DynamicMetadata::default();
+    assert!(!cfg.enabled.enabled(&meta), "no shadow verdict");
+    meta.set(
+        "envoy.filters.http.rbac",
+        "p_shadow_effective_policy_id".into(),
+        "istio-ext-authz-ns[a]".into(),
+    );
+    assert!(cfg.enabled.enabled(&meta));
+    let never = parse(&format!(
+        "{GRPC}filter_enabled: {{ default_value: {{ numerator: 0 }} }}\ndeny_at_disable: {{ default_value: true, runtime_key: k }}\n"
+    ))
+    .expect("valid");
+    assert!(!never.enabled.enabled(&meta));
+    assert!(never.enabled.deny_at_disable);
+    assert!(parse(GRPC).expect("valid").enabled.enabled(&meta));
 }
