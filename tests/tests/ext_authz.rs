@@ -25,10 +25,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use remora_tests::access_log::wait_for_lines;
 use remora_tests::admin;
 use remora_tests::client::{Client, Protocol, Request};
+use remora_tests::peers::{MeshStack, TlsClient};
+use remora_tests::pki::{istio_id, Pki};
 use remora_tests::proxy::{Proxy, StartOptions};
 use remora_tests::select::for_each_kind;
 use remora_tests::stack::Env;
-use remora_tests::template::render;
+use remora_tests::template::{render, Vars};
 
 const FIXTURE: &str = "filters/ext_authz.yaml";
 /// gRPC PERMISSION_DENIED.
@@ -463,6 +465,69 @@ async fn an_unreachable_service_fails_closed_or_open_as_configured() {
             1,
             "[{kind}]"
         );
+    })
+    .await;
+}
+
+/// `%XX` escapes back to bytes.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// On an mTLS listener the check names both workloads by SPIFFE ID and carries the peer's
+/// certificate (URL-encoded PEM) and the SNI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mtls_check_carries_the_peer_identity_and_certificate() {
+    for_each_kind(|kind| async move {
+        let mut pki = Pki::new();
+        pki.issue("server", &istio_id("server"), &["server.mesh"]);
+        let client = pki.issue("client", &istio_id("client"), &[]);
+        let grpc = GrpcAuthz::default();
+        let addr = start_grpc(grpc.clone()).await;
+        let mut vars = Vars::new();
+        vars.set("authz_grpc_port", addr.port());
+        let s = MeshStack::start(kind, "filters/ext_authz_mtls.yaml", &pki, &vars).await;
+        let port = s.port("listener_port");
+        let c = TlsClient::new("server.mesh").cert(&client).ca(pki.ca_pem());
+        let r = tokio::task::spawn_blocking(move || c.curl(port, "/"))
+            .await
+            .expect("join");
+        assert!(r.stdout.ends_with("401"), "[{kind}] {r:?}");
+        let check = grpc.seen.lock().expect("seen")[0].clone();
+        let attrs = check.attributes.expect("attributes");
+        let source = attrs.source.expect("source");
+        assert_eq!(source.principal, istio_id("client"), "[{kind}]");
+        let destination = attrs.destination.expect("destination");
+        assert_eq!(destination.principal, istio_id("server"), "[{kind}]");
+        assert!(source.certificate.contains("%0A"), "[{kind}] URL-encoded");
+        let leaf = client.cert_pem();
+        let leaf = leaf
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .unwrap_or_default();
+        assert_eq!(percent_decode(&source.certificate), leaf, "[{kind}]");
+        let sni = attrs.tls_session.map(|t| t.sni);
+        assert_eq!(sni.as_deref(), Some("server.mesh"), "[{kind}]");
+        let http = attrs.request.and_then(|r| r.http).expect("http");
+        assert_eq!(http.scheme, "https", "[{kind}]");
     })
     .await;
 }

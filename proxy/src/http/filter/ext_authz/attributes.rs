@@ -204,9 +204,16 @@ pub fn check_request(
         raw_body,
         ..HttpRequest::default()
     };
-    let tls_session = (cfg.include_tls_session && tls.is_some()).then(|| TlsSession {
-        sni: req.requested_server_name.unwrap_or_default().to_string(),
-    });
+    let tls_session = match tls {
+        Some(t) if cfg.include_tls_session => Some(TlsSession {
+            sni: req
+                .requested_server_name
+                .or(t.sni.as_deref())
+                .unwrap_or_default()
+                .to_string(),
+        }),
+        _ => None,
+    };
     CheckRequest {
         attributes: Some(AttributeContext {
             source: Some(source),
