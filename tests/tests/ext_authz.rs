@@ -51,6 +51,8 @@ fn header(key: &str, value: &str) -> HeaderValueOption {
 #[derive(Clone, Default)]
 struct GrpcAuthz {
     seen: Arc<Mutex<Vec<CheckRequest>>>,
+    /// The gRPC metadata of each check.
+    metadata: Arc<Mutex<Vec<http::HeaderMap>>>,
 }
 
 #[tonic::async_trait]
@@ -59,6 +61,9 @@ impl Authorization for GrpcAuthz {
         &self,
         req: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        if let Ok(mut m) = self.metadata.lock() {
+            m.push(req.metadata().clone().into_headers());
+        }
         let check = req.into_inner();
         if let Ok(mut seen) = self.seen.lock() {
             seen.push(check.clone());
@@ -305,7 +310,20 @@ async fn a_grpc_service_allows_denies_and_changes_the_request() {
             http.headers.get("x-remove-me").map(String::as_str),
             Some("1")
         );
-        assert!(!http.id.is_empty(), "[{kind}] x-request-id");
+        assert!(
+            http.id.parse::<u64>().is_ok(),
+            "[{kind}] the stream id: {}",
+            http.id
+        );
+        let md = s.grpc.metadata.lock().expect("metadata")[0].clone();
+        let md = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(md("x-envoy-internal").as_deref(), Some("true"), "[{kind}]");
+        assert_eq!(md("grpc-timeout").as_deref(), Some("2000m"), "[{kind}]");
+        assert_eq!(
+            md("x-envoy-expected-rq-timeout-ms").as_deref(),
+            Some("2000"),
+            "[{kind}]"
+        );
         let source = attrs.source.expect("source");
         assert!(source.address.is_some(), "[{kind}]");
         assert!(attrs.destination.expect("destination").address.is_some());
@@ -407,6 +425,11 @@ async fn an_http_service_decides_with_its_status_and_allowed_headers() {
             Some("proxy")
         );
         assert_eq!(headers.get("host").map(String::as_str), Some("example.com"));
+        assert_eq!(
+            headers.get("x-envoy-internal").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(headers.get("content-length").map(String::as_str), Some("0"));
 
         let stats = s.stats().await;
         let stat = |n: &str| admin::stat_in(&stats, &format!("http.http.ext_authz.web.{n}"));

@@ -177,7 +177,7 @@ pub fn check_request(
             .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(-1),
+            .unwrap_or(0),
     };
     let (body, raw_body) = match body {
         Some(b) if b.pack_as_bytes => (String::new(), b.bytes.to_vec()),
@@ -188,7 +188,8 @@ pub fn check_request(
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let http = HttpRequest {
-        id: header("x-request-id"),
+        // Envoy sends its stream id, a random 64-bit number, not x-request-id.
+        id: rand::random::<u64>().to_string(),
         method: parts.method.as_str().to_string(),
         headers: check_headers(parts, scheme, cfg),
         path: parts

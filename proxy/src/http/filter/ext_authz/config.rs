@@ -82,6 +82,8 @@ pub struct GrpcService {
     pub authority: String,
     pub timeout: Duration,
     pub initial_metadata: Vec<(HeaderName, HeaderValue)>,
+    /// Leave out `x-envoy-internal` and `x-envoy-expected-rq-timeout-ms`.
+    pub skip_envoy_headers: bool,
 }
 
 /// `http_service`.
@@ -308,6 +310,7 @@ fn grpc_service(g: &GrpcProto, path: &Path, errs: &mut ConfigErrors) -> Option<G
         },
         timeout: duration(&g.timeout).unwrap_or(DEFAULT_GRPC_TIMEOUT),
         initial_metadata,
+        skip_envoy_headers: envoy.skip_envoy_headers,
     })
 }
 

@@ -73,6 +73,9 @@ pub async fn check(
         HeaderValue::from_static("application/grpc"),
     );
     h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    if !svc.skip_envoy_headers {
+        super::envoy_headers(h, svc.timeout);
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("{}m", svc.timeout.as_millis())) {
         h.insert("grpc-timeout", v);
     }

@@ -61,6 +61,7 @@ pub fn check_request(
         h.insert(k, v.clone());
     }
     h.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+    super::envoy_headers(h, svc.timeout);
     req
 }
 

@@ -40,6 +40,16 @@ pub const PER_ROUTE_TYPE: &str = "envoy.extensions.filters.http.ext_authz.v3.Ext
 const FAILURE_MODE_ALLOWED_HEADER: &str = "x-envoy-auth-failure-mode-allowed";
 pub const DENIED_DETAILS: &str = "ext_authz_denied";
 pub const ERROR_DETAILS: &str = "ext_authz_error";
+/// The headers Envoy's internal HTTP client puts on the check: the request comes from the proxy
+/// itself, and the time it has.
+pub(crate) fn envoy_headers(h: &mut HeaderMap, timeout: std::time::Duration) {
+    h.insert("x-envoy-internal", HeaderValue::from_static("true"));
+    h.insert(
+        "x-envoy-expected-rq-timeout-ms",
+        HeaderValue::from(timeout.as_millis() as u64),
+    );
+}
+
 /// Envoy's response flag for a request the filter stopped.
 pub const FLAG: &str = "UAEX";
 
