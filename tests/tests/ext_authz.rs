@@ -89,6 +89,31 @@ impl Authorization for GrpcAuthz {
                 })),
                 ..Default::default()
             }
+        } else if http.headers.contains_key("x-json") {
+            CheckResponse {
+                status: Some(RpcStatus {
+                    code: PERMISSION_DENIED,
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    headers: vec![
+                        header("content-type", "application/json"),
+                        header("x-a", "1"),
+                        header("x-a", "2"),
+                    ],
+                    body: "{}".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        } else if http.headers.contains_key("x-bare") {
+            CheckResponse {
+                status: Some(RpcStatus {
+                    code: PERMISSION_DENIED,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
         } else {
             CheckResponse {
                 status: Some(RpcStatus {
@@ -147,12 +172,23 @@ async fn start_http(seen: HttpSeen) -> SocketAddr {
                             .collect();
                         let allow = headers.get("x-allow").map(String::as_str) == Some("yes");
                         let path = req.uri().to_string();
+                        let boom = path.contains("boom");
+                        let no_content = path.contains("nocontent");
                         let method = req.method().to_string();
                         if let Ok(mut s) = seen.lock() {
                             s.push((method, path, headers));
                         }
                         let _ = req.into_body().collect().await;
-                        let resp = if allow {
+                        let resp = if boom {
+                            http::Response::builder()
+                                .status(500)
+                                .body(Full::new(Bytes::from_static(b"boom")))
+                        } else if no_content {
+                            http::Response::builder()
+                                .status(204)
+                                .header("x-authz", "nc")
+                                .body(Full::new(Bytes::new()))
+                        } else if allow {
                             http::Response::builder()
                                 .status(200)
                                 .header("x-authz", "http")
@@ -253,6 +289,26 @@ async fn a_grpc_service_allows_denies_and_changes_the_request() {
         assert_eq!(r.text(), "denied by grpc", "[{kind}]");
         assert_eq!(r.header("x-denied"), Some("grpc"), "[{kind}]");
 
+        // The service's content type replaces the local reply's; repeated headers stay repeated.
+        let r = c
+            .send(&Request::get("/app").header("x-json", "1"))
+            .await
+            .expect("response");
+        assert_eq!(r.status, 403, "[{kind}]");
+        assert_eq!(
+            r.header_all("content-type"),
+            ["application/json"],
+            "[{kind}]"
+        );
+        assert_eq!(r.header_all("x-a"), ["1", "2"], "[{kind}]");
+        assert_eq!(r.text(), "{}", "[{kind}]");
+        // A denial without a DeniedHttpResponse: 403, no body.
+        let r = c
+            .send(&Request::get("/app").header("x-bare", "1"))
+            .await
+            .expect("response");
+        assert_eq!((r.status, r.text().as_str()), (403, ""), "[{kind}]");
+
         // Per route: disabled skips the check; context extensions reach the service.
         let r = c.send(&Request::get("/nocheck")).await.expect("response");
         assert_eq!(r.status, 200, "[{kind}] {}", r.text());
@@ -331,7 +387,7 @@ async fn a_grpc_service_allows_denies_and_changes_the_request() {
         let stats = s.stats().await;
         let stat = |n: &str| admin::stat_in(&stats, &format!("http.grpc.ext_authz.{n}"));
         assert_eq!(stat("ok"), Some(3), "[{kind}]\n{stats}");
-        assert_eq!(stat("denied"), Some(1), "[{kind}]");
+        assert_eq!(stat("denied"), Some(3), "[{kind}]");
         assert_eq!(stat("error").unwrap_or(0), 0, "[{kind}]");
         assert_eq!(
             stat("disabled"),
@@ -341,15 +397,16 @@ async fn a_grpc_service_allows_denies_and_changes_the_request() {
         // The route's cluster counts the verdicts, and a denial as its response.
         let cluster = |n: &str| admin::stat_in(&stats, &format!("cluster.app.{n}"));
         assert_eq!(cluster("ext_authz.ok"), Some(3), "[{kind}]");
-        assert_eq!(cluster("ext_authz.denied"), Some(1), "[{kind}]");
+        assert_eq!(cluster("ext_authz.denied"), Some(3), "[{kind}]");
         assert_eq!(cluster("upstream_rq_401"), Some(1), "[{kind}]");
+        assert_eq!(cluster("upstream_rq_403"), Some(2), "[{kind}]");
 
         // A denial is UAEX with ext_authz_denied; a 413 is the connection manager's.
-        let log = wait_for_lines(&s.env.file("grpc.log"), 6).await;
+        let log = wait_for_lines(&s.env.file("grpc.log"), 8).await;
         assert_eq!(log[1], "/app 401 UAEX ext_authz_denied", "[{kind}] {log:?}");
         assert_eq!(log[0], "/app?q=1 200 - via_upstream", "[{kind}] {log:?}");
         assert_eq!(
-            log[5], "/app 413 - request_payload_too_large",
+            log[7], "/app 413 - request_payload_too_large",
             "[{kind}] {log:?}"
         );
     })
@@ -410,6 +467,12 @@ async fn an_http_service_decides_with_its_status_and_allowed_headers() {
         assert_eq!(r.header("x-denied"), Some("http"), "[{kind}]");
         assert_eq!(r.header("x-hidden"), None, "[{kind}]");
 
+        // Another status denies with it; a 5xx from the service is an error (status_on_error).
+        let r = c.send(&Request::get("/nocontent")).await.expect("response");
+        assert_eq!(r.status, 204, "[{kind}]");
+        let r = c.send(&Request::get("/boom")).await.expect("response");
+        assert_eq!((r.status, r.text().as_str()), (403, ""), "[{kind}]");
+
         // The check: the original method, path_prefix + path, allowed headers only.
         let (method, path, headers) = s.http.lock().expect("seen")[0].clone();
         assert_eq!(method, "PUT", "[{kind}]");
@@ -434,7 +497,8 @@ async fn an_http_service_decides_with_its_status_and_allowed_headers() {
         let stats = s.stats().await;
         let stat = |n: &str| admin::stat_in(&stats, &format!("http.http.ext_authz.web.{n}"));
         assert_eq!(stat("ok"), Some(1), "[{kind}]\n{stats}");
-        assert_eq!(stat("denied"), Some(1), "[{kind}]");
+        assert_eq!(stat("denied"), Some(2), "[{kind}]");
+        assert_eq!(stat("error"), Some(1), "[{kind}]");
     })
     .await;
 }

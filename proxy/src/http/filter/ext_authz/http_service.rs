@@ -1,6 +1,6 @@
 //! The HTTP service: the original request's method and `path_prefix` + path, with the allowed
-//! headers and no body unless buffered, sent to the service's cluster; 200 allows, any other
-//! status denies with the service's status, body and allowed headers.
+//! headers and no body unless buffered, sent to the service's cluster; 200 allows, a 5xx is an
+//! error, any other status denies with the service's status, body and allowed headers.
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
@@ -126,6 +126,10 @@ pub fn decide(svc: &HttpService, status: StatusCode, headers: &HeaderMap, body: 
             ..Allowed::default()
         });
     }
+    // A failing service is an error (status_on_error, failure_mode_allow), not a denial.
+    if status.is_server_error() {
+        return Decision::error(format!("the service answered {status}"));
+    }
     let to_client = headers
         .iter()
         .filter(|(k, _)| !framing(k) && *k != HOST)
@@ -137,7 +141,7 @@ pub fn decide(svc: &HttpService, status: StatusCode, headers: &HeaderMap, body: 
         .map(|(k, v)| Mutation {
             name: k.clone(),
             value: v.clone(),
-            action: Action::Set,
+            action: Action::Add,
         })
         .collect();
     Decision::Deny(Reply {

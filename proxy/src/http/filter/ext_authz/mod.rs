@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::Body as _;
@@ -305,7 +306,19 @@ impl ExtAuthzFilter {
         }
         let text = String::from_utf8_lossy(&body).into_owned();
         let mut resp = local_reply::text_response(reply.status.unwrap_or(default), text);
-        apply_all(&reply.headers, resp.headers_mut());
+        // As Envoy's local reply: the service's headers first, `text/plain` only when they set no
+        // content type; the framing stays the proxy's.
+        let mut added = HeaderMap::new();
+        apply_all(&reply.headers, &mut added);
+        let headers = resp.headers_mut();
+        if added.contains_key(CONTENT_TYPE) {
+            headers.remove(CONTENT_TYPE);
+        }
+        for (k, v) in &added {
+            if k != CONTENT_LENGTH && k != TRANSFER_ENCODING {
+                headers.append(k, v.clone());
+            }
+        }
         resp
     }
 }

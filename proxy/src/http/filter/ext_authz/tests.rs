@@ -394,8 +394,10 @@ fn http_responses_allow_on_200_and_pass_only_allowed_headers() {
         panic!("denied")
     };
     assert_eq!(reply.status, Some(StatusCode::UNAUTHORIZED));
-    assert_eq!(names(&reply.headers), [("x-deny-why".into(), Action::Set)]);
+    assert_eq!(names(&reply.headers), [("x-deny-why".into(), Action::Add)]);
     assert_eq!(reply.body, "no");
+    let boom = http_service::decide(svc, StatusCode::BAD_GATEWAY, &h, Bytes::new());
+    assert!(matches!(boom, Decision::Error { .. }), "{boom:?}");
 }
 
 fn filter(yaml: &str) -> ExtAuthzFilter {
