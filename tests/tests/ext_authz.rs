@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::config::core::v3::{
+    header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption, QueryParameter,
+};
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
@@ -18,6 +20,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
 use envoy_types::pb::envoy::service::auth::v3::{
     check_response::HttpResponse, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
+use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -47,6 +50,56 @@ fn header(key: &str, value: &str) -> HeaderValueOption {
     }
 }
 
+fn with_action(mut h: HeaderValueOption, a: HeaderAppendAction) -> HeaderValueOption {
+    h.append_action = a as i32;
+    h
+}
+
+/// Every kind of change an OK response can ask for.
+fn mutations() -> CheckResponse {
+    let mut legacy = header("x-legacy", "b");
+    let mut legacy_absent = header("x-legacy-absent", "c");
+    #[allow(deprecated)]
+    {
+        legacy.append = Some(BoolValue { value: true });
+        legacy_absent.append = Some(BoolValue { value: true });
+    }
+    CheckResponse {
+        status: Some(RpcStatus::default()),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: vec![
+                header("x-authz", "grpc"),
+                with_action(
+                    header("x-set", "new"),
+                    HeaderAppendAction::OverwriteIfExistsOrAdd,
+                ),
+                legacy,
+                legacy_absent,
+                with_action(header("x-ifabsent", "v"), HeaderAppendAction::AddIfAbsent),
+                with_action(
+                    header("x-overwrite", "v"),
+                    HeaderAppendAction::OverwriteIfExists,
+                ),
+            ],
+            query_parameters_to_set: vec![
+                QueryParameter {
+                    key: "q".into(),
+                    value: "2".into(),
+                },
+                QueryParameter {
+                    key: "n".into(),
+                    value: "new".into(),
+                },
+            ],
+            query_parameters_to_remove: vec!["r".into()],
+            response_headers_to_add: vec![header("x-resp", "1"), header("x-resp", "2")],
+            headers_to_remove: vec!["host".into(), ":path".into()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 /// The gRPC service: remembers every check.
 #[derive(Clone, Default)]
 struct GrpcAuthz {
@@ -71,7 +124,9 @@ impl Authorization for GrpcAuthz {
         let attrs = check.attributes.unwrap_or_default();
         let http = attrs.request.and_then(|r| r.http).unwrap_or_default();
         let allow = http.headers.get("x-allow").map(String::as_str) == Some("yes");
-        let resp = if allow {
+        let resp = if allow && http.headers.contains_key("x-mut") {
+            mutations()
+        } else if allow {
             let mut headers = vec![header("x-authz", "grpc")];
             if let Some(c) = attrs.context_extensions.get("route") {
                 headers.push(header("x-ctx", c));
@@ -192,6 +247,7 @@ async fn start_http(seen: HttpSeen) -> SocketAddr {
                             http::Response::builder()
                                 .status(200)
                                 .header("x-authz", "http")
+                                .header("x-more", "m2")
                                 .header("x-not-upstream", "no")
                                 .header("x-authz-resp", "http")
                                 .body(Full::new(Bytes::new()))
@@ -458,8 +514,20 @@ async fn an_http_service_decides_with_its_status_and_allowed_headers() {
         let echo = r.echo().expect("echo");
         assert_eq!(echo.header("x-authz"), Some("http"), "[{kind}] {echo:?}");
         assert_eq!(echo.header("x-not-upstream"), None, "[{kind}] {echo:?}");
+        // allowed_upstream_headers_to_append adds to what the request had, or sets.
+        assert_eq!(echo.header("x-more"), Some("m2"), "[{kind}] {echo:?}");
         assert_eq!(echo.method, "PUT", "[{kind}]");
         assert_eq!(r.header("x-authz-resp"), Some("http"), "[{kind}] {r:?}");
+        let r = c
+            .send(
+                &Request::get("/more")
+                    .header("x-allow", "yes")
+                    .header("x-more", "m1"),
+            )
+            .await
+            .expect("response");
+        let echo = r.echo().expect("echo");
+        assert_eq!(echo.header("x-more"), Some("m1,m2"), "[{kind}] {echo:?}");
 
         let r = c.send(&Request::get("/res")).await.expect("response");
         assert_eq!(r.status, 403, "[{kind}]");
@@ -496,7 +564,7 @@ async fn an_http_service_decides_with_its_status_and_allowed_headers() {
 
         let stats = s.stats().await;
         let stat = |n: &str| admin::stat_in(&stats, &format!("http.http.ext_authz.web.{n}"));
-        assert_eq!(stat("ok"), Some(1), "[{kind}]\n{stats}");
+        assert_eq!(stat("ok"), Some(2), "[{kind}]\n{stats}");
         assert_eq!(stat("denied"), Some(2), "[{kind}]");
         assert_eq!(stat("error"), Some(1), "[{kind}]");
     })
@@ -615,6 +683,37 @@ async fn an_mtls_check_carries_the_peer_identity_and_certificate() {
         assert_eq!(sni.as_deref(), Some("server.mesh"), "[{kind}]");
         let http = attrs.request.and_then(|r| r.http).expect("http");
         assert_eq!(http.scheme, "https", "[{kind}]");
+    })
+    .await;
+}
+
+/// An OK response's changes: Envoy 1.40 replaces upstream headers unless the legacy `append` is
+/// true (then joins to an existing one only), whatever `append_action` says; a changed query is
+/// rebuilt in key order; the host and pseudo-headers are never removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_responses_change_headers_and_query_as_envoy_does() {
+    for_each_kind(|kind| async move {
+        let s = Authz::start(kind).await;
+        let req = Request::get("/app?q=1&r=1&k=3")
+            .header("x-allow", "yes")
+            .header("x-mut", "1")
+            .header("x-authz", "orig")
+            .header("x-set", "old")
+            .header("x-legacy", "a")
+            .header("x-ifabsent", "keep");
+        let r = s.client("grpc").send(&req).await.expect("response");
+        assert_eq!(r.status, 200, "[{kind}] {}", r.text());
+        assert_eq!(r.header_all("x-resp"), ["1", "2"], "[{kind}]");
+        let echo = r.echo().expect("echo");
+        assert_eq!(echo.path, "/app?k=3&n=new&q=2", "[{kind}]");
+        assert_eq!(echo.host, "example.com", "[{kind}]");
+        let h = |k: &str| echo.header(k);
+        assert_eq!(h("x-authz"), Some("grpc"), "[{kind}]");
+        assert_eq!(h("x-set"), Some("new"), "[{kind}]");
+        assert_eq!(h("x-legacy"), Some("a,b"), "[{kind}]");
+        assert_eq!(h("x-legacy-absent"), None, "[{kind}]");
+        assert_eq!(h("x-ifabsent"), Some("v"), "[{kind}]");
+        assert_eq!(h("x-overwrite"), Some("v"), "[{kind}]");
     })
     .await;
 }

@@ -68,6 +68,20 @@ pub fn apply_all(mutations: &[Mutation], headers: &mut HeaderMap) {
     }
 }
 
+/// A change to the upstream request from an `OkHttpResponse`: Envoy 1.40 reads only the legacy
+/// `append` there (true: join to an existing header; else replace), not `append_action`.
+pub fn upstream_option(o: &HeaderValueOption) -> Result<Mutation, String> {
+    let mut m = from_option(o)?;
+    #[allow(deprecated)]
+    let append = o.append.as_ref().is_some_and(|b| b.value);
+    m.action = if append {
+        Action::AppendExisting
+    } else {
+        Action::Set
+    };
+    Ok(m)
+}
+
 /// A `HeaderValueOption` from a `CheckResponse`; `Err` when it is not a valid header.
 pub fn from_option(o: &HeaderValueOption) -> Result<Mutation, String> {
     let h = o.header.as_ref().ok_or("header option without a header")?;
@@ -145,6 +159,8 @@ impl Allowed {
                 None => pairs.push((k.clone(), v.clone())),
             }
         }
+        // Envoy rebuilds a changed query from its parameter map, in key order.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
         let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let target = if query.is_empty() {
             path

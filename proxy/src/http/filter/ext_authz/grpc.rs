@@ -10,9 +10,10 @@ use http_body_util::BodyExt;
 use prost::Message;
 
 use super::config::GrpcService;
-use super::decision::{from_option, Allowed, Decision, Mutation, Reply};
+use super::decision::{from_option, upstream_option, Allowed, Decision, Mutation, Reply};
 use crate::http::body;
 use crate::upstream::{ClusterManager, SendContext};
+use envoy_types::pb::envoy::config::core::v3::HeaderValueOption;
 
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
@@ -109,13 +110,16 @@ pub async fn check(
     }
 }
 
+type Convert = fn(&HeaderValueOption) -> Result<Mutation, String>;
+
 fn mutations(
-    opts: &[envoy_types::pb::envoy::config::core::v3::HeaderValueOption],
+    opts: &[HeaderValueOption],
+    convert: Convert,
     validate: bool,
 ) -> Result<Vec<Mutation>, String> {
     let mut out = Vec::with_capacity(opts.len());
     for o in opts {
-        match from_option(o) {
+        match convert(o) {
             Ok(m) => out.push(m),
             Err(e) if validate => return Err(e),
             Err(e) => tracing::debug!("ext_authz: skipping a header: {e}"),
@@ -136,7 +140,7 @@ fn reply(d: &DeniedHttpResponse, validate: bool) -> Result<Reply, String> {
     };
     Ok(Reply {
         status,
-        headers: mutations(&d.headers, validate)?,
+        headers: mutations(&d.headers, from_option, validate)?,
         body: Bytes::from(d.body.clone()),
     })
 }
@@ -167,9 +171,9 @@ pub fn decide(resp: CheckResponse, validate: bool) -> Decision {
                 }
             }
             Ok(Decision::Allow(Allowed {
-                upstream: mutations(&ok.headers, validate)?,
+                upstream: mutations(&ok.headers, upstream_option, validate)?,
                 remove,
-                response: mutations(&ok.response_headers_to_add, validate)?,
+                response: mutations(&ok.response_headers_to_add, from_option, validate)?,
                 query_set: ok
                     .query_parameters_to_set
                     .iter()
