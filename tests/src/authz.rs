@@ -1,6 +1,7 @@
 //! Authorization services for the ext_authz suite, as a mesh's would answer: a gRPC
 //! `envoy.service.auth.v3.Authorization` server (allows `x-allow: yes`, adding headers; denies the
-//! rest with its own status, headers and body) and a plain HTTP one, both remembering every check.
+//! rest with its own status, headers and body; `x-slow` makes it answer after 3 s) and a plain
+//! HTTP one, both remembering every check.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -112,6 +113,9 @@ impl Authorization for GrpcAuthz {
         let attrs = check.attributes.unwrap_or_default();
         let http = attrs.request.and_then(|r| r.http).unwrap_or_default();
         let allow = http.headers.get("x-allow").map(String::as_str) == Some("yes");
+        if http.headers.contains_key("x-slow") {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
         let resp = if allow && http.headers.contains_key("x-mut") {
             mutations()
         } else if allow {

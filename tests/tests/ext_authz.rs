@@ -348,12 +348,25 @@ async fn an_unreachable_service_fails_closed_or_open_as_configured() {
             "[{kind}] {echo:?}"
         );
 
+        // A service slower than the timeout (2 s) is an error too.
+        let r = s
+            .client("grpc")
+            .send(
+                &Request::get("/app")
+                    .header("x-allow", "yes")
+                    .header("x-slow", "1"),
+            )
+            .await
+            .expect("response");
+        assert_eq!((r.status, r.text().as_str()), (403, ""), "[{kind}]");
+
         let log = wait_for_lines(&s.env.file("down.log"), 1).await;
         assert_eq!(log[0], "/app 503 UAEX ext_authz_error", "[{kind}] {log:?}");
 
         let stats = s.stats().await;
         let stat = |n: &str| admin::stat_in(&stats, n).unwrap_or(0);
-        assert_eq!(stat("cluster.app.ext_authz.error"), 2, "[{kind}]\n{stats}");
+        assert_eq!(stat("cluster.app.ext_authz.error"), 3, "[{kind}]\n{stats}");
+        assert_eq!(stat("http.grpc.ext_authz.error"), 1, "[{kind}]");
         assert_eq!(
             stat("cluster.app.ext_authz.failure_mode_allowed"),
             1,
@@ -443,6 +456,24 @@ async fn ok_responses_change_headers_and_query_as_envoy_does() {
         assert_eq!(h("x-legacy-absent"), None, "[{kind}]");
         assert_eq!(h("x-ifabsent"), Some("v"), "[{kind}]");
         assert_eq!(h("x-overwrite"), Some("v"), "[{kind}]");
+
+        // Over HTTP/2 the check says so, with the authority as a pseudo-header.
+        let mut h2 = Client::new(s.env_addrs["grpc"], Protocol::H2c);
+        let r = h2
+            .send(&Request::get("/h2").header("x-allow", "yes"))
+            .await
+            .expect("response");
+        assert_eq!(r.status, 200, "[{kind}]");
+        let last = s.grpc.seen.lock().expect("seen").last().cloned();
+        let http = last
+            .and_then(|c| c.attributes)
+            .and_then(|a| a.request)
+            .and_then(|r| r.http)
+            .expect("http");
+        assert_eq!(http.protocol, "HTTP/2", "[{kind}]");
+        assert_eq!(http.host, "example.com", "[{kind}]");
+        let authority = http.headers.get(":authority").map(String::as_str);
+        assert_eq!(authority, Some("example.com"), "[{kind}]");
     })
     .await;
 }
