@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use envoy_types::pb::google::protobuf::value::Kind;
 use remora_tests::access_log::wait_for_lines;
 use remora_tests::admin;
 use remora_tests::authz::{percent_decode, start_grpc, start_http, GrpcAuthz, HttpSeen};
@@ -237,7 +238,26 @@ async fn rbac_shadow_rules_pick_the_requests_checked_as_istio_configures_it() {
             let r = c.send(&req).await.expect("response");
             assert_eq!(r.status, want, "[{kind}] {} {}", req.path, r.text());
         }
-        assert_eq!(s.grpc.seen.lock().expect("seen").len(), 2, "[{kind}]");
+        let seen = s.grpc.seen.lock().expect("seen").clone();
+        assert_eq!(seen.len(), 2, "[{kind}]");
+        // metadata_context carries the RBAC filter's shadow verdict.
+        let meta = seen[0]
+            .attributes
+            .clone()
+            .and_then(|a| a.metadata_context)
+            .map(|m| m.filter_metadata)
+            .unwrap_or_default();
+        let rbac = meta.get("envoy.filters.http.rbac").expect("rbac metadata");
+        let field = |k: &str| match rbac.fields.get(k).and_then(|v| v.kind.clone()) {
+            Some(Kind::StringValue(v)) => v,
+            other => panic!("[{kind}] {k}: {other:?}"),
+        };
+        assert_eq!(
+            field("istio_ext_authz_shadow_effective_policy_id"),
+            "istio-ext-authz-ns[default]-policy[custom]-rule[0]",
+            "[{kind}]"
+        );
+        assert_eq!(field("istio_ext_authz_shadow_engine_result"), "denied");
         let stats = s.stats().await;
         let stat = |n: &str| admin::stat_in(&stats, &format!("http.istio.{n}"));
         assert_eq!(stat("ext_authz.disabled"), Some(1), "[{kind}]\n{stats}");

@@ -109,6 +109,14 @@ impl DynamicMetadata {
         }
     }
 
+    /// The keys and values of one namespace.
+    pub fn namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.0
+            .iter()
+            .filter(move |(n, _, _)| *n == namespace)
+            .map(|(_, k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn get(&self, namespace: &str, key: &str) -> Option<&str> {
         self.0
             .iter()

@@ -6,18 +6,19 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Peer, Request as RequestAttrs, TlsSession,
 };
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use envoy_types::pb::google::protobuf::Timestamp;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Timestamp, Value};
 use http::header::{CONTENT_LENGTH, HOST};
 use http::request::Parts;
 use http::Version;
 
 use super::config::ExtAuthzConfig;
-use crate::http::filter::Request;
+use crate::http::filter::{DynamicMetadata, Request};
 use crate::tls::TlsInfo;
 
 /// The request body as buffered for the check.
@@ -136,15 +137,45 @@ pub fn check_headers(parts: &Parts, scheme: &str, cfg: &ExtAuthzConfig) -> HashM
     out
 }
 
+/// `metadata_context`: the configured namespaces of the request's dynamic metadata.
+fn metadata_context(cfg: &ExtAuthzConfig, meta: &DynamicMetadata) -> Option<Metadata> {
+    let mut filter_metadata = HashMap::new();
+    for ns in &cfg.metadata_context_namespaces {
+        let fields: HashMap<String, Value> = meta
+            .namespace(ns)
+            .map(|(k, v)| {
+                let value = Value {
+                    kind: Some(Kind::StringValue(v.to_string())),
+                };
+                (k.to_string(), value)
+            })
+            .collect();
+        if !fields.is_empty() {
+            filter_metadata.insert(ns.clone(), Struct { fields });
+        }
+    }
+    (!filter_metadata.is_empty()).then(|| Metadata {
+        filter_metadata,
+        ..Metadata::default()
+    })
+}
+
+/// What the check tells about the request besides its parts.
+pub struct About<'a> {
+    pub conn: &'a Request<'a>,
+    pub scheme: &'a str,
+    pub context_extensions: &'a BTreeMap<String, String>,
+    pub meta: &'a DynamicMetadata,
+}
+
 /// Everything the check sends about the request.
 pub fn check_request(
     cfg: &ExtAuthzConfig,
-    req: &Request<'_>,
+    about: &About<'_>,
     parts: &Parts,
-    scheme: &str,
-    context_extensions: &BTreeMap<String, String>,
     body: Option<Body<'_>>,
 ) -> CheckRequest {
+    let (req, scheme, context_extensions) = (about.conn, about.scheme, about.context_extensions);
     let tls = req.tls;
     let source = Peer {
         address: Some(socket(req.peer)),
@@ -231,6 +262,7 @@ pub fn check_request(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             tls_session,
+            metadata_context: metadata_context(cfg, about.meta),
             ..AttributeContext::default()
         }),
     }

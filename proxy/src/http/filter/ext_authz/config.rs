@@ -129,6 +129,8 @@ pub struct ExtAuthzConfig {
     /// A denial counts as the route cluster's response (`upstream_rq_403`, ...).
     pub charge_cluster_response_stats: bool,
     pub enabled: Enabled,
+    /// Dynamic metadata namespaces sent as the check's `metadata_context`.
+    pub metadata_context_namespaces: Vec<String>,
 }
 
 /// A route's `ExtAuthzPerRoute`.
@@ -269,6 +271,7 @@ impl ExtAuthzConfig {
             ),
             max_denied_response_body_bytes: c.max_denied_response_body_bytes as usize,
             enabled: Enabled::from_proto(c, path, errs),
+            metadata_context_namespaces: c.metadata_context_namespaces.clone(),
             charge_cluster_response_stats: c
                 .charge_cluster_response_stats
                 .as_ref()

@@ -229,8 +229,13 @@ impl ExtAuthzFilter {
                     bytes,
                     pack_as_bytes: self.cfg.with_request_body.is_some_and(|b| b.pack_as_bytes),
                 });
-                let check =
-                    attributes::check_request(&self.cfg, req, parts, scheme, &context, body);
+                let about = attributes::About {
+                    conn: req,
+                    scheme,
+                    context_extensions: &context,
+                    meta,
+                };
+                let check = attributes::check_request(&self.cfg, &about, parts, body);
                 grpc::check(
                     &self.shared.clusters,
                     svc,

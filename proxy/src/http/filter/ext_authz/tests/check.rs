@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn the_check_request_describes_the_request_and_its_connection() {
     let cfg = parse(&format!(
-        "{GRPC}disallowed_headers: {{ patterns: [{{ exact: cookie }}] }}\n"
+        "{GRPC}metadata_context_namespaces: [envoy.filters.http.rbac]\ndisallowed_headers: {{ patterns: [{{ exact: cookie }}] }}\n"
     ))
     .expect("valid");
     let p = parts(
@@ -23,12 +23,19 @@ fn the_check_request_describes_the_request_and_its_connection() {
     let mut ctx = BTreeMap::new();
     ctx.insert("route".to_string(), "r1".to_string());
     let body = Bytes::from_static(b"hello");
+    let mut meta = DynamicMetadata::default();
+    meta.set("envoy.filters.http.rbac", "k".into(), "v".into());
+    let conn = conn();
+    let about = attributes::About {
+        conn: &conn,
+        scheme: "https",
+        context_extensions: &ctx,
+        meta: &meta,
+    };
     let check = attributes::check_request(
         &cfg,
-        &conn(),
+        &about,
         &p,
-        "https",
-        &ctx,
         Some(attributes::Body {
             bytes: &body,
             pack_as_bytes: false,
@@ -62,6 +69,31 @@ fn the_check_request_describes_the_request_and_its_connection() {
     let addr = |p: Option<envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer>| {
         format!("{:?}", p.and_then(|p| p.address))
     };
+    let ns = attrs.metadata_context.map(|m| m.filter_metadata);
+    let field = ns
+        .as_ref()
+        .and_then(|ns| ns.get("envoy.filters.http.rbac"))
+        .and_then(|s| s.fields.get("k"));
+    assert!(format!("{field:?}").contains("\"v\""), "{ns:?}");
+    // pack_as_bytes puts the body in raw_body.
+    let packed = attributes::check_request(
+        &cfg,
+        &about,
+        &p,
+        Some(attributes::Body {
+            bytes: &body,
+            pack_as_bytes: true,
+        }),
+    );
+    let packed = packed
+        .attributes
+        .and_then(|a| a.request)
+        .and_then(|r| r.http);
+    let packed = packed.expect("http");
+    assert_eq!(
+        (packed.body.as_str(), packed.raw_body.as_slice()),
+        ("", &b"hello"[..])
+    );
     assert!(addr(attrs.source).contains("10.0.0.1"));
     assert!(addr(attrs.destination).contains("10.0.0.2"));
 }
