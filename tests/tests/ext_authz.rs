@@ -368,6 +368,14 @@ async fn an_unreachable_service_fails_closed_or_open_as_configured() {
             "[{kind}] {echo:?}"
         );
 
+        // A route's own service (unreachable here) replaces the filter's.
+        let r = s
+            .client("grpc")
+            .send(&Request::get("/other-service").header("x-allow", "yes"))
+            .await
+            .expect("response");
+        assert_eq!(r.status, 403, "[{kind}] {}", r.text());
+
         // A service slower than the timeout (2 s) is an error too.
         let r = s
             .client("grpc")
@@ -385,8 +393,8 @@ async fn an_unreachable_service_fails_closed_or_open_as_configured() {
 
         let stats = s.stats().await;
         let stat = |n: &str| admin::stat_in(&stats, n).unwrap_or(0);
-        assert_eq!(stat("cluster.app.ext_authz.error"), 3, "[{kind}]\n{stats}");
-        assert_eq!(stat("http.grpc.ext_authz.error"), 1, "[{kind}]");
+        assert_eq!(stat("cluster.app.ext_authz.error"), 4, "[{kind}]\n{stats}");
+        assert_eq!(stat("http.grpc.ext_authz.error"), 2, "[{kind}]");
         assert_eq!(
             stat("cluster.app.ext_authz.failure_mode_allowed"),
             1,

@@ -10,8 +10,8 @@ use envoy_types::pb::envoy::config::core::v3::{
     GrpcService as GrpcProto, HeaderValue as HeaderValueProto,
 };
 use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::{
-    ext_authz::Services, ext_authz_per_route::Override, BufferSettings as BufferProto, ExtAuthz,
-    ExtAuthzPerRoute, HttpService as HttpProto,
+    check_settings::ServiceOverride, ext_authz::Services, ext_authz_per_route::Override,
+    BufferSettings as BufferProto, ExtAuthz, ExtAuthzPerRoute, HttpService as HttpProto,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::ListStringMatcher;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -139,6 +139,10 @@ pub struct RouteSettings {
     pub disabled: bool,
     pub context_extensions: BTreeMap<String, String>,
     pub disable_request_body_buffering: bool,
+    /// `check_settings.with_request_body`, instead of the filter's.
+    pub with_request_body: Option<BufferSettings>,
+    /// `check_settings.grpc_service` / `http_service`: this route's own authorization service.
+    pub service: Option<Service>,
 }
 
 fn unsupported(errs: &mut ConfigErrors, path: &Path, field: &str, why: &str) {
@@ -245,15 +249,10 @@ impl ExtAuthzConfig {
             service: service?,
             failure_mode_allow: c.failure_mode_allow,
             failure_mode_allow_header_add: c.failure_mode_allow_header_add,
-            with_request_body: c.with_request_body.as_ref().map(|b| {
-                if b.max_request_bytes == 0 {
-                    errs.push(
-                        path.field("with_request_body").field("max_request_bytes"),
-                        "must be greater than 0",
-                    );
-                }
-                BufferSettings::from(b)
-            }),
+            with_request_body: c
+                .with_request_body
+                .as_ref()
+                .map(|b| buffer_settings(b, &path.field("with_request_body"), errs)),
             status_on_error,
             validate_mutations: c.validate_mutations,
             include_peer_certificate: c.include_peer_certificate,
@@ -279,6 +278,13 @@ impl ExtAuthzConfig {
         };
         (errs.0.len() == before).then(|| Arc::new(cfg))
     }
+}
+
+fn buffer_settings(b: &BufferProto, path: &Path, errs: &mut ConfigErrors) -> BufferSettings {
+    if b.max_request_bytes == 0 {
+        errs.push(path.field("max_request_bytes"), "must be greater than 0");
+    }
+    BufferSettings::from(b)
 }
 
 fn grpc_service(g: &GrpcProto, path: &Path, errs: &mut ConfigErrors) -> Option<GrpcService> {
@@ -399,17 +405,19 @@ impl RouteSettings {
             }
             Some(Override::CheckSettings(s)) => {
                 let p = path.field("check_settings");
-                if s.with_request_body.is_some() {
-                    unsupported(errs, &p, "with_request_body", "");
-                }
-                if s.service_override.is_some() {
-                    unsupported(
+                let service = match &s.service_override {
+                    Some(ServiceOverride::GrpcService(g)) => Some(Service::Grpc(grpc_service(
+                        g,
+                        &p.field("grpc_service"),
                         errs,
-                        &p,
-                        "service_override",
-                        " (grpc_service / http_service)",
-                    );
-                }
+                    )?)),
+                    Some(ServiceOverride::HttpService(h)) => Some(Service::Http(http_service(
+                        h,
+                        &p.field("http_service"),
+                        errs,
+                    )?)),
+                    None => None,
+                };
                 Some(RouteSettings {
                     disabled: false,
                     context_extensions: s
@@ -418,6 +426,11 @@ impl RouteSettings {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     disable_request_body_buffering: s.disable_request_body_buffering,
+                    with_request_body: s
+                        .with_request_body
+                        .as_ref()
+                        .map(|b| buffer_settings(b, &p.field("with_request_body"), errs)),
+                    service,
                 })
             }
             None => {

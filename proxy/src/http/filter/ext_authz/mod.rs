@@ -200,7 +200,11 @@ impl ExtAuthzFilter {
             );
         }
         let skip_body = routes.iter().any(|r| r.disable_request_body_buffering);
-        let buffered = match self.cfg.with_request_body {
+        let with_body = routes
+            .iter()
+            .find_map(|r| r.with_request_body)
+            .or(self.cfg.with_request_body);
+        let buffered = match with_body {
             Some(b) if !skip_body && !body.is_end_stream() => {
                 match buffer::buffer(body, b.max_request_bytes, b.allow_partial_message).await {
                     buffer::Buffered::Body(bytes) => Some(bytes),
@@ -223,11 +227,15 @@ impl ExtAuthzFilter {
             Some(_) if !skip_body => Some(Bytes::new()),
             _ => None,
         };
-        let decision = match &self.cfg.service {
+        let service = routes
+            .iter()
+            .find_map(|r| r.service.as_ref())
+            .unwrap_or(&self.cfg.service);
+        let decision = match service {
             Service::Grpc(svc) => {
                 let body = buffered.as_ref().map(|bytes| attributes::Body {
                     bytes,
-                    pack_as_bytes: self.cfg.with_request_body.is_some_and(|b| b.pack_as_bytes),
+                    pack_as_bytes: with_body.is_some_and(|b| b.pack_as_bytes),
                 });
                 let about = attributes::About {
                     conn: req,

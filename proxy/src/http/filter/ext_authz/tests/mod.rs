@@ -126,9 +126,18 @@ fn per_route_settings_disable_or_add_context() {
     assert_eq!(r.context_extensions.get("a").map(String::as_str), Some("b"));
     let e = per_route("disabled: false").expect_err("false");
     assert!(e.contains("r.disabled"), "{e}");
-    let e = per_route("check_settings: { grpc_service: { envoy_grpc: { cluster_name: other } } }")
-        .expect_err("override");
-    assert!(e.contains("r.check_settings.service_override"), "{e}");
+    let r = per_route(
+        "check_settings: { grpc_service: { envoy_grpc: { cluster_name: other } }, with_request_body: { max_request_bytes: 9 } }",
+    )
+    .expect("override");
+    assert!(matches!(&r.service, Some(Service::Grpc(g)) if g.cluster == "other"));
+    assert_eq!(r.with_request_body.map(|b| b.max_request_bytes), Some(9));
+    let e = per_route("check_settings: { http_service: { server_uri: { uri: x, cluster: c } } }")
+        .expect_err("no timeout");
+    assert!(
+        e.contains("r.check_settings.http_service.server_uri.timeout"),
+        "{e}"
+    );
 }
 
 fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
