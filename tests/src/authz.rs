@@ -120,6 +120,9 @@ impl Authorization for GrpcAuthz {
             mutations()
         } else if allow {
             let mut headers = vec![header("x-authz", "grpc")];
+            if http.headers.contains_key("x-want-reroute") {
+                headers.push(header("x-authz-route", "b"));
+            }
             if let Some(c) = attrs.context_extensions.get("route") {
                 headers.push(header("x-ctx", c));
             }

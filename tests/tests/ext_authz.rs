@@ -50,6 +50,7 @@ impl Authz {
             ("down", "listener_port_down"),
             ("open", "listener_port_open"),
             ("istio", "listener_port_istio"),
+            ("reroute", "listener_port_reroute"),
         ] {
             env_addrs.insert(name, env.addr(placeholder));
         }
@@ -484,6 +485,16 @@ async fn ok_responses_change_headers_and_query_as_envoy_does() {
         assert_eq!(h("x-legacy-absent"), None, "[{kind}]");
         assert_eq!(h("x-ifabsent"), Some("v"), "[{kind}]");
         assert_eq!(h("x-overwrite"), Some("v"), "[{kind}]");
+
+        // The service's headers pick another route only with clear_route_cache.
+        let req = Request::get("/app")
+            .header("x-allow", "yes")
+            .header("x-want-reroute", "1");
+        let r = s.client("grpc").send(&req).await.expect("response");
+        let echo = r.echo().expect("the first route's backend");
+        assert_eq!(echo.header("x-authz-route"), Some("b"), "[{kind}]");
+        let r = s.client("reroute").send(&req).await.expect("response");
+        assert_eq!((r.status, r.text().as_str()), (200, "rerouted"), "[{kind}]");
 
         // Over HTTP/2 the check says so, with the authority as a pseudo-header.
         let mut h2 = Client::new(s.env_addrs["grpc"], Protocol::H2c);

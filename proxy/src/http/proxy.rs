@@ -398,13 +398,14 @@ async fn route_and_forward(
     if outcome.log_wanted {
         outcome.log_headers = Some(parts.headers.clone());
     }
-    let selected = routes.select(&parts);
+    let mut selected = routes.select(&parts);
     // Envoy resolves a weighted cluster with the route, so filters see its per-filter config.
-    let picked = match selected.as_ref().map(|s| s.route.action()) {
+    let mut picked = match selected.as_ref().map(|s| s.route.action()) {
         Some(Action::Forward(fwd)) => fwd.pick_cluster(&parts.headers, &mut rand::rng()),
         _ => None,
     };
     if !rt.filters.is_empty() {
+        let mut route_changed = false;
         let conn = super::filter::Request {
             parts: None,
             peer: down.info.peer,
@@ -425,6 +426,7 @@ async fn route_and_forward(
                     parts: &mut parts,
                     body: &mut body,
                     scheme: down.info.scheme,
+                    route_changed: &mut route_changed,
                 },
                 &mut outcome.flags,
                 &mut outcome.respond_headers,
@@ -433,6 +435,13 @@ async fn route_and_forward(
         if let Some((resp, details)) = stopped {
             outcome.details = details;
             return resp;
+        }
+        if route_changed {
+            selected = routes.select(&parts);
+            picked = match selected.as_ref().map(|s| s.route.action()) {
+                Some(Action::Forward(fwd)) => fwd.pick_cluster(&parts.headers, &mut rand::rng()),
+                _ => None,
+            };
         }
     }
     let Some(selected) = selected else {

@@ -131,6 +131,9 @@ pub struct Stream<'a> {
     pub body: &'a mut BoxBody,
     /// `http` or `https`, as the connection manager decided.
     pub scheme: &'a str,
+    /// Set when a filter changed the request so that its route must be picked again (ext_authz's
+    /// `clear_route_cache`); the filters after it still see the route picked first.
+    pub route_changed: &'a mut bool,
 }
 
 /// One filter as a connection manager runs it.
@@ -211,6 +214,7 @@ impl HttpFilters {
             parts,
             body,
             scheme,
+            route_changed,
         } = stream;
         let mut meta = DynamicMetadata::default();
         for f in &self.filters {
@@ -244,7 +248,7 @@ impl HttpFilters {
                         cluster: picked.map(|p| p.cluster.as_ref()),
                         meta: &meta,
                     };
-                    let r = authz.decode(cx, parts, body, flags, respond);
+                    let r = authz.decode(cx, parts, body, flags, respond, route_changed);
                     if let Some(stopped) = r.await {
                         return Some(stopped);
                     }

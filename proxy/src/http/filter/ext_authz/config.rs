@@ -129,6 +129,8 @@ pub struct ExtAuthzConfig {
     /// A denial counts as the route cluster's response (`upstream_rq_403`, ...).
     pub charge_cluster_response_stats: bool,
     pub enabled: Enabled,
+    /// Pick the route again after the check changed the request.
+    pub clear_route_cache: bool,
     /// Dynamic metadata namespaces sent as the check's `metadata_context`.
     pub metadata_context_namespaces: Vec<String>,
 }
@@ -196,14 +198,6 @@ impl ExtAuthzConfig {
                 None
             }
         };
-        if c.clear_route_cache {
-            unsupported(
-                errs,
-                path,
-                "clear_route_cache",
-                " (remora picks the route before HTTP filters)",
-            );
-        }
         for (set, field) in [
             (
                 !c.route_metadata_context_namespaces.is_empty(),
@@ -270,6 +264,7 @@ impl ExtAuthzConfig {
             ),
             max_denied_response_body_bytes: c.max_denied_response_body_bytes as usize,
             enabled: Enabled::from_proto(c, path, errs),
+            clear_route_cache: c.clear_route_cache,
             metadata_context_namespaces: c.metadata_context_namespaces.clone(),
             charge_cluster_response_stats: c
                 .charge_cluster_response_stats

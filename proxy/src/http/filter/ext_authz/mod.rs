@@ -163,7 +163,8 @@ impl ExtAuthzFilter {
     }
 
     /// Checks the request. `Some` ends the request with a local reply; `flags` gets `UAEX`
-    /// then. `respond` gets headers for the client's response.
+    /// then. `respond` gets headers for the client's response; `route_changed` is set when the
+    /// route must be picked again (`clear_route_cache`).
     pub async fn decode(
         &self,
         cx: Context<'_>,
@@ -171,6 +172,7 @@ impl ExtAuthzFilter {
         body: &mut BoxBody,
         flags: &mut &'static str,
         respond: &mut Option<HeaderMap>,
+        route_changed: &mut bool,
     ) -> Option<Stopped> {
         let Context {
             routes,
@@ -256,7 +258,16 @@ impl ExtAuthzFilter {
                 http_service::check(&self.shared.clusters, &self.cfg, svc, parts, buffered).await
             }
         };
-        self.conclude(decision, parts, cluster, flags, respond)
+        let before =
+            (self.cfg.clear_route_cache).then(|| (parts.headers.clone(), parts.uri.clone()));
+        let stopped = self.conclude(decision, parts, cluster, flags, respond);
+        // clear_route_cache: the route is picked again when the check changed the request.
+        if let Some((headers, uri)) = before {
+            if stopped.is_none() && (headers != parts.headers || uri != parts.uri) {
+                *route_changed = true;
+            }
+        }
+        stopped
     }
 
     /// Counts the decision and applies it.

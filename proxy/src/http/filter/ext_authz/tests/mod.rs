@@ -74,7 +74,6 @@ fn what_remora_cannot_do_is_an_error_naming_the_field() {
             "grpc_service: { google_grpc: { target_uri: x, stat_prefix: s } }",
             "f.grpc_service.google_grpc",
         ),
-        ("clear_route_cache: true", "f.clear_route_cache"),
         (
             "filter_enabled_metadata: { filter: a, path: [{ key: b }, { key: c }], value: { present_match: true } }",
             "f.filter_enabled_metadata.path",
