@@ -111,7 +111,17 @@ impl Authorization for GrpcAuthz {
             seen.push(check.clone());
         }
         let attrs = check.attributes.unwrap_or_default();
-        let http = attrs.request.and_then(|r| r.http).unwrap_or_default();
+        let mut http = attrs.request.and_then(|r| r.http).unwrap_or_default();
+        // encode_raw_headers sends header_map instead.
+        for h in http
+            .header_map
+            .take()
+            .map(|m| m.headers)
+            .unwrap_or_default()
+        {
+            let v = String::from_utf8_lossy(&h.raw_value).into_owned();
+            http.headers.insert(h.key, v);
+        }
         let allow = http.headers.get("x-allow").map(String::as_str) == Some("yes");
         if http.headers.contains_key("x-slow") {
             tokio::time::sleep(std::time::Duration::from_secs(3)).await;

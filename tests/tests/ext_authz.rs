@@ -495,6 +495,31 @@ async fn ok_responses_change_headers_and_query_as_envoy_does() {
         assert_eq!(echo.header("x-authz-route"), Some("b"), "[{kind}]");
         let r = s.client("reroute").send(&req).await.expect("response");
         assert_eq!((r.status, r.text().as_str()), (200, "rerouted"), "[{kind}]");
+        // That listener has encode_raw_headers: header_map, in order, instead of headers.
+        let last = s.grpc.seen.lock().expect("seen").last().cloned();
+        let http = last
+            .and_then(|c| c.attributes)
+            .and_then(|a| a.request)
+            .and_then(|r| r.http)
+            .expect("http");
+        assert!(http.headers.is_empty(), "[{kind}]");
+        let raw = http.header_map.map(|m| m.headers).unwrap_or_default();
+        let keys: Vec<&str> = raw.iter().map(|h| h.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                ":authority",
+                ":path",
+                ":method",
+                ":scheme",
+                "x-allow",
+                "x-want-reroute",
+                "x-forwarded-proto",
+                "x-request-id"
+            ],
+            "[{kind}]"
+        );
+        assert_eq!(raw[0].raw_value, b"example.com", "[{kind}]");
 
         // Over HTTP/2 the check says so, with the authority as a pseudo-header.
         let mut h2 = Client::new(s.env_addrs["grpc"], Protocol::H2c);

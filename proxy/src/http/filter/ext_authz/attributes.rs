@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderMap as HeaderMapProto, HeaderValue as HeaderValueProto, Metadata,
+};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Peer, Request as RequestAttrs, TlsSession,
 };
@@ -91,50 +93,64 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
-/// The request's headers as the check sees them: pseudo-headers first, repeated headers joined
-/// with `,`, filtered by `allowed_headers` / `disallowed_headers`.
-pub fn check_headers(parts: &Parts, scheme: &str, cfg: &ExtAuthzConfig) -> HashMap<String, String> {
-    let host = parts
+/// The request's headers as the check sees them, in order, pseudo-headers first, filtered by
+/// `allowed_headers` / `disallowed_headers`.
+fn check_header_list(parts: &Parts, scheme: &str, cfg: &ExtAuthzConfig) -> Vec<(String, Vec<u8>)> {
+    let host = parts.headers.get(HOST).map_or(&b""[..], |v| v.as_bytes());
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // Envoy's order of its pseudo-headers.
+    let pseudo = [
+        (":authority", host),
+        (":path", path.as_bytes()),
+        (":method", parts.method.as_str().as_bytes()),
+        (":scheme", scheme.as_bytes()),
+    ];
+    let regular = parts
         .headers
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let mut out = HashMap::new();
-    let put = |k: &str, v: String, out: &mut HashMap<String, String>| {
-        let allowed = cfg.allowed_headers.as_ref().is_none_or(|m| m.matches(k));
-        let disallowed = cfg
-            .disallowed_headers
-            .as_ref()
-            .is_some_and(|m| m.matches(k));
-        if allowed && !disallowed {
-            out.entry(k.to_string())
-                .and_modify(|old: &mut String| {
-                    old.push(',');
-                    old.push_str(&v);
-                })
-                .or_insert(v);
-        }
-    };
-    put(":authority", host.to_string(), &mut out);
-    put(":method", parts.method.as_str().to_string(), &mut out);
-    put(":path", path, &mut out);
-    put(":scheme", scheme.to_string(), &mut out);
-    for (k, v) in &parts.headers {
-        if k == HOST {
-            continue;
-        }
-        put(
-            k.as_str(),
-            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            &mut out,
-        );
+        .iter()
+        .filter(|(k, _)| *k != HOST)
+        .map(|(k, v)| (k.as_str(), v.as_bytes()));
+    pseudo
+        .into_iter()
+        .chain(regular)
+        .filter(|(k, _)| {
+            cfg.allowed_headers.as_ref().is_none_or(|m| m.matches(k))
+                && !cfg
+                    .disallowed_headers
+                    .as_ref()
+                    .is_some_and(|m| m.matches(k))
+        })
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
+        .collect()
+}
+
+/// The headers as `HttpRequest.headers`: repeated ones joined with `,`.
+pub fn check_headers(parts: &Parts, scheme: &str, cfg: &ExtAuthzConfig) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = HashMap::new();
+    for (k, v) in check_header_list(parts, scheme, cfg) {
+        let v = String::from_utf8_lossy(&v).into_owned();
+        out.entry(k)
+            .and_modify(|old| {
+                old.push(',');
+                old.push_str(&v);
+            })
+            .or_insert(v);
     }
     out
+}
+
+/// The headers as `HttpRequest.header_map` (`encode_raw_headers`): raw values, one entry each.
+fn raw_headers(parts: &Parts, scheme: &str, cfg: &ExtAuthzConfig) -> HeaderMapProto {
+    HeaderMapProto {
+        headers: check_header_list(parts, scheme, cfg)
+            .into_iter()
+            .map(|(key, raw_value)| HeaderValueProto {
+                key,
+                raw_value,
+                ..HeaderValueProto::default()
+            })
+            .collect(),
+    }
 }
 
 /// `metadata_context`: the configured namespaces of the request's dynamic metadata.
@@ -222,7 +238,14 @@ pub fn check_request(
         // Envoy sends its stream id, a random 64-bit number, not x-request-id.
         id: rand::random::<u64>().to_string(),
         method: parts.method.as_str().to_string(),
-        headers: check_headers(parts, scheme, cfg),
+        headers: if cfg.encode_raw_headers {
+            HashMap::new()
+        } else {
+            check_headers(parts, scheme, cfg)
+        },
+        header_map: cfg
+            .encode_raw_headers
+            .then(|| raw_headers(parts, scheme, cfg)),
         path: parts
             .uri
             .path_and_query()

@@ -129,6 +129,8 @@ pub struct ExtAuthzConfig {
     /// A denial counts as the route cluster's response (`upstream_rq_403`, ...).
     pub charge_cluster_response_stats: bool,
     pub enabled: Enabled,
+    /// Send the headers as `header_map` with raw values instead of `headers`.
+    pub encode_raw_headers: bool,
     /// Pick the route again after the check changed the request.
     pub clear_route_cache: bool,
     /// Dynamic metadata namespaces sent as the check's `metadata_context`.
@@ -211,7 +213,6 @@ impl ExtAuthzConfig {
                 !c.bootstrap_metadata_labels_key.is_empty(),
                 "bootstrap_metadata_labels_key",
             ),
-            (c.encode_raw_headers, "encode_raw_headers"),
             (
                 c.decoder_header_mutation_rules.is_some(),
                 "decoder_header_mutation_rules",
@@ -265,6 +266,7 @@ impl ExtAuthzConfig {
             max_denied_response_body_bytes: c.max_denied_response_body_bytes as usize,
             enabled: Enabled::from_proto(c, path, errs),
             clear_route_cache: c.clear_route_cache,
+            encode_raw_headers: c.encode_raw_headers,
             metadata_context_namespaces: c.metadata_context_namespaces.clone(),
             charge_cluster_response_stats: c
                 .charge_cluster_response_stats

@@ -83,7 +83,6 @@ fn what_remora_cannot_do_is_an_error_naming_the_field() {
             "f.filter_enabled_metadata.value",
         ),
         ("transport_api_version: V2", "f.transport_api_version"),
-        ("encode_raw_headers: true", "f.encode_raw_headers"),
         ("status_on_error: { code: 42 }", "f.status_on_error.code"),
         (
             "with_request_body: { max_request_bytes: 0 }",
