@@ -16,7 +16,7 @@ use super::completion::{IdleTimeout, Observed, OnEnd, Progress};
 use super::forward::{self, AttemptCount, Forwarded};
 use super::headers;
 use super::local_reply::{self, LocalReason};
-use super::route::{Action, HeaderVars};
+use super::route::{Action, HeaderVars, Picked, Selected};
 use super::server::ConnInfo;
 use super::stats::{ClusterHttpStats, HttpStats};
 use crate::access_log::LogContext;
@@ -350,6 +350,14 @@ fn normalize_authority(parts: &mut http::request::Parts) {
     }
 }
 
+/// The cluster of a forwarding route (a weighted one picked now).
+fn pick_cluster<'a>(s: Option<&Selected<'a>>, headers: &http::HeaderMap) -> Option<Picked<'a>> {
+    match s.map(|s| s.route.action()) {
+        Some(Action::Forward(fwd)) => fwd.pick_cluster(headers, &mut rand::rng()),
+        _ => None,
+    }
+}
+
 async fn route_and_forward(
     rt: &HttpRuntime,
     down: &Downstream,
@@ -400,10 +408,7 @@ async fn route_and_forward(
     }
     let mut selected = routes.select(&parts);
     // Envoy resolves a weighted cluster with the route, so filters see its per-filter config.
-    let mut picked = match selected.as_ref().map(|s| s.route.action()) {
-        Some(Action::Forward(fwd)) => fwd.pick_cluster(&parts.headers, &mut rand::rng()),
-        _ => None,
-    };
+    let mut picked = pick_cluster(selected.as_ref(), &parts.headers);
     if !rt.filters.is_empty() {
         let mut route_changed = false;
         let conn = super::filter::Request {
@@ -438,10 +443,7 @@ async fn route_and_forward(
         }
         if route_changed {
             selected = routes.select(&parts);
-            picked = match selected.as_ref().map(|s| s.route.action()) {
-                Some(Action::Forward(fwd)) => fwd.pick_cluster(&parts.headers, &mut rand::rng()),
-                _ => None,
-            };
+            picked = pick_cluster(selected.as_ref(), &parts.headers);
         }
     }
     let Some(selected) = selected else {

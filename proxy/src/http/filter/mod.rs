@@ -200,7 +200,6 @@ impl HttpFilters {
     /// (with its response-code details). A filter may change the request (`parts`, `body`) for
     /// the ones after it and the router. `flags` gets the response flag of a filter that acted;
     /// `respond` the headers a filter puts on whatever response the request ends with (CORS).
-    #[allow(clippy::too_many_arguments)]
     pub async fn decode(
         &self,
         selected: Option<&Selected<'_>>,
