@@ -340,6 +340,10 @@ async fn an_http_service_decides_with_its_status_and_allowed_headers() {
         assert_eq!(stat("ok"), Some(2), "[{kind}]\n{stats}");
         assert_eq!(stat("denied"), Some(2), "[{kind}]");
         assert_eq!(stat("error"), Some(1), "[{kind}]");
+        // The route cluster's counters carry the filter's stat_prefix too.
+        let cluster = |n: &str| admin::stat_in(&stats, &format!("cluster.app.ext_authz.web.{n}"));
+        assert_eq!(cluster("ok"), Some(2), "[{kind}]");
+        assert_eq!(cluster("denied"), Some(2), "[{kind}]");
     })
     .await;
 }

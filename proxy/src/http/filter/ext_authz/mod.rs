@@ -85,6 +85,8 @@ const COUNTERS: [&str; 13] = [
 pub struct ExtAuthzFilter {
     cfg: Arc<ExtAuthzConfig>,
     shared: Shared,
+    /// `ext_authz.[<stat_prefix>.]`, under the filter's and the route cluster's scopes.
+    cluster_scope: String,
     ok: Counter,
     denied: Counter,
     error: Counter,
@@ -123,11 +125,11 @@ impl ExtAuthzFilter {
         store: &Store,
         stat_prefix: &str,
     ) -> Self {
-        let scope = match cfg.stat_prefix.as_str() {
-            "" => format!("http.{stat_prefix}.ext_authz."),
-            p => format!("http.{stat_prefix}.ext_authz.{p}."),
+        let cluster_scope = match cfg.stat_prefix.as_str() {
+            "" => "ext_authz.".to_string(),
+            p => format!("ext_authz.{p}."),
         };
-        let s = store.scope(scope);
+        let s = store.scope(format!("http.{stat_prefix}.{cluster_scope}"));
         // Registered so /stats lists them as Envoy does; remora never bumps these.
         for name in &COUNTERS[5..] {
             let _ = s.counter(name);
@@ -135,6 +137,7 @@ impl ExtAuthzFilter {
         ExtAuthzFilter {
             cfg: cfg.clone(),
             shared,
+            cluster_scope,
             ok: s.counter("ok"),
             denied: s.counter("denied"),
             error: s.counter("error"),
@@ -143,23 +146,26 @@ impl ExtAuthzFilter {
         }
     }
 
-    /// Envoy counts each verdict on the route's cluster too (`cluster.<name>.ext_authz.ok`, ...),
+    /// Envoy counts each verdict on the route's cluster too (`cluster.<name>.ext_authz.ok`, with
+    /// the filter's stat_prefix after `ext_authz.` as for its own counters),
     /// and a denial as that cluster's response (`charge_cluster_response_stats`).
     fn charge_cluster(&self, cluster: Option<&str>, v: Verdict) {
         let Some(name) = cluster else { return };
         let stats = self.shared.cluster_stats.get(name);
         let counter = match v {
-            Verdict::Ok => "ext_authz.ok",
+            Verdict::Ok => "ok",
             Verdict::Denied(status) => {
                 if self.cfg.charge_cluster_response_stats {
                     stats.charge(status);
                 }
-                "ext_authz.denied"
+                "denied"
             }
-            Verdict::Error => "ext_authz.error",
-            Verdict::FailureModeAllowed => "ext_authz.failure_mode_allowed",
+            Verdict::Error => "error",
+            Verdict::FailureModeAllowed => "failure_mode_allowed",
         };
-        stats.filter_counter(counter).inc();
+        stats
+            .filter_counter(&format!("{}{counter}", self.cluster_scope))
+            .inc();
     }
 
     /// Checks the request. `Some` ends the request with a local reply; `flags` gets `UAEX`
