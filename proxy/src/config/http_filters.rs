@@ -225,6 +225,28 @@ mod tests {
     }
 
     #[test]
+    fn ext_authz_runs_and_its_errors_name_the_field() {
+        let authz = |cfg: &str| {
+            format!(
+                "- {{ name: envoy.filters.http.ext_authz, typed_config: {{ '@type': type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz, {cfg} }} }}\n{ROUTER}"
+            )
+        };
+        assert_eq!(
+            errors(&authz(
+                "grpc_service: { envoy_grpc: { cluster_name: authz } }"
+            )),
+            ""
+        );
+        let e = errors(&authz(
+            "grpc_service: { google_grpc: { target_uri: x, stat_prefix: s } }",
+        ));
+        assert!(
+            e.contains("hcm.http_filters[0].typed_config.grpc_service.google_grpc"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_filters_are_errors_unless_optional() {
         let grpc_stats = "{ name: envoy.filters.http.grpc_stats, typed_config: { '@type': type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig, emit_filter_state: true } }";
         let e = errors(&format!("- {grpc_stats}\n{ROUTER}"));
