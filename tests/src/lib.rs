@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod authz;
 pub mod backend;
 pub mod bins;
 pub mod client;

@@ -2,11 +2,11 @@
 //! before it.
 //!
 //! remora runs `envoy.filters.http.rbac`, `envoy.filters.http.fault`, `envoy.filters.http.cors`
-//! and `envoy.filters.http.grpc_stats` (see `crate::http::filter`) before the router. A filter it
-//! does not implement is an error unless `is_optional` or `disabled`, except Istio's `istio.stats`,
-//! `istio.metadata_exchange` and `istio.alpn` (translated into the manager's settings) and where
-//! the configuration given makes the filter a pass-through in Envoy too, so nothing that would act
-//! is ever dropped silently.
+//! `envoy.filters.http.ext_authz` and `envoy.filters.http.grpc_stats` (see `crate::http::filter`)
+//! before the router. A filter it does not implement is an error unless `is_optional` or
+//! `disabled`, except Istio's `istio.stats`, `istio.metadata_exchange` and `istio.alpn`
+//! (translated into the manager's settings) and where the configuration given makes the filter a
+//! pass-through in Envoy too, so nothing that would act is ever dropped silently.
 
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
@@ -19,7 +19,7 @@ use prost::Name;
 use super::istio::{self, HttpIstio};
 use super::parse::{any_type_name, unpack_any, ParseOptions};
 use super::{ConfigErrors, Path};
-use crate::http::filter::{cors, fault, grpc_stats, rbac, FilterSpec, SpecKind};
+use crate::http::filter::{cors, ext_authz, fault, grpc_stats, rbac, FilterSpec, SpecKind};
 
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
@@ -198,6 +198,13 @@ fn implemented(
                 .and_then(|c| grpc_stats::GrpcStats::from_proto(&c, &cpath, errors))
                 .map(SpecKind::GrpcStats),
         ),
+        ext_authz::TYPE => Some(
+            unpack_any(any, opts)
+                .map_err(|e| errors.push(&cpath, e.message))
+                .ok()
+                .and_then(|c| ext_authz::ExtAuthzConfig::from_proto(&c, &cpath, errors))
+                .map(SpecKind::ExtAuthz),
+        ),
         _ => None,
     }
 }
@@ -246,14 +253,36 @@ mod tests {
     }
 
     #[test]
-    fn unknown_filters_are_errors_unless_optional() {
-        let ext_authz = "{ name: envoy.filters.http.ext_authz, typed_config: { '@type': type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz, failure_mode_allow: true } }";
-        let e = errors(&format!("- {ext_authz}\n{ROUTER}"));
+    fn ext_authz_runs_and_its_errors_name_the_field() {
+        let authz = |cfg: &str| {
+            format!(
+                "- {{ name: envoy.filters.http.ext_authz, typed_config: {{ '@type': type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz, {cfg} }} }}\n{ROUTER}"
+            )
+        };
+        assert_eq!(
+            errors(&authz(
+                "grpc_service: { envoy_grpc: { cluster_name: authz } }"
+            )),
+            ""
+        );
+        let e = errors(&authz(
+            "grpc_service: { google_grpc: { target_uri: x, stat_prefix: s } }",
+        ));
         assert!(
-            e.contains("unknown HTTP filter \"envoy.filters.http.ext_authz\""),
+            e.contains("hcm.http_filters[0].typed_config.grpc_service.google_grpc"),
             "{e}"
         );
-        let optional = ext_authz.replace("{ name:", "{ is_optional: true, name:");
+    }
+
+    #[test]
+    fn unknown_filters_are_errors_unless_optional() {
+        let lua = "{ name: envoy.filters.http.lua, typed_config: { '@type': type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua, default_source_code: { inline_string: 'function envoy_on_request(h) end' } } }";
+        let e = errors(&format!("- {lua}\n{ROUTER}"));
+        assert!(
+            e.contains("unknown HTTP filter \"envoy.filters.http.lua\""),
+            "{e}"
+        );
+        let optional = lua.replace("{ name:", "{ is_optional: true, name:");
         assert_eq!(errors(&format!("- {optional}\n{ROUTER}")), "");
     }
 

@@ -59,7 +59,13 @@ fn http_runtime(cfg: HcmConfig, ctx: &BuildContext<'_>) -> NetworkStack {
     NetworkStack::Http(Arc::new(HttpRuntime {
         istio,
         stats: HttpStats::new(ctx.stats, &cfg.stat_prefix),
-        filters: crate::http::filter::HttpFilters::new(&cfg.filters, ctx.stats, &cfg.stat_prefix),
+        filters: crate::http::filter::HttpFilters::new(
+            &cfg.filters,
+            ctx.stats,
+            &cfg.stat_prefix,
+            ctx.clusters,
+            ctx.cluster_stats,
+        ),
         cfg: Arc::new(cfg),
         clusters: ctx.clusters.clone(),
         cluster_stats: ctx.cluster_stats.clone(),

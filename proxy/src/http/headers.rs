@@ -427,6 +427,7 @@ mod tests {
                 serial: "01".into(),
                 spiffe_id: Some("spiffe://td/ns/a/sa/client".into()),
                 sha256: "abcd".into(),
+                der: Default::default(),
                 signature_scheme: None,
             }),
             local_uri_sans: vec!["spiffe://td/ns/b/sa/server".into()],

@@ -16,7 +16,7 @@ use super::completion::{IdleTimeout, Observed, OnEnd, Progress};
 use super::forward::{self, AttemptCount, Forwarded};
 use super::headers;
 use super::local_reply::{self, LocalReason};
-use super::route::{Action, HeaderVars};
+use super::route::{Action, HeaderVars, Picked, Selected};
 use super::server::ConnInfo;
 use super::stats::{ClusterHttpStats, HttpStats};
 use crate::access_log::LogContext;
@@ -350,11 +350,19 @@ fn normalize_authority(parts: &mut http::request::Parts) {
     }
 }
 
+/// The cluster of a forwarding route (a weighted one picked now).
+fn pick_cluster<'a>(s: Option<&Selected<'a>>, headers: &http::HeaderMap) -> Option<Picked<'a>> {
+    match s.map(|s| s.route.action()) {
+        Some(Action::Forward(fwd)) => fwd.pick_cluster(headers, &mut rand::rng()),
+        _ => None,
+    }
+}
+
 async fn route_and_forward(
     rt: &HttpRuntime,
     down: &Downstream,
     mut parts: http::request::Parts,
-    body: BoxBody,
+    mut body: BoxBody,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     start_time: SystemTime,
     outcome: &mut Outcome,
@@ -398,15 +406,13 @@ async fn route_and_forward(
     if outcome.log_wanted {
         outcome.log_headers = Some(parts.headers.clone());
     }
-    let selected = routes.select(&parts);
+    let mut selected = routes.select(&parts);
     // Envoy resolves a weighted cluster with the route, so filters see its per-filter config.
-    let picked = match selected.as_ref().map(|s| s.route.action()) {
-        Some(Action::Forward(fwd)) => fwd.pick_cluster(&parts.headers, &mut rand::rng()),
-        _ => None,
-    };
+    let mut picked = pick_cluster(selected.as_ref(), &parts.headers);
     if !rt.filters.is_empty() {
-        let req = super::filter::Request {
-            parts: Some(&parts),
+        let mut route_changed = false;
+        let conn = super::filter::Request {
+            parts: None,
             peer: down.info.peer,
             remote: outcome
                 .remote_from_xff
@@ -420,7 +426,13 @@ async fn route_and_forward(
             .decode(
                 selected.as_ref(),
                 picked.as_ref(),
-                &req,
+                &conn,
+                super::filter::Stream {
+                    parts: &mut parts,
+                    body: &mut body,
+                    scheme: down.info.scheme,
+                    route_changed: &mut route_changed,
+                },
                 &mut outcome.flags,
                 &mut outcome.respond_headers,
             )
@@ -428,6 +440,10 @@ async fn route_and_forward(
         if let Some((resp, details)) = stopped {
             outcome.details = details;
             return resp;
+        }
+        if route_changed {
+            selected = routes.select(&parts);
+            picked = pick_cluster(selected.as_ref(), &parts.headers);
         }
     }
     let Some(selected) = selected else {

@@ -115,6 +115,12 @@ impl RouterClusterStats {
     /// Counts a response (from upstream, or a local reply on the cluster's behalf).
     pub fn response(&self, status: u16) {
         self.rq_completed.inc();
+        self.charge(status);
+    }
+
+    /// `upstream_rq_<code>` and its class only: an HTTP filter's reply on the cluster's behalf
+    /// (ext_authz's denials).
+    pub fn charge(&self, status: u16) {
         count_class(&self.rq_by_class, status);
         if let (Some(cell), Some(scope)) = (
             self.by_code.get(usize::from(status).wrapping_sub(100)),
@@ -123,6 +129,15 @@ impl RouterClusterStats {
             cell.get_or_init(|| scope.counter(&format!("upstream_rq_{status}")))
                 .inc();
         }
+    }
+
+    /// A counter in the cluster's scope that an HTTP filter bumps (`ext_authz.ok`), made on first
+    /// use.
+    pub fn filter_counter(&self, name: &str) -> Counter {
+        self.scope
+            .as_ref()
+            .map(|s| s.counter(name))
+            .unwrap_or_default()
     }
 }
 

@@ -20,12 +20,15 @@ pub struct PeerCert {
     pub sha256: String,
     /// The TLS 1.3 signature scheme of the certificate's key (`ssl.sigalgs.*`).
     pub signature_scheme: Option<&'static str>,
+    /// The certificate itself (ext_authz's `include_peer_certificate`).
+    pub der: std::sync::Arc<[u8]>,
 }
 
 impl From<&CertInfo> for PeerCert {
     fn from(c: &CertInfo) -> Self {
         Self {
             sha256: String::new(),
+            der: std::sync::Arc::default(),
             signature_scheme: c.signature_scheme(),
             uri_sans: c.uri_sans().to_vec(),
             dns_sans: c.dns_sans().to_vec(),
@@ -62,6 +65,7 @@ impl TlsInfo {
                 let mut cert = PeerCert::from(&info);
                 cert.sha256 =
                     hex(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref()).as_ref());
+                cert.der = std::sync::Arc::from(leaf.as_ref());
                 Some(cert)
             });
         Self {

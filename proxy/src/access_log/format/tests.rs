@@ -289,6 +289,7 @@ fn client_cert() -> PeerCert {
         serial: "1d3a9f0c".into(),
         spiffe_id: Some("spiffe://cluster.local/ns/default/sa/client".into()),
         sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        der: Default::default(),
         signature_scheme: Some("ecdsa_secp256r1_sha256"),
     }
 }

@@ -4,10 +4,11 @@
 //! the route's `typed_per_filter_config`, most specific first: weighted cluster, route, virtual
 //! host, route configuration). A filter `disabled` in the manager runs only where a route enables
 //! it, and a route can disable any filter, as in Envoy. A manager without filters pays one
-//! `is_empty` check per request. Implemented: [`rbac`], [`fault`], [`cors`], [`grpc_stats`] (which
-//! watches the call through its response rather than deciding anything here).
+//! `is_empty` check per request. Implemented: [`rbac`], [`fault`], [`cors`], [`ext_authz`],
+//! [`grpc_stats`] (which watches the call through its response rather than deciding anything here).
 
 pub mod cors;
+pub mod ext_authz;
 pub mod fault;
 pub mod grpc_stats;
 pub mod rbac;
@@ -21,7 +22,9 @@ use crate::config::{ConfigErrors, Path};
 use crate::http::body::BoxBody;
 use crate::http::local_reply;
 use crate::http::route::{Picked, Selected};
+use crate::http::stats::ClusterHttpStats;
 use crate::stats::Store;
+use crate::upstream::ClusterManager;
 pub use rbac::policy::Request;
 
 /// A filter's validated config, as the connection manager lists it.
@@ -40,6 +43,7 @@ pub enum SpecKind {
     Fault(Arc<fault::Faults>),
     Cors,
     GrpcStats(Arc<grpc_stats::GrpcStats>),
+    ExtAuthz(Arc<ext_authz::ExtAuthzConfig>),
 }
 
 /// A route's validated per-filter config.
@@ -48,6 +52,7 @@ pub enum PerRoute {
     Rbac(Arc<rbac::Engines>),
     Fault(Arc<fault::Faults>),
     Cors(Arc<cors::CorsPolicy>),
+    ExtAuthz(Arc<ext_authz::RouteSettings>),
 }
 
 /// Whether remora takes route config of this message type.
@@ -55,6 +60,7 @@ pub fn per_route_known(type_name: &str) -> bool {
     type_name == rbac::PER_ROUTE_TYPE
         || type_name == fault::TYPE
         || type_name == cors::PER_ROUTE_TYPE
+        || type_name == ext_authz::PER_ROUTE_TYPE
 }
 
 /// Validates a route's per-filter config (`path` points at it); `None` for types this module does
@@ -71,6 +77,10 @@ pub fn per_route(any: &Any, path: &Path, errs: &mut ConfigErrors) -> Option<PerR
             cors::CorsPolicy::from_proto(&unpacked(any, path, errs)?, path, errs)
                 .map(|p| PerRoute::Cors(Arc::new(p)))
         }
+        ext_authz::PER_ROUTE_TYPE => {
+            ext_authz::RouteSettings::from_proto(&unpacked(any, path, errs)?, path, errs)
+                .map(|r| PerRoute::ExtAuthz(Arc::new(r)))
+        }
         _ => None,
     }
 }
@@ -83,6 +93,50 @@ fn unpacked<M: prost::Message + prost::Name + Default>(
     unpack_any(any, ParseOptions::default())
         .map_err(|e| errs.push(path, e.message))
         .ok()
+}
+
+/// Dynamic metadata filters leave for the ones after them (the RBAC filter's shadow verdict,
+/// which ext_authz's `filter_enabled_metadata` reads): `(filter namespace, key, string value)`.
+#[derive(Debug, Default)]
+pub struct DynamicMetadata(Vec<(&'static str, String, String)>);
+
+impl DynamicMetadata {
+    pub fn set(&mut self, namespace: &'static str, key: String, value: String) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, k, _)| *n == namespace && *k == key)
+        {
+            Some(e) => e.2 = value,
+            None => self.0.push((namespace, key, value)),
+        }
+    }
+
+    /// The keys and values of one namespace.
+    pub fn namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.0
+            .iter()
+            .filter(move |(n, _, _)| *n == namespace)
+            .map(|(_, k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn get(&self, namespace: &str, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, k, _)| *n == namespace && k == key)
+            .map(|(_, _, v)| v.as_str())
+    }
+}
+
+/// The request as the filters may change it.
+pub struct Stream<'a> {
+    pub parts: &'a mut http::request::Parts,
+    pub body: &'a mut BoxBody,
+    /// `http` or `https`, as the connection manager decided.
+    pub scheme: &'a str,
+    /// Set when a filter changed the request so that its route must be picked again (ext_authz's
+    /// `clear_route_cache`); the filters after it still see the route picked first.
+    pub route_changed: &'a mut bool,
 }
 
 /// One filter as a connection manager runs it.
@@ -99,6 +153,7 @@ enum Kind {
     Fault(fault::FaultFilter),
     Cors(cors::CorsFilter),
     GrpcStats(Arc<grpc_stats::GrpcStats>),
+    ExtAuthz(ext_authz::ExtAuthzFilter),
 }
 
 /// A connection manager's filters, with their stats.
@@ -108,7 +163,13 @@ pub struct HttpFilters {
 }
 
 impl HttpFilters {
-    pub fn new(specs: &[FilterSpec], store: &Store, stat_prefix: &str) -> Self {
+    pub fn new(
+        specs: &[FilterSpec],
+        store: &Store,
+        stat_prefix: &str,
+        clusters: &Arc<ClusterManager>,
+        cluster_stats: &Arc<ClusterHttpStats>,
+    ) -> Self {
         let filters = specs
             .iter()
             .map(|s| Filter {
@@ -121,6 +182,15 @@ impl HttpFilters {
                     }
                     SpecKind::Cors => Kind::Cors(cors::CorsFilter::new(store, stat_prefix)),
                     SpecKind::GrpcStats(g) => Kind::GrpcStats(g.clone()),
+                    SpecKind::ExtAuthz(c) => Kind::ExtAuthz(ext_authz::ExtAuthzFilter::new(
+                        c,
+                        ext_authz::Shared {
+                            clusters: clusters.clone(),
+                            cluster_stats: cluster_stats.clone(),
+                        },
+                        store,
+                        stat_prefix,
+                    )),
                 },
             })
             .collect();
@@ -157,16 +227,25 @@ impl HttpFilters {
     }
 
     /// Runs the request through every enabled filter; `Some` is a local reply that ends the request
-    /// (with its response-code details). `flags` gets the response flag of an injected fault;
+    /// (with its response-code details). A filter may change the request (`parts`, `body`) for
+    /// the ones after it and the router. `flags` gets the response flag of a filter that acted;
     /// `respond` the headers a filter puts on whatever response the request ends with (CORS).
     pub async fn decode(
         &self,
         selected: Option<&Selected<'_>>,
         picked: Option<&Picked<'_>>,
-        req: &Request<'_>,
+        conn: &Request<'_>,
+        stream: Stream<'_>,
         flags: &mut &'static str,
         respond: &mut Option<http::HeaderMap>,
     ) -> Option<(http::Response<BoxBody>, &'static str)> {
+        let Stream {
+            parts,
+            body,
+            scheme,
+            route_changed,
+        } = stream;
+        let mut meta = DynamicMetadata::default();
         for f in &self.filters {
             let (disabled, config) = match selected {
                 Some(s) => s.filter_override(&f.name, picked),
@@ -175,13 +254,40 @@ impl HttpFilters {
             if disabled.unwrap_or(f.disabled) {
                 continue;
             }
+            let req = Request {
+                parts: Some(&*parts),
+                ..*conn
+            };
             match &f.kind {
+                Kind::ExtAuthz(authz) => {
+                    let levels = selected.map(|s| s.filter_levels(&f.name, picked));
+                    let routes: Vec<&ext_authz::RouteSettings> = levels
+                        .iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|o| match &o.parsed {
+                            Some(PerRoute::ExtAuthz(r)) => Some(r.as_ref()),
+                            _ => None,
+                        })
+                        .collect();
+                    let cx = ext_authz::Context {
+                        routes: &routes,
+                        conn,
+                        scheme,
+                        cluster: picked.map(|p| p.cluster.as_ref()),
+                        meta: &meta,
+                    };
+                    let r = authz.decode(cx, parts, body, flags, respond, route_changed);
+                    if let Some(stopped) = r.await {
+                        return Some(stopped);
+                    }
+                }
                 Kind::Rbac(rbac) => {
                     let route = match config {
                         Some(PerRoute::Rbac(e)) => Some(e.as_ref()),
                         _ => None,
                     };
-                    if let Err(denied) = rbac.decode(route, req) {
+                    if let Err(denied) = rbac.decode_http(route, &req, &mut meta) {
                         let resp = local_reply::text_response(
                             denied.status(),
                             rbac::DENIED_BODY.to_string(),

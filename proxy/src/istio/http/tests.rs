@@ -63,6 +63,7 @@ fn mtls() -> TlsInfo {
             serial: String::new(),
             spiffe_id: None,
             sha256: String::new(),
+            der: Default::default(),
             signature_scheme: None,
         }),
         local_uri_sans: vec!["spiffe://cluster.local/ns/bookinfo/sa/reviews".into()],

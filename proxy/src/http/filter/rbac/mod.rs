@@ -16,12 +16,15 @@ use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{
 use http::StatusCode;
 
 use crate::config::{ConfigErrors, Path};
+use crate::http::filter::DynamicMetadata;
 use crate::stats::{Counter, Store};
 use policy::{Policy, Request};
 
 pub const TYPE: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 pub const PER_ROUTE_TYPE: &str = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 pub const DENIED_BODY: &str = "RBAC: access denied";
+/// The dynamic metadata namespace of the HTTP filter's shadow verdict.
+pub const METADATA_NAMESPACE: &str = "envoy.filters.http.rbac";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
@@ -171,6 +174,8 @@ impl RbacConfig {
 #[derive(Debug)]
 pub struct RbacFilter {
     engines: Arc<Engines>,
+    /// `shadow_rules_stat_prefix` as given: Envoy prefixes the metadata keys with it, undotted.
+    shadow_prefix: String,
     allowed: Counter,
     denied: Counter,
     shadow_allowed: Counter,
@@ -208,6 +213,7 @@ impl RbacFilter {
         let shadow = join(shadow_prefix);
         RbacFilter {
             engines,
+            shadow_prefix: shadow_prefix.to_string(),
             allowed: s.counter(&format!("{rules}allowed")),
             denied: s.counter(&format!("{rules}denied")),
             shadow_allowed: s.counter(&format!("{shadow}shadow_allowed")),
@@ -217,6 +223,17 @@ impl RbacFilter {
 
     /// `Err` means the enforced rules refused: a local reply for a request, a close for a connection.
     pub fn decode(&self, route: Option<&Engines>, req: &Request<'_>) -> Result<(), Denied> {
+        self.decode_http(route, req, &mut DynamicMetadata::default())
+    }
+
+    /// As [`Self::decode`], leaving the shadow verdict in the request's dynamic metadata as Envoy
+    /// does (`<shadow prefix>shadow_effective_policy_id`, `<shadow prefix>shadow_engine_result`).
+    pub fn decode_http(
+        &self,
+        route: Option<&Engines>,
+        req: &Request<'_>,
+        meta: &mut DynamicMetadata,
+    ) -> Result<(), Denied> {
         let engines = route.unwrap_or(&self.engines);
         if let Some(shadow) = &engines.shadow {
             let (allowed, policy) = shadow.decide(req);
@@ -226,6 +243,20 @@ impl RbacFilter {
             } else {
                 self.shadow_denied.inc();
             }
+            let key = |k: &str| format!("{}{k}", self.shadow_prefix);
+            if let Some(p) = policy {
+                meta.set(
+                    METADATA_NAMESPACE,
+                    key("shadow_effective_policy_id"),
+                    p.to_string(),
+                );
+            }
+            let result = if allowed { "allowed" } else { "denied" };
+            meta.set(
+                METADATA_NAMESPACE,
+                key("shadow_engine_result"),
+                result.to_string(),
+            );
         }
         let Some(rules) = &engines.rules else {
             return Ok(());
