@@ -250,6 +250,8 @@ pub async fn handle(
                     upstream_request_attempt_count: (outcome.attempts > 0)
                         .then_some(outcome.attempts),
                     requested_server_name: info.requested_server_name.as_deref(),
+                    downstream_internal: info.internal_listener.as_deref(),
+                    filter_state: Some(&info.filter_state),
                     downstream_tls: tls,
                     upstream_tls: outcome.upstream_tls.as_deref(),
                     upstream_transport_failure_reason: outcome

@@ -20,7 +20,9 @@ use super::pool::{http1, http2};
 use super::stats::{bump, ClusterStats};
 use super::UpstreamError;
 use crate::config::istio::{AlpnOverrides, UpstreamHttp};
+use crate::filter_state::FilterState;
 use crate::http::body::BoxBody;
+use crate::listener::internal::{InternalListeners, INTERNAL_ADDRESS};
 use crate::stats::Scope;
 use crate::tls::{Alpn, ClientStream, TlsInfo};
 
@@ -32,6 +34,8 @@ pub(crate) struct Shared {
     pub breakers: CircuitBreakers,
     /// Woken when a connection closes, giving back a `max_connections` slot.
     pub slot_freed: Notify,
+    /// Where `envoy_internal_address` endpoints connect.
+    pub internal: InternalListeners,
 }
 
 /// Per-request inputs of the balance and connect stages.
@@ -54,6 +58,9 @@ pub struct SendContext {
 pub struct ConnectContext {
     /// The downstream connection's (restored) destination, the host of ORIGINAL_DST clusters.
     pub original_dst: Option<SocketAddr>,
+    /// The downstream connection's filter state: what it shares with the upstream goes, over an
+    /// `internal_upstream` transport socket, to the internal listener the connection reaches.
+    pub filter_state: FilterState,
 }
 
 /// A response from an upstream host.
@@ -79,6 +86,8 @@ pub struct TcpConnection {
     pub guard: ConnectionGuard,
     /// The handshake's facts, over TLS.
     pub tls: Option<Arc<TlsInfo>>,
+    /// To an internal listener: the host's `envoy://` name.
+    pub internal: Option<String>,
 }
 
 /// A validated cluster with its hosts, pools and circuit breakers.
@@ -94,7 +103,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(spec: ClusterSpec, scope: Scope) -> Self {
+    pub(crate) fn new(spec: ClusterSpec, scope: Scope, internal: InternalListeners) -> Self {
         let stats = ClusterStats::new(scope.clone());
         for tls in spec.tls_contexts() {
             tls.bind_stats(&scope);
@@ -105,6 +114,7 @@ impl Cluster {
             .iter()
             .filter_map(|e| match e.target {
                 Target::Ip(addr) => Some(Arc::new(Host::new(e, addr))),
+                Target::Internal { .. } => Some(Arc::new(Host::new(e, INTERNAL_ADDRESS))),
                 Target::Dns { .. } | Target::Pipe(_) => None,
             })
             .collect();
@@ -131,6 +141,7 @@ impl Cluster {
                 stats,
                 breakers,
                 slot_freed: Notify::new(),
+                internal,
             }),
             hosts: ArcSwap::from_pointee(set),
             ready,
@@ -178,15 +189,19 @@ impl Cluster {
         let old = self.hosts.load_full();
         let hosts: Vec<Arc<Host>> = endpoints
             .iter()
-            .filter_map(|e| match e.target {
-                Target::Ip(addr) => Some(
+            .filter_map(|e| {
+                let addr = match e.target {
+                    Target::Ip(addr) => addr,
+                    Target::Internal { .. } => INTERNAL_ADDRESS,
+                    Target::Dns { .. } | Target::Pipe(_) => return None,
+                };
+                Some(
                     old.hosts
                         .iter()
                         .find(|h| h.is(e, addr))
                         .cloned()
                         .unwrap_or_else(|| Arc::new(Host::new(e, addr))),
-                ),
-                Target::Dns { .. } | Target::Pipe(_) => None,
+                )
             })
             .collect();
         let changed = hosts.len() != old.hosts.len()
@@ -343,13 +358,14 @@ impl Cluster {
             });
         };
         let (stream, upstream, guard, tls) =
-            connect::transport(shared, &host, slot, Alpn::None, None).await?;
+            connect::transport(shared, &host, slot, Alpn::None, None, &ctx.filter_state).await?;
         Ok(TcpConnection {
             stream,
             upstream,
             hostname: (!host.hostname.is_empty()).then(|| host.hostname.clone()),
             guard,
             tls,
+            internal: host.internal.as_ref().map(|t| t.uri.clone()),
         })
     }
 

@@ -33,6 +33,27 @@ pub struct Host {
     pub(crate) socket_labels: super::config::socket_match::SocketLabels,
     pub stats: HostStats,
     pub(crate) pool: HostPool,
+    /// `envoy_internal_address` endpoints: the internal listener connections go to (`address`
+    /// is then `listener::internal::INTERNAL_ADDRESS`).
+    pub internal: Option<InternalTarget>,
+}
+
+/// An internal listener endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalTarget {
+    pub listener: String,
+    /// `envoy://<listener>/<endpoint_id>`, as Envoy names the host.
+    pub uri: String,
+}
+
+fn internal_of(spec: &EndpointSpec) -> Option<InternalTarget> {
+    match &spec.target {
+        super::config::Target::Internal { listener, .. } => Some(InternalTarget {
+            listener: listener.clone(),
+            uri: spec.target.internal_uri().unwrap_or_default(),
+        }),
+        _ => None,
+    }
 }
 
 impl Host {
@@ -49,6 +70,7 @@ impl Host {
             socket_labels: spec.socket_labels.clone(),
             stats: HostStats::default(),
             pool: HostPool::default(),
+            internal: internal_of(spec),
         }
     }
 
@@ -64,6 +86,7 @@ impl Host {
             && self.locality_weight == spec.locality_weight
             && self.health == spec.health
             && self.socket_labels == spec.socket_labels
+            && self.internal == internal_of(spec)
     }
 
     /// Where new connections go (a LOGICAL_DNS host moves with each resolution).

@@ -220,9 +220,26 @@ impl ListenerManager {
                 .map_err(|e| ResourceError::new(&name, format!("address: cannot bind: {e}")))?
         };
         let addresses = cfg.addresses().map(|a| a.address).collect();
+        let cfg_internal = cfg.internal;
         let connections = self.inner.process.child();
         let current: Current = Arc::new(ArcSwap::from_pointee(self.serving(cfg, &connections)));
         let accept = self.inner.process.child();
+        if cfg_internal {
+            let current = current.clone();
+            let stopped = accept.watch();
+            self.internal().register(&name, move |conn| {
+                // A stopped or retired listener refuses, as a closed socket does.
+                if stopped.is_draining() {
+                    return;
+                }
+                listener::internal::admit(conn, &current.load_full(), &|acc,
+                                                                        detector: &Arc<
+                    Detector,
+                >| {
+                    super::serve_internal(acc, detector.clone())
+                });
+            });
+        }
         for b in sockets {
             let socket = tokio::net::TcpListener::from_std(b.listener)
                 .map_err(|e| ResourceError::new(&name, format!("address: {e}")))?;
@@ -482,8 +499,16 @@ impl ListenerManager {
             }));
     }
 
+    /// Where internal listeners are registered by name.
+    fn internal(&self) -> &listener::InternalListeners {
+        self.inner.builder.clusters.internal()
+    }
+
     /// Stops accepting and drains the connections gently.
     fn retire(&self, old: Running) {
+        if old.current.load().active.config.internal {
+            self.internal().remove(&old.proto.name);
+        }
         old.accept.drain();
         old.connections.drain_gently(self.inner.grace);
     }

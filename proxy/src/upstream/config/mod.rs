@@ -4,6 +4,7 @@
 
 pub(crate) mod endpoints;
 mod filters;
+pub mod internal_upstream;
 mod lb;
 mod protocol;
 pub mod socket_match;
@@ -117,6 +118,8 @@ pub struct ClusterSpec {
     /// `filters`: Istio's TCP metadata exchange, run by tcp_proxy on connections that negotiated
     /// its ALPN.
     pub exchange: Option<crate::config::istio::TcpExchangeConfig>,
+    /// `transport_socket` `envoy.transport_sockets.internal_upstream`.
+    pub internal_upstream: Option<internal_upstream::InternalUpstream>,
 }
 
 /// The real type name behind an extension's `typed_config`.
@@ -176,15 +179,26 @@ impl ClusterSpec {
         let protocol = protocol::from_cluster(c, path, &mut errs);
         let (default_limits, high_limits) = thresholds(c, path, &mut errs);
         let alpn = protocol.auto.then_some(AUTO_ALPN);
-        let tls = c.transport_socket.as_ref().and_then(|ts| {
-            socket_match::client_tls(
-                ts,
-                &path.field("transport_socket"),
-                secrets,
-                alpn,
-                &mut errs,
-            )
-        });
+        let internal_upstream = c
+            .transport_socket
+            .as_ref()
+            .filter(|ts| internal_upstream::is_internal_upstream(ts))
+            .and_then(|ts| {
+                internal_upstream::from_proto(ts, &path.field("transport_socket"), &mut errs)
+            });
+        let tls = c
+            .transport_socket
+            .as_ref()
+            .filter(|_| internal_upstream.is_none())
+            .and_then(|ts| {
+                socket_match::client_tls(
+                    ts,
+                    &path.field("transport_socket"),
+                    secrets,
+                    alpn,
+                    &mut errs,
+                )
+            });
         let socket_matches = socket_match::from_cluster(c, path, secrets, alpn, &mut errs);
         let dns = dns_settings(c, path, discovery.unwrap_or(Discovery::Static));
         unsupported(c, path, &mut errs);
@@ -240,6 +254,16 @@ impl ClusterSpec {
             warn!(cluster = %c.name, path = %path.field("outlier_detection"), "outlier detection is ignored");
         }
 
+        let internal_endpoints = endpoints
+            .iter()
+            .any(|e| matches!(e.target, Target::Internal { .. }));
+        if internal_endpoints && (tls.is_some() || socket_matches.iter().any(|m| m.tls.is_some())) {
+            errs.push(
+                path.field("transport_socket"),
+                "TLS to internal listener endpoints (envoy_internal_address) is not supported yet",
+            );
+        }
+
         let stat_name = if c.alt_stat_name.is_empty() {
             c.name.clone()
         } else {
@@ -266,6 +290,7 @@ impl ClusterSpec {
             exchange,
             original_dst,
             source_address,
+            internal_upstream,
         })
     }
 }

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::config::istio::AlpnList;
+use crate::filter_state::FilterState;
 use crate::stats::Counter;
 use crate::tls::{Alpn, ClientStream, TlsInfo};
 use crate::upstream::circuit::ResourceGuard;
@@ -132,7 +133,11 @@ pub(crate) async fn transport(
     slot: ResourceGuard,
     alpn: Alpn,
     alpn_override: Option<&AlpnList>,
+    downstream_state: &FilterState,
 ) -> Result<Transport, UpstreamError> {
+    if let Some(target) = &host.internal {
+        return internal(shared, host, slot, &target.listener, downstream_state);
+    }
     let (stream, addr, guard) = tcp(shared, host, slot).await?;
     let Some(tls) = shared.spec.tls_for(&host.socket_labels) else {
         return Ok((ClientStream::Plain(stream), addr, guard, None));
@@ -158,6 +163,35 @@ pub(crate) async fn transport(
             shared.stats.upstream_cx_connect_fail.inc();
             bump(&host.stats.cx_connect_fail);
             Err(UpstreamError::Tls {
+                cluster: shared.spec.name.clone(),
+                endpoint: addr,
+                source,
+            })
+        }
+    }
+}
+
+/// Connects to an internal listener in-process. Over an `internal_upstream` transport socket the
+/// objects `downstream_state` shares with the upstream go along.
+fn internal(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    slot: ResourceGuard,
+    listener: &str,
+    downstream_state: &FilterState,
+) -> Result<Transport, UpstreamError> {
+    let addr = host.address();
+    let guard = ConnectionGuard::new(shared.clone(), host.clone(), slot);
+    let state = match &shared.spec.internal_upstream {
+        Some(_) => downstream_state.for_upstream(),
+        None => FilterState::default(),
+    };
+    match shared.internal.connect(listener, state) {
+        Ok(stream) => Ok((ClientStream::Internal(stream), addr, guard, None)),
+        Err(source) => {
+            shared.stats.upstream_cx_connect_fail.inc();
+            bump(&host.stats.cx_connect_fail);
+            Err(UpstreamError::ConnectFailure {
                 cluster: shared.spec.name.clone(),
                 endpoint: addr,
                 source,

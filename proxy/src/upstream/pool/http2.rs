@@ -91,8 +91,15 @@ async fn acquire(
             return Ok(s);
         }
         if let Some(slot) = pending.connection_slot() {
-            let (stream, addr, guard, tls) =
-                connect::transport(shared, host, slot, Alpn::Http2, pool.alpn.as_ref()).await?;
+            let (stream, addr, guard, tls) = connect::transport(
+                shared,
+                host,
+                slot,
+                Alpn::Http2,
+                pool.alpn.as_ref(),
+                &Default::default(),
+            )
+            .await?;
             let sender = adopt(shared, pool, stream, addr, guard, tls, true).await;
             drop(pending);
             return sender;
