@@ -1,0 +1,181 @@
+//! Internal listeners end to end, on Envoy and remora with one bootstrap: outer TCP listeners whose
+//! tcp_proxy reaches the internal listener `inner` through a cluster with an
+//! `envoy_internal_address` endpoint and the internal_upstream transport socket, and `inner`'s
+//! tcp_proxy reaching a TCP echo backend. Filter state set on an outer connection and shared with
+//! the upstream picks the inner tcp_proxy's cluster (configs/internal/tcp.yaml).
+
+use std::time::Duration;
+
+use remora_tests::access_log::wait_for_lines;
+use remora_tests::admin;
+use remora_tests::proxy::StartOptions;
+use remora_tests::select::for_each_kind;
+use remora_tests::stack::Stack;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `msg` through `addr` and reads the echo back, then closes.
+async fn echo(addr: std::net::SocketAddr, msg: &[u8]) -> Vec<u8> {
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(msg).await.expect("write");
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .unwrap_or_else(|e| panic!("echo through {addr}: {e}"));
+    conn.shutdown().await.expect("shutdown");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
+    back
+}
+
+/// A counter once it reaches `want` (connections close asynchronously), or its last value.
+async fn counter(port: u16, name: &str, want: u64) -> u64 {
+    let mut last = 0;
+    for _ in 0..100 {
+        last = admin::stat(port, name).await.unwrap_or(0);
+        if last >= want {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
+}
+
+fn tcp_port(s: &Stack, name: &str) -> usize {
+    s.env
+        .tcp
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, e)| e.connections())
+        .unwrap_or_else(|| panic!("no tcp_{name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outer_listeners_reach_the_internal_listener_and_filter_state_picks_its_cluster() {
+    for_each_kind(|kind| async move {
+        let opts = StartOptions {
+            args: vec!["--file-flush-interval-msec".into(), "100".into()],
+            ..StartOptions::default()
+        };
+        let s = Stack::start_with(kind, "internal/tcp.yaml", opts).await;
+        let admin_port = s.admin();
+        // The readiness probes opened (and closed) one connection per outer listener: count from
+        // where they left things.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let outer_cx = format!("listener.127.0.0.1_{}.downstream_cx_total", s.addr().port());
+        let names = [
+            "listener.envoy_internal_inner.downstream_cx_total",
+            "cluster.to_inner.upstream_cx_total",
+            "cluster.b.upstream_cx_total",
+            "tcp.direct.downstream_cx_total",
+            outer_cx.as_str(),
+        ];
+        let mut before = Vec::new();
+        for n in names {
+            before.push(admin::stat(admin_port, n).await.unwrap_or(0));
+        }
+        let (a0, b0) = (tcp_port(&s, "a"), tcp_port(&s, "b"));
+
+        assert_eq!(
+            echo(s.addr(), b"through inner").await,
+            b"through inner",
+            "[{kind}]"
+        );
+        assert_eq!(
+            echo(s.env.addr("listener_port_pick"), b"picked").await,
+            b"picked",
+            "[{kind}]"
+        );
+        assert_eq!(
+            echo(s.env.addr("listener_port_direct"), b"direct").await,
+            b"direct",
+            "[{kind}]"
+        );
+
+        assert_eq!(tcp_port(&s, "a") - a0, 1, "[{kind}] plain went to a");
+        assert_eq!(
+            tcp_port(&s, "b") - b0,
+            2,
+            "[{kind}] pick and direct went to b"
+        );
+
+        // Stats on both listeners and the tcp_proxies: 13 + 6 bytes went through inner.
+        for (n, (name, added)) in names.iter().zip([2, 2, 2, 1, 1]).enumerate() {
+            let want = before[n] + added;
+            assert_eq!(
+                counter(admin_port, name, want).await,
+                want,
+                "[{kind}] {name}"
+            );
+        }
+        let inner_destroyed = counter(
+            admin_port,
+            "listener.envoy_internal_inner.downstream_cx_destroy",
+            before[0] + 2,
+        )
+        .await;
+        assert_eq!(
+            inner_destroyed,
+            before[0] + 2,
+            "[{kind}] inner's connections closed"
+        );
+        for (name, want) in [
+            ("tcp.inner.downstream_cx_rx_bytes_total", 19),
+            ("tcp.inner.downstream_cx_tx_bytes_total", 19),
+            ("tcp.plain.downstream_cx_rx_bytes_total", 13),
+            ("tcp.pick.downstream_cx_tx_bytes_total", 6),
+            ("tcp.direct.downstream_cx_rx_bytes_total", 6),
+        ] {
+            assert_eq!(
+                counter(admin_port, name, want).await,
+                want,
+                "[{kind}] {name}"
+            );
+        }
+
+        // What each side logged; the probes' lines (no bytes) are left out.
+        let with_bytes = |lines: Vec<String>| -> Vec<String> {
+            let mut l: Vec<String> = lines.into_iter().filter(|l| !l.contains(" 0 0")).collect();
+            l.sort();
+            l
+        };
+        let outer = with_bytes(wait_for_lines(&s.env.file("outer.log"), 4).await);
+        assert_eq!(
+            outer,
+            [
+                "pick envoy://inner/ to_inner 6 6 \"b\" 127.0.0.1",
+                "plain envoy://inner/ to_inner 13 13",
+            ],
+            "[{kind}]"
+        );
+        let inner = with_bytes(wait_for_lines(&s.env.file("inner.log"), 4).await);
+        assert_eq!(
+            inner,
+            [
+                "envoy://internal_client_address/ envoy://inner/ a 13 13 - -",
+                "envoy://internal_client_address/ envoy://inner/ b 6 6 b -",
+            ],
+            "[{kind}]"
+        );
+
+        let text = |r: remora_tests::Response| String::from_utf8_lossy(&r.body).into_owned();
+        let listeners = text(
+            admin::get(admin_port, "/listeners")
+                .await
+                .expect("/listeners"),
+        );
+        assert!(
+            listeners.contains("inner::envoy://inner/"),
+            "[{kind}] {listeners}"
+        );
+        let clusters = text(
+            admin::get(admin_port, "/clusters")
+                .await
+                .expect("/clusters"),
+        );
+        let host = format!("to_inner::envoy://inner/::cx_total::{}", before[1] + 2);
+        assert!(clusters.contains(&host), "[{kind}] {clusters}");
+    })
+    .await;
+}
