@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use remora_tests::access_log::wait_for_lines;
 use remora_tests::admin;
+use remora_tests::client::{Client, Protocol, Request};
 use remora_tests::proxy::StartOptions;
 use remora_tests::select::for_each_kind;
 use remora_tests::stack::Stack;
@@ -176,6 +177,95 @@ async fn outer_listeners_reach_the_internal_listener_and_filter_state_picks_its_
         );
         let host = format!("to_inner::envoy://inner/::cx_total::{}", before[1] + 2);
         assert!(clusters.contains(&host), "[{kind}] {clusters}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_reaches_an_internal_connection_manager_and_set_filter_state_picks_the_original_dst() {
+    for_each_kind(|kind| async move {
+        let opts = StartOptions {
+            args: vec!["--file-flush-interval-msec".into(), "100".into()],
+            ..StartOptions::default()
+        };
+        let s = Stack::start_with(kind, "internal/http.yaml", opts).await;
+        let admin_port = s.admin();
+        let backend_b = remora_tests::HttpBackend::start("b").await;
+        let mut client = Client::new(s.addr(), Protocol::Http1);
+        // The readiness probe of `tcp_front` reached the internal listener too.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cx = "cluster.to_inner.upstream_cx_total";
+        let cx0 = admin::stat(admin_port, cx).await.unwrap_or(0);
+
+        // HTTP/1.1 pooled over an in-process connection to the internal connection manager.
+        for _ in 0..3 {
+            let r = client
+                .send(&Request::get("/inner/x"))
+                .await
+                .expect("response");
+            assert_eq!(r.status, 200, "[{kind}] {}", r.text());
+            assert_eq!(r.echo().map(|e| e.backend), Some("a".into()), "[{kind}]");
+        }
+        // Keep-alive: the three requests shared one connection to the internal listener.
+        assert_eq!(admin::stat(admin_port, cx).await, Some(cx0 + 1), "[{kind}]");
+        // The request's filter state names the ORIGINAL_DST host.
+        let target = backend_b.addr.to_string();
+        let r = client
+            .send(&Request::get("/dst/y").header("x-target", &target))
+            .await
+            .expect("response");
+        assert_eq!(r.status, 200, "[{kind}] {}", r.text());
+        assert_eq!(r.echo().map(|e| e.backend), Some("b".into()), "[{kind}]");
+
+        // A tcp_proxy into the same internal listener.
+        let mut tcp_client = Client::new(s.env.addr("listener_port_tcp"), Protocol::Http1);
+        let r = tcp_client
+            .send(&Request::get("/via/tcp"))
+            .await
+            .expect("response");
+        assert_eq!(r.status, 200, "[{kind}] {}", r.text());
+        assert_eq!(r.echo().map(|e| e.backend), Some("a".into()), "[{kind}]");
+
+        assert_eq!(
+            counter(admin_port, "http.inner_http.downstream_rq_2xx", 4).await,
+            4,
+            "[{kind}]"
+        );
+        assert_eq!(
+            counter(admin_port, "cluster.orig.upstream_rq_200", 1).await,
+            1,
+            "[{kind}]"
+        );
+        assert_eq!(
+            counter(admin_port, "cluster.to_inner.upstream_rq_200", 3).await,
+            3,
+            "[{kind}]"
+        );
+        assert_eq!(admin::stat(admin_port, cx).await, Some(cx0 + 2), "[{kind}]");
+
+        let front = wait_for_lines(&s.env.file("front.log"), 4).await;
+        assert_eq!(
+            front,
+            [
+                "/inner/x 200 to_inner -".to_string(),
+                "/inner/x 200 to_inner -".to_string(),
+                "/inner/x 200 to_inner -".to_string(),
+                format!("/dst/y 200 orig {target}"),
+            ],
+            "[{kind}]"
+        );
+        let mut inner = wait_for_lines(&s.env.file("inner.log"), 4).await;
+        inner.sort();
+        assert_eq!(
+            inner,
+            [
+                "/inner/x 200 envoy://internal_client_address/ envoy://inner_http/",
+                "/inner/x 200 envoy://internal_client_address/ envoy://inner_http/",
+                "/inner/x 200 envoy://internal_client_address/ envoy://inner_http/",
+                "/via/tcp 200 envoy://internal_client_address/ envoy://inner_http/",
+            ],
+            "[{kind}]"
+        );
     })
     .await;
 }

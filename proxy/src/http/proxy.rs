@@ -73,6 +73,8 @@ pub struct Outcome {
     pub upstream_transport_failure_reason: Option<String>,
     /// Headers an HTTP filter puts on the response, whatever produces it (CORS).
     pub respond_headers: Option<http::HeaderMap>,
+    /// The request's filter state: the connection's, plus what `set_filter_state` set.
+    pub filter_state: crate::filter_state::FilterState,
 }
 
 struct ActiveGuard {
@@ -150,6 +152,7 @@ pub async fn handle(
 
     let mut outcome = Outcome {
         log_wanted,
+        filter_state: down.info.filter_state.clone(),
         ..Outcome::default()
     };
     let timed = {
@@ -251,7 +254,7 @@ pub async fn handle(
                         .then_some(outcome.attempts),
                     requested_server_name: info.requested_server_name.as_deref(),
                     downstream_internal: info.internal_listener.as_deref(),
-                    filter_state: Some(&info.filter_state),
+                    filter_state: Some(&outcome.filter_state),
                     downstream_tls: tls,
                     upstream_tls: outcome.upstream_tls.as_deref(),
                     upstream_transport_failure_reason: outcome
@@ -425,6 +428,7 @@ async fn route_and_forward(
                 &req,
                 &mut outcome.flags,
                 &mut outcome.respond_headers,
+                &mut outcome.filter_state,
             )
             .await;
         if let Some((resp, details)) = stopped {
@@ -525,7 +529,10 @@ async fn route_and_forward(
                 parts
                     .extensions
                     .insert(crate::upstream::original_dst::OriginalDestination(
-                        down.info.local,
+                        outcome
+                            .filter_state
+                            .original_dst_address()
+                            .unwrap_or(down.info.local),
                     ));
             }
             let attempts = AttemptCount {

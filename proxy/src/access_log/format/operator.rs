@@ -138,9 +138,11 @@ fn filter_state_args(arg: Option<&str>) -> Result<Operator, String> {
     let (key, plain) = match arg.rsplit_once(':') {
         Some((k, "PLAIN")) => (k, true),
         Some((k, "TYPED")) => (k, false),
-        Some((_, other)) => return Err(format!(
+        Some((_, other)) => {
+            return Err(format!(
             "FILTER_STATE({arg}): serialization type {other:?} is not supported (PLAIN or TYPED)"
-        )),
+        ))
+        }
         None => (arg, false),
     };
     if key.is_empty() {

@@ -5,12 +5,14 @@
 //! host, route configuration). A filter `disabled` in the manager runs only where a route enables
 //! it, and a route can disable any filter, as in Envoy. A manager without filters pays one
 //! `is_empty` check per request. Implemented: [`rbac`], [`fault`], [`cors`], [`grpc_stats`] (which
-//! watches the call through its response rather than deciding anything here).
+//! watches the call through its response rather than deciding anything here) and
+//! [`set_filter_state`].
 
 pub mod cors;
 pub mod fault;
 pub mod grpc_stats;
 pub mod rbac;
+pub mod set_filter_state;
 
 use std::sync::Arc;
 
@@ -40,6 +42,7 @@ pub enum SpecKind {
     Fault(Arc<fault::Faults>),
     Cors,
     GrpcStats(Arc<grpc_stats::GrpcStats>),
+    SetFilterState(crate::filter_state::Setters),
 }
 
 /// A route's validated per-filter config.
@@ -99,6 +102,7 @@ enum Kind {
     Fault(fault::FaultFilter),
     Cors(cors::CorsFilter),
     GrpcStats(Arc<grpc_stats::GrpcStats>),
+    SetFilterState(crate::filter_state::Setters),
 }
 
 /// A connection manager's filters, with their stats.
@@ -121,6 +125,7 @@ impl HttpFilters {
                     }
                     SpecKind::Cors => Kind::Cors(cors::CorsFilter::new(store, stat_prefix)),
                     SpecKind::GrpcStats(g) => Kind::GrpcStats(g.clone()),
+                    SpecKind::SetFilterState(s) => Kind::SetFilterState(s.clone()),
                 },
             })
             .collect();
@@ -166,6 +171,7 @@ impl HttpFilters {
         req: &Request<'_>,
         flags: &mut &'static str,
         respond: &mut Option<http::HeaderMap>,
+        state: &mut crate::filter_state::FilterState,
     ) -> Option<(http::Response<BoxBody>, &'static str)> {
         for f in &self.filters {
             let (disabled, config) = match selected {
@@ -211,6 +217,32 @@ impl HttpFilters {
                 }
                 // Counts the call as its response passes; see `HttpFilters::grpc_stats`.
                 Kind::GrpcStats(_) => {}
+                Kind::SetFilterState(setters) => {
+                    let Some(parts) = req.parts else { continue };
+                    let path = parts
+                        .uri
+                        .path_and_query()
+                        .map_or(parts.uri.path(), |p| p.as_str());
+                    let authority = parts.uri.authority().map(|a| a.as_str());
+                    let ctx = crate::access_log::LogContext {
+                        request_headers: Some(&parts.headers),
+                        method: Some(parts.method.as_str()),
+                        path: Some(path),
+                        authority,
+                        // The client the manager trusts (x-forwarded-for: port 0, as Envoy).
+                        downstream_remote_address: Some(if req.remote == req.peer.ip() {
+                            req.peer
+                        } else {
+                            std::net::SocketAddr::new(req.remote, 0)
+                        }),
+                        downstream_local_address: Some(req.local),
+                        downstream_direct_remote_address: Some(req.peer),
+                        requested_server_name: req.requested_server_name,
+                        downstream_tls: req.tls,
+                        ..crate::access_log::LogContext::new(std::time::SystemTime::now())
+                    };
+                    set_filter_state::decode(setters, &ctx, state);
+                }
                 Kind::Fault(fault) => {
                     // A request always has its parts here; `None` is the network RBAC's case.
                     let Some(parts) = req.parts else { continue };
