@@ -2,9 +2,10 @@
 //! them, as Envoy's `StreamInfo::FilterState`.
 //!
 //! remora knows the well-known keys it can act on — `envoy.tcp_proxy.cluster` (tcp_proxy's
-//! cluster) and `envoy.network.transport_socket.original_dst_address` (the host of an ORIGINAL_DST
-//! cluster) — and Envoy's generic string objects (`envoy.string`, `envoy.hashable_string`), which
-//! only feed `%FILTER_STATE%` and travel to internal listeners. Objects marked shared with the
+//! cluster), `envoy.network.transport_socket.original_dst_address` (the host of an ORIGINAL_DST
+//! cluster), `envoy.network.upstream_server_name` and `envoy.network.application_protocols` (the
+//! SNI and ALPN of tcp_proxy's upstream TLS) — and Envoy's generic string objects (`envoy.string`,
+//! `envoy.hashable_string`), which only feed `%FILTER_STATE%` and travel to internal listeners. Objects marked shared with the
 //! upstream go with an `internal_upstream` connection to the internal listener it reaches.
 //!
 //! A connection without filter state holds an empty [`FilterState`]: no allocation.
@@ -21,12 +22,19 @@ pub use setter::{Setter, Setters};
 pub const TCP_PROXY_CLUSTER: &str = "envoy.tcp_proxy.cluster";
 /// `envoy.network.transport_socket.original_dst_address`: where an ORIGINAL_DST cluster connects.
 pub const ORIGINAL_DST_ADDRESS: &str = "envoy.network.transport_socket.original_dst_address";
+/// `envoy.network.upstream_server_name`: the SNI of the upstream TLS connection.
+pub const UPSTREAM_SERVER_NAME: &str = "envoy.network.upstream_server_name";
+/// `envoy.network.application_protocols`: the ALPN list the upstream TLS connection offers
+/// (comma separated).
+pub const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
 
 /// The factories that make filter state objects from a string (`factory_key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Factory {
     TcpProxyCluster,
     OriginalDstAddress,
+    UpstreamServerName,
+    ApplicationProtocols,
     /// `envoy.string` and `envoy.hashable_string`: a plain string, read by nothing but formatters.
     String,
 }
@@ -37,6 +45,8 @@ impl Factory {
         match key {
             TCP_PROXY_CLUSTER => Some(Factory::TcpProxyCluster),
             ORIGINAL_DST_ADDRESS => Some(Factory::OriginalDstAddress),
+            UPSTREAM_SERVER_NAME => Some(Factory::UpstreamServerName),
+            APPLICATION_PROTOCOLS => Some(Factory::ApplicationProtocols),
             "envoy.string" | "envoy.hashable_string" => Some(Factory::String),
             _ => None,
         }
@@ -47,6 +57,14 @@ impl Factory {
         match self {
             Factory::TcpProxyCluster => Some(Value::Cluster(value.to_string())),
             Factory::OriginalDstAddress => value.parse().ok().map(Value::Address),
+            Factory::UpstreamServerName => Some(Value::ServerName(value.to_string())),
+            Factory::ApplicationProtocols => Some(Value::Protocols(
+                value
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.as_bytes().to_vec())
+                    .collect(),
+            )),
             Factory::String => Some(Value::String(value.to_string())),
         }
     }
@@ -57,6 +75,8 @@ impl Factory {
 pub enum Value {
     Cluster(String),
     Address(SocketAddr),
+    ServerName(String),
+    Protocols(Vec<Vec<u8>>),
     String(String),
 }
 
@@ -64,8 +84,13 @@ impl Value {
     /// The value as `%FILTER_STATE(KEY:PLAIN)%` prints it.
     pub fn plain(&self) -> String {
         match self {
-            Value::Cluster(s) | Value::String(s) => s.clone(),
+            Value::Cluster(s) | Value::ServerName(s) | Value::String(s) => s.clone(),
             Value::Address(a) => a.to_string(),
+            Value::Protocols(list) => list
+                .iter()
+                .map(|p| String::from_utf8_lossy(p))
+                .collect::<Vec<_>>()
+                .join(","),
         }
     }
 }
@@ -93,30 +118,30 @@ pub struct Object {
 /// The objects of one connection or request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FilterState {
-    objects: Option<Box<Vec<Object>>>,
+    /// Empty (no allocation) until a filter sets something.
+    objects: Vec<Object>,
 }
 
 impl FilterState {
     pub fn is_empty(&self) -> bool {
-        self.objects.as_ref().is_none_or(|o| o.is_empty())
+        self.objects.is_empty()
     }
 
     pub fn get(&self, key: &str) -> Option<&Object> {
-        self.objects.as_ref()?.iter().find(|o| o.key == key)
+        self.objects.iter().find(|o| o.key == key)
     }
 
     /// Sets `object`, replacing one of the same key unless that one is read-only (then the new one
     /// is dropped and false returned, as Envoy refuses to overwrite it).
     pub fn set(&mut self, object: Object) -> bool {
-        let objects = self.objects.get_or_insert_with(Box::default);
-        match objects.iter_mut().find(|o| o.key == object.key) {
+        match self.objects.iter_mut().find(|o| o.key == object.key) {
             Some(old) if old.read_only => false,
             Some(old) => {
                 *old = object;
                 true
             }
             None => {
-                objects.push(object);
+                self.objects.push(object);
                 true
             }
         }
@@ -138,11 +163,27 @@ impl FilterState {
         }
     }
 
+    /// The SNI for tcp_proxy's upstream TLS, when a filter set one.
+    pub fn upstream_server_name(&self) -> Option<&str> {
+        match &self.get(UPSTREAM_SERVER_NAME)?.value {
+            Value::ServerName(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The ALPN list for tcp_proxy's upstream TLS, when a filter set one.
+    pub fn application_protocols(&self) -> Option<&[Vec<u8>]> {
+        match &self.get(APPLICATION_PROTOCOLS)?.value {
+            Value::Protocols(p) if !p.is_empty() => Some(p),
+            _ => None,
+        }
+    }
+
     /// What an upstream (internal) connection starts with: the objects shared with the upstream;
     /// those shared once are not shared any further.
     pub fn for_upstream(&self) -> FilterState {
         let mut out = FilterState::default();
-        for o in self.objects.iter().flat_map(|o| o.iter()) {
+        for o in &self.objects {
             let sharing = match o.sharing {
                 Sharing::None => continue,
                 Sharing::Once => Sharing::None,

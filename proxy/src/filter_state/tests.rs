@@ -34,8 +34,8 @@ fn ctx() -> LogContext<'static> {
 fn empty_state_does_not_allocate_and_shares_nothing() {
     let s = FilterState::default();
     assert!(s.is_empty());
-    assert!(s.objects.is_none());
-    assert!(s.for_upstream().objects.is_none());
+    assert_eq!(s.objects.capacity(), 0);
+    assert_eq!(s.for_upstream().objects.capacity(), 0);
 }
 
 #[test]
@@ -122,13 +122,13 @@ format_string: { text_format_source: { inline_string: "second" } }
 fn unknown_factories_are_errors_naming_the_field() {
     let e = setters(
         r#"
-object_key: envoy.network.upstream_server_name
+object_key: envoy.upstream.dynamic_host
 format_string: { text_format_source: { inline_string: "x" } }
 "#,
     )
     .expect_err("unknown");
     assert!(e.contains("on_new_connection[0].object_key"), "{e}");
-    assert!(e.contains("envoy.network.upstream_server_name"), "{e}");
+    assert!(e.contains("envoy.upstream.dynamic_host"), "{e}");
     let e = setters(
         r#"
 object_key: mine
@@ -167,4 +167,34 @@ fn sharing_with_upstream_goes_once_or_transitively() {
     let after = next.for_upstream();
     assert!(after.get("once").is_none());
     assert!(after.get("always").is_some());
+}
+
+#[test]
+fn upstream_sni_and_alpn_come_from_their_keys() {
+    let s = setters(
+        r#"
+object_key: envoy.network.upstream_server_name
+format_string: { text_format_source: { inline_string: "api.example.com" } }
+---
+object_key: envoy.network.application_protocols
+format_string: { text_format_source: { inline_string: "h2,http/1.1" } }
+"#,
+    )
+    .expect("valid");
+    let mut state = FilterState::default();
+    assert_eq!(state.upstream_server_name(), None);
+    assert_eq!(state.application_protocols(), None);
+    s.apply(&ctx(), &mut state);
+    assert_eq!(state.upstream_server_name(), Some("api.example.com"));
+    assert_eq!(
+        state.application_protocols(),
+        Some(&[b"h2".to_vec(), b"http/1.1".to_vec()][..])
+    );
+    assert_eq!(
+        state
+            .get("envoy.network.application_protocols")
+            .map(|o| o.value.plain())
+            .as_deref(),
+        Some("h2,http/1.1")
+    );
 }

@@ -148,7 +148,12 @@ pub(crate) async fn transport(
             addr,
             &host.hostname,
             alpn,
-            alpn_override.map(|a| &a[..]),
+            crate::tls::client::Overrides {
+                alpn: downstream_state
+                    .application_protocols()
+                    .or(alpn_override.map(|a| &a[..])),
+                sni: downstream_state.upstream_server_name(),
+            },
             shared.spec.connect_timeout,
         )
         .await
