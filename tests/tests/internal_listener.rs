@@ -269,3 +269,138 @@ async fn http_reaches_an_internal_connection_manager_and_set_filter_state_picks_
     })
     .await;
 }
+
+/// An LDS file's resource: the internal listener `inner`, a connection manager routing to `cluster`.
+fn lds_inner(cluster: &str) -> String {
+    format!(
+        r#"- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: inner
+  internal_listener: {{}}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: inner
+        http_filters: [{{ name: envoy.filters.http.router, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }} }}]
+        route_config:
+          virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: {cluster} }} }}] }}]
+"#
+    )
+}
+
+/// The static part: a front listener whose tcp_proxy reaches `inner` (a new in-process connection
+/// per client connection), and the clusters.
+fn lds_bootstrap(dir: &std::path::Path, admin_port: u16, front: u16, a: u16, b: u16) -> String {
+    let d = dir.display();
+    let backend = |name: &str, port: u16| {
+        format!("  - {{ name: {name}, connect_timeout: 1s, load_assignment: {{ cluster_name: {name}, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}] }} }}\n")
+    };
+    format!(
+        r#"node: {{ id: node1, cluster: test }}
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
+bootstrap_extensions:
+- name: envoy.bootstrap.internal_listener
+  typed_config: {{ "@type": type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener }}
+dynamic_resources:
+  lds_config:
+    resource_api_version: V3
+    path_config_source: {{ path: {d}/lds/lds.yaml, watched_directory: {{ path: {d}/lds }} }}
+static_resources:
+  listeners:
+  - name: front
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {front} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: front
+          cluster: to_inner
+  clusters:
+  - name: to_inner
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: to_inner
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ envoy_internal_address: {{ server_listener_name: inner }} }} }} }}] }}]
+{}{}"#,
+        backend("a", a),
+        backend("b", b)
+    )
+}
+
+fn publish_lds(dir: &std::path::Path, version: &str, resources: &str) {
+    let sub = dir.join("lds");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    let tmp = dir.join(".lds.tmp");
+    let text = format!(
+        "version_info: \"{version}\"\nresources:{}\n",
+        if resources.is_empty() { " []" } else { "\n" }
+    );
+    std::fs::write(&tmp, format!("{text}{resources}")).expect("write");
+    std::fs::rename(&tmp, sub.join("lds.yaml")).expect("rename");
+}
+
+/// Which backend a new client connection through `front` reaches (`None`: no answer).
+async fn reached(front: std::net::SocketAddr) -> Option<String> {
+    let r = remora_tests::client::get(front, "/").await.ok()?;
+    if r.status != 200 {
+        return Some(format!("status {}", r.status));
+    }
+    r.echo().map(|e| e.backend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_listener_from_lds_is_added_changed_and_removed() {
+    for_each_kind(|kind| async move {
+        let a = remora_tests::HttpBackend::start("a").await;
+        let b = remora_tests::HttpBackend::start("b").await;
+        let dir = remora_tests::tempdir::TempDir::new("internal-lds");
+        let front = remora_tests::ports::free_port();
+        let admin_port = remora_tests::ports::free_port();
+        publish_lds(dir.path(), "1", &lds_inner("a"));
+        let opts = StartOptions {
+            args: vec!["--drain-time-s".into(), "1".into()],
+            ..StartOptions::default()
+        };
+        let config = lds_bootstrap(dir.path(), admin_port, front, a.port(), b.port());
+        let _proxy = remora_tests::Proxy::start_with(kind, &config, opts).await;
+        let front = remora_tests::ports::loopback(front);
+        let eventually = |want: Option<&'static str>| async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let got = reached(front).await;
+                if got.as_deref() == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "[{kind}] wanted {want:?}, got {got:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        eventually(Some("a")).await;
+        assert_eq!(
+            admin::stat(admin_port, "listener_manager.lds.update_success").await,
+            Some(1),
+            "[{kind}]"
+        );
+        publish_lds(dir.path(), "2", &lds_inner("b"));
+        eventually(Some("b")).await;
+        // Without the internal listener the tcp_proxy's connect fails: the client sees a close.
+        publish_lds(dir.path(), "3", "");
+        eventually(None).await;
+        assert_eq!(
+            admin::stat(admin_port, "listener_manager.lds.update_success").await,
+            Some(3),
+            "[{kind}]"
+        );
+        let failed = admin::stat(admin_port, "cluster.to_inner.upstream_cx_connect_fail").await;
+        assert!(
+            failed.unwrap_or(0) >= 1,
+            "[{kind}] connect failures: {failed:?}"
+        );
+    })
+    .await;
+}

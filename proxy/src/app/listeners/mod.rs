@@ -211,7 +211,7 @@ impl ListenerManager {
     ) -> Result<Running, ResourceError> {
         let name = proto.name.clone();
         // A listener that a drain has stopped stays without sockets when LDS adds it again.
-        let stopped = self.stopped_for(proto.traffic_direction);
+        let stopped = self.stopped_for(proto.traffic_direction, cfg.internal);
         let sockets = if stopped {
             tracing::info!(listener = %name, "listeners of this direction are stopped; not binding");
             Vec::new()
@@ -224,7 +224,7 @@ impl ListenerManager {
         let connections = self.inner.process.child();
         let current: Current = Arc::new(ArcSwap::from_pointee(self.serving(cfg, &connections)));
         let accept = self.inner.process.child();
-        if cfg_internal {
+        if cfg_internal && !stopped {
             let current = current.clone();
             let stopped = accept.watch();
             self.internal().register(&name, move |conn| {
