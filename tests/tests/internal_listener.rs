@@ -247,10 +247,10 @@ async fn http_reaches_an_internal_connection_manager_and_set_filter_state_picks_
         assert_eq!(
             front,
             [
-                "/inner/x 200 to_inner -".to_string(),
-                "/inner/x 200 to_inner -".to_string(),
-                "/inner/x 200 to_inner -".to_string(),
-                format!("/dst/y 200 orig {target}"),
+                "/inner/x 200 to_inner envoy://inner_http/ -".to_string(),
+                "/inner/x 200 to_inner envoy://inner_http/ -".to_string(),
+                "/inner/x 200 to_inner envoy://inner_http/ -".to_string(),
+                format!("/dst/y 200 orig {target} {target}"),
             ],
             "[{kind}]"
         );

@@ -56,6 +56,8 @@ pub struct Outcome {
     pub flags: &'static str,
     pub cluster: Option<String>,
     pub upstream_host: Option<std::net::SocketAddr>,
+    /// The upstream host's `envoy://` name, when it is an internal listener.
+    pub upstream_internal: Option<String>,
     pub route_name: Option<String>,
     pub attempts: u32,
     pub details: &'static str,
@@ -254,6 +256,7 @@ pub async fn handle(
                         .then_some(outcome.attempts),
                     requested_server_name: info.requested_server_name.as_deref(),
                     downstream_internal: info.internal_listener.as_deref(),
+                    upstream_internal: outcome.upstream_internal.as_deref(),
                     filter_state: Some(&outcome.filter_state),
                     downstream_tls: tls,
                     upstream_tls: outcome.upstream_tls.as_deref(),
