@@ -404,3 +404,54 @@ async fn an_internal_listener_from_lds_is_added_changed_and_removed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_original_dst_filter_restores_addresses_from_the_filter_state() {
+    for_each_kind(|kind| async move {
+        let opts = StartOptions {
+            args: vec!["--file-flush-interval-msec".into(), "100".into()],
+            ..StartOptions::default()
+        };
+        let s = Stack::start_with(kind, "internal/original_dst.yaml", opts).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (a0, b0) = (tcp_port(&s, "a"), tcp_port(&s, "b"));
+        assert_eq!(echo(s.addr(), b"to b").await, b"to b", "[{kind}]");
+        assert_eq!(
+            echo(s.env.addr("listener_port_plain"), b"to a!").await,
+            b"to a!",
+            "[{kind}]"
+        );
+        assert_eq!(
+            tcp_port(&s, "b") - b0,
+            1,
+            "[{kind}] the restored destination"
+        );
+        assert_eq!(
+            tcp_port(&s, "a") - a0,
+            1,
+            "[{kind}] no restored destination: the default chain"
+        );
+        let b = s
+            .env
+            .tcp
+            .iter()
+            .find(|(n, _)| n == "b")
+            .map(|(_, e)| e.addr)
+            .expect("tcp_b");
+        let mut lines: Vec<String> = wait_for_lines(&s.env.file("inner.log"), 4)
+            .await
+            .into_iter()
+            .filter(|l| !l.ends_with(" 0"))
+            .collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "fallback envoy://dst_inner/ envoy://internal_client_address/ a 5".to_string(),
+                format!("to_dst {b} 127.0.0.1 {b} 4"),
+            ],
+            "[{kind}]"
+        );
+    })
+    .await;
+}

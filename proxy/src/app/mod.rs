@@ -20,7 +20,6 @@ use crate::config::{self, ParseOptions, Snapshot};
 use crate::detect::{Detector, TlsStart};
 use crate::drain;
 use crate::http::server::ConnInfo;
-use crate::listener::internal::INTERNAL_ADDRESS;
 use crate::listener::{Accepted, InternalAccepted};
 use crate::logging::LogControl;
 use crate::stats::Store;
@@ -498,8 +497,8 @@ pub(crate) async fn serve_internal(acc: InternalAccepted<ChainStack>, _detector:
     }
     let mut info = ConnInfo {
         id: acc.id,
-        peer: INTERNAL_ADDRESS,
-        local: INTERNAL_ADDRESS,
+        peer: acc.peer,
+        local: acc.local,
         scheme: "http",
         tls: None,
         requested_server_name: None,

@@ -3,8 +3,9 @@
 //!
 //! remora knows the well-known keys it can act on — `envoy.tcp_proxy.cluster` (tcp_proxy's
 //! cluster), `envoy.network.transport_socket.original_dst_address` (the host of an ORIGINAL_DST
-//! cluster), `envoy.network.upstream_server_name` and `envoy.network.application_protocols` (the
-//! SNI and ALPN of tcp_proxy's upstream TLS) — and Envoy's generic string objects (`envoy.string`,
+//! cluster), `envoy.filters.listener.original_dst.local_ip` / `remote_ip` (what an internal
+//! listener's `original_dst` filter restores), `envoy.network.upstream_server_name` and
+//! `envoy.network.application_protocols` (the SNI and ALPN of tcp_proxy's upstream TLS) — and Envoy's generic string objects (`envoy.string`,
 //! `envoy.hashable_string`), which only feed `%FILTER_STATE%` and travel to internal listeners. Objects marked shared with the
 //! upstream go with an `internal_upstream` connection to the internal listener it reaches.
 //!
@@ -22,6 +23,10 @@ pub use setter::{Setter, Setters};
 pub const TCP_PROXY_CLUSTER: &str = "envoy.tcp_proxy.cluster";
 /// `envoy.network.transport_socket.original_dst_address`: where an ORIGINAL_DST cluster connects.
 pub const ORIGINAL_DST_ADDRESS: &str = "envoy.network.transport_socket.original_dst_address";
+/// `envoy.filters.listener.original_dst.local_ip` / `remote_ip`: the addresses an internal
+/// listener's `original_dst` listener filter gives its connection.
+pub const ORIGINAL_DST_LOCAL: &str = "envoy.filters.listener.original_dst.local_ip";
+pub const ORIGINAL_DST_REMOTE: &str = "envoy.filters.listener.original_dst.remote_ip";
 /// `envoy.network.upstream_server_name`: the SNI of the upstream TLS connection.
 pub const UPSTREAM_SERVER_NAME: &str = "envoy.network.upstream_server_name";
 /// `envoy.network.application_protocols`: the ALPN list the upstream TLS connection offers
@@ -44,7 +49,9 @@ impl Factory {
     pub fn by_key(key: &str) -> Option<Factory> {
         match key {
             TCP_PROXY_CLUSTER => Some(Factory::TcpProxyCluster),
-            ORIGINAL_DST_ADDRESS => Some(Factory::OriginalDstAddress),
+            ORIGINAL_DST_ADDRESS | ORIGINAL_DST_LOCAL | ORIGINAL_DST_REMOTE => {
+                Some(Factory::OriginalDstAddress)
+            }
             UPSTREAM_SERVER_NAME => Some(Factory::UpstreamServerName),
             APPLICATION_PROTOCOLS => Some(Factory::ApplicationProtocols),
             "envoy.string" | "envoy.hashable_string" => Some(Factory::String),
@@ -155,12 +162,24 @@ impl FilterState {
         }
     }
 
-    /// The ORIGINAL_DST target, when a filter set one.
-    pub fn original_dst_address(&self) -> Option<SocketAddr> {
-        match self.get(ORIGINAL_DST_ADDRESS)?.value {
+    fn address(&self, key: &str) -> Option<SocketAddr> {
+        match self.get(key)?.value {
             Value::Address(a) => Some(a),
             _ => None,
         }
+    }
+
+    /// The ORIGINAL_DST target, when a filter set one.
+    pub fn original_dst_address(&self) -> Option<SocketAddr> {
+        self.address(ORIGINAL_DST_ADDRESS)
+    }
+
+    /// The local and remote addresses an internal listener's `original_dst` filter restores.
+    pub fn original_dst_local_remote(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (
+            self.address(ORIGINAL_DST_LOCAL),
+            self.address(ORIGINAL_DST_REMOTE),
+        )
     }
 
     /// The SNI for tcp_proxy's upstream TLS, when a filter set one.

@@ -49,9 +49,11 @@ impl Setter {
             errors.push(
                 path.field(field),
                 format!(
-                    "filter state object {factory_key:?} is not supported (remora knows {}, {}, {}, {}, envoy.string and envoy.hashable_string)",
+                    "filter state object {factory_key:?} is not supported (remora knows {}, {}, {}, {}, {}, {}, envoy.string and envoy.hashable_string)",
                     super::TCP_PROXY_CLUSTER,
                     super::ORIGINAL_DST_ADDRESS,
+                    super::ORIGINAL_DST_LOCAL,
+                    super::ORIGINAL_DST_REMOTE,
                     super::UPSTREAM_SERVER_NAME,
                     super::APPLICATION_PROTOCOLS,
                 ),

@@ -132,7 +132,6 @@ pub fn from_proto<C>(
     if internal {
         for (field, set) in [
             ("additional_addresses", !l.additional_addresses.is_empty()),
-            ("listener_filters", !l.listener_filters.is_empty()),
             (
                 "use_original_dst",
                 l.use_original_dst.as_ref().is_some_and(|v| v.value),
@@ -148,7 +147,14 @@ pub fn from_proto<C>(
     }
     let mut listener_filters = Vec::with_capacity(l.listener_filters.len());
     for (i, f) in l.listener_filters.iter().enumerate() {
-        match listener_filter::from_proto(f, &path.field("listener_filters").index(i)) {
+        let fpath = path.field("listener_filters").index(i);
+        match listener_filter::from_proto(f, &fpath) {
+            // An internal connection has no bytes to peek at before its chain: only original_dst
+            // (from the filter state) applies.
+            Ok(f) if internal && f.kind != ListenerFilterKind::OriginalDst => errors.push(
+                fpath,
+                "only envoy.filters.listener.original_dst is supported on an internal listener",
+            ),
             Ok(f) => listener_filters.push(f),
             Err(e) => errors.extend(e),
         }
@@ -304,6 +310,17 @@ impl<C> ListenerConfig<C> {
     }
 
     /// Whether some listener filter reads the connection's first bytes before the chain is chosen.
+    /// Whether an internal listener's connections take their addresses from the filter state
+    /// (`envoy.filters.listener.original_dst.local_ip` / `remote_ip`), as its `original_dst`
+    /// listener filter does.
+    pub fn restores_internal_addresses(&self) -> bool {
+        self.internal
+            && self
+                .listener_filters
+                .iter()
+                .any(|f| f.kind == ListenerFilterKind::OriginalDst)
+    }
+
     pub fn inspects(&self) -> bool {
         self.listener_filters
             .iter()

@@ -6,7 +6,9 @@
 //! Envoy's user-space sockets): the cluster keeps one end, the internal listener serves the other
 //! exactly as an accepted socket — connection limit, `listener.envoy_internal_<name>.*` stats, chain
 //! selection, network filters, drain. Such a connection has no IP addresses; where remora needs one
-//! (chain matching, `%DOWNSTREAM_*_ADDRESS%`) it is `0.0.0.0:0`. The filter state the originating
+//! (chain matching, `%DOWNSTREAM_*_ADDRESS%`) it is `0.0.0.0:0`, unless the listener has the
+//! `original_dst` listener filter and the filter state carries
+//! `envoy.filters.listener.original_dst.local_ip` / `remote_ip` (Istio's inbound HBONE pattern). The filter state the originating
 //! connection shared with its upstream (through `envoy.transport_sockets.internal_upstream`) is the
 //! new connection's starting state.
 
@@ -46,6 +48,10 @@ pub struct InternalConnection {
 #[derive(Debug)]
 pub struct InternalAccepted<C> {
     pub stream: DuplexStream,
+    /// The connection's addresses: `INTERNAL_ADDRESS` unless the listener's `original_dst` filter
+    /// restored them from the filter state.
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
     pub id: u64,
     pub listener: Arc<ActiveListener<C>>,
     pub chain: ChainId,
@@ -170,7 +176,13 @@ where
     let stats = &active.stats;
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("conn", id, listener = %active.config.name, internal = true);
-    let input = MatchInput::raw(INTERNAL_ADDRESS, INTERNAL_ADDRESS);
+    let (local, peer) = if active.config.restores_internal_addresses() {
+        let (l, r) = conn.filter_state.original_dst_local_remote();
+        (l.unwrap_or(INTERNAL_ADDRESS), r.unwrap_or(INTERNAL_ADDRESS))
+    } else {
+        (INTERNAL_ADDRESS, INTERNAL_ADDRESS)
+    };
+    let input = MatchInput::raw(local, peer);
     let Some(chain) = active.config.chains.select_id(&input) else {
         stats.no_filter_chain_match.inc();
         span.in_scope(|| debug!("no matching filter chain; closing"));
@@ -180,6 +192,8 @@ where
     stats.downstream_cx_active.inc();
     let accepted = InternalAccepted {
         stream: conn.stream,
+        local,
+        peer,
         id,
         listener: active.clone(),
         chain,

@@ -55,6 +55,8 @@ impl SetFilterState {
             requested_server_name: info.requested_server_name.as_deref(),
             connection_id: Some(info.id),
             downstream_tls: info.tls.as_deref(),
+            downstream_internal: info.internal_listener.as_deref(),
+            filter_state: None,
             ..LogContext::new(SystemTime::now())
         };
         self.on_new_connection.apply(&ctx, state);

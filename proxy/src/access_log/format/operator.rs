@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use super::time::TimeFormat;
 use crate::access_log::context::LogContext;
+use crate::listener::internal::INTERNAL_ADDRESS;
 use crate::tls::TlsInfo;
 
 /// How Envoy prints the remote address of an internal listener's connection.
@@ -283,16 +284,19 @@ impl Operator {
                     .filter(|r| !r.is_empty())
                     .map(|r| r.replace(' ', "_")),
             ),
+            // An internal connection's addresses, unless its listener's original_dst restored them.
             Operator::DownstreamRemoteAddress
             | Operator::DownstreamRemoteAddressWithoutPort
             | Operator::DownstreamDirectRemoteAddress
             | Operator::DownstreamDirectRemoteAddressWithoutPort
-                if ctx.downstream_internal.is_some() =>
+                if ctx.downstream_internal.is_some()
+                    && ctx.downstream_direct_remote_address == Some(INTERNAL_ADDRESS) =>
             {
                 Value::Str(Cow::Borrowed(INTERNAL_CLIENT_ADDRESS))
             }
             Operator::DownstreamLocalAddress | Operator::DownstreamLocalAddressWithoutPort
-                if ctx.downstream_internal.is_some() =>
+                if ctx.downstream_internal.is_some()
+                    && ctx.downstream_local_address == Some(INTERNAL_ADDRESS) =>
             {
                 owned(ctx.downstream_internal.map(|l| format!("envoy://{l}/")))
             }

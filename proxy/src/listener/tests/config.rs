@@ -330,6 +330,10 @@ fn internal_listeners_have_no_socket_and_envoys_stat_prefix() {
         "name: inner\nstat_prefix: mine\ninternal_listener: {{}}\n{CHAIN}"
     ));
     assert_eq!(l.stat_prefix, "listener.mine");
+    let l = build_ok(&format!(
+        "name: inner\ninternal_listener: {{}}\nlistener_filters: [{{name: envoy.filters.listener.original_dst, typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}}}]\n{CHAIN}"
+    ));
+    assert!(l.restores_internal_addresses());
 }
 
 #[test]
@@ -342,5 +346,5 @@ fn internal_listeners_refuse_what_needs_a_socket() {
     let (path, _) = one_error(&format!(
         "name: inner\ninternal_listener: {{}}\nlistener_filters: [{{name: envoy.filters.listener.tls_inspector, typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}}}]\n{CHAIN}"
     ));
-    assert_eq!(path, "static_resources.listeners[0].listener_filters");
+    assert_eq!(path, "static_resources.listeners[0].listener_filters[0]");
 }

@@ -1,7 +1,7 @@
 //! `envoy.transport_sockets.internal_upstream` on a cluster: connections to internal listeners carry
 //! the downstream connection's filter state objects shared with the upstream (and, as configured,
-//! metadata) to the internal listener's connection. The wrapped `transport_socket` must be
-//! plaintext (`raw_buffer`, or none).
+//! metadata) to the internal listener's connection. The wrapped `transport_socket` (required, as
+//! in Envoy) must be plaintext (`raw_buffer`).
 
 use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
 use envoy_types::pb::envoy::extensions::transport_sockets::internal_upstream::v3::InternalUpstreamTransport;
@@ -76,8 +76,13 @@ pub fn from_proto(
         }
         passthrough_metadata.push((source, m.name.clone()));
     }
-    if let Some(inner) = &cfg.transport_socket {
-        let ipath = tpath.field("transport_socket");
+    let ipath = tpath.field("transport_socket");
+    let Some(inner) = &cfg.transport_socket else {
+        // Envoy's validation requires it.
+        errs.push(ipath, "transport_socket is required");
+        return None;
+    };
+    {
         let kind = inner
             .config_type
             .as_ref()

@@ -105,6 +105,14 @@ fn tls_or_a_wrapped_socket_other_than_raw_buffer_is_refused() {
         ),
         "{e}"
     );
+    let bare = "    transport_socket:\n      name: envoy.transport_sockets.internal_upstream\n      typed_config: { '@type': type.googleapis.com/envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport }\n";
+    let e = manager(&cluster(bare))
+        .expect_err("no wrapped socket")
+        .to_string();
+    assert!(
+        e.contains("transport_socket.typed_config.transport_socket: transport_socket is required"),
+        "{e}"
+    );
     let dns = cluster("    type: STRICT_DNS\n");
     let e = manager(&dns).expect_err("dns").to_string();
     assert!(
