@@ -27,7 +27,6 @@ pub struct Setter {
 impl Setter {
     /// Validates one value found at `path`. A key whose factory remora does not have is an error
     /// naming `factory_key` (or `object_key`, when it is its own factory).
-    #[allow(deprecated)]
     pub fn from_proto(
         v: &FilterStateValue,
         path: &Path,
@@ -78,7 +77,8 @@ impl Setter {
             key,
             factory,
             format,
-            read_only: v.read_only,
+            // Deprecated in Envoy and without effect: a later value replaces an earlier one.
+            read_only: false,
             sharing,
             skip_if_empty: v.skip_if_empty,
         })

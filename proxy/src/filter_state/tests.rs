@@ -88,7 +88,8 @@ format_string: { text_format_source: { inline_string: "" } }
 }
 
 #[test]
-fn later_values_see_earlier_ones_and_read_only_objects_stay() {
+fn later_values_see_earlier_ones_and_replace_them() {
+    // `read_only` is deprecated in Envoy and has no effect.
     let s = setters(
         r#"
 object_key: a
@@ -110,11 +111,28 @@ format_string: { text_format_source: { inline_string: "second" } }
     s.apply(&ctx(), &mut state);
     assert_eq!(
         state.get("a").map(|o| o.value.plain()).as_deref(),
-        Some("first")
+        Some("second")
     );
     assert_eq!(
         state.get("b").map(|o| o.value.plain()).as_deref(),
         Some("first-\"first\"")
+    );
+}
+
+#[test]
+fn a_read_only_object_is_not_replaced() {
+    let mut state = FilterState::default();
+    let object = |v: &str, read_only| Object {
+        key: "k".into(),
+        value: Value::String(v.into()),
+        read_only,
+        sharing: Sharing::None,
+    };
+    assert!(state.set(object("one", true)));
+    assert!(!state.set(object("two", false)));
+    assert_eq!(
+        state.get("k").map(|o| o.value.plain()).as_deref(),
+        Some("one")
     );
 }
 
