@@ -160,6 +160,15 @@ async fn outer_listeners_reach_the_internal_listener_and_filter_state_picks_its_
             "[{kind}]"
         );
 
+        let cx = admin::stat(admin_port, "cluster.to_inner.upstream_cx_total").await;
+        let no_metadata =
+            admin::stat(admin_port, "cluster.to_inner.internal_upstream.no_metadata").await;
+        assert_eq!(
+            no_metadata,
+            cx.map(|n| 2 * n),
+            "[{kind}] two missing entries per connection"
+        );
+
         let text = |r: remora_tests::Response| String::from_utf8_lossy(&r.body).into_owned();
         let listeners = text(
             admin::get(admin_port, "/listeners")

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub slot_freed: Notify,
     /// Where `envoy_internal_address` endpoints connect.
     pub internal: InternalListeners,
+    /// `internal_upstream.no_metadata`, for clusters with that transport socket.
+    pub internal_no_metadata: Option<crate::stats::Counter>,
 }
 
 /// Per-request inputs of the balance and connect stages.
@@ -109,6 +111,10 @@ impl Cluster {
             tls.bind_stats(&scope);
         }
         let breakers = CircuitBreakers::new(spec.default_limits, spec.high_limits, &scope);
+        let internal_no_metadata = spec
+            .internal_upstream
+            .as_ref()
+            .map(|_| scope.counter("internal_upstream.no_metadata"));
         let hosts: Vec<Arc<Host>> = spec
             .endpoints
             .iter()
@@ -142,6 +148,7 @@ impl Cluster {
                 breakers,
                 slot_freed: Notify::new(),
                 internal,
+                internal_no_metadata,
             }),
             hosts: ArcSwap::from_pointee(set),
             ready,

@@ -31,6 +31,8 @@ pub struct Host {
     pub(crate) locality_weight: Option<u32>,
     pub health: Health,
     pub(crate) socket_labels: super::config::socket_match::SocketLabels,
+    /// The namespaces of the endpoint's metadata.
+    pub(crate) metadata_namespaces: Box<[String]>,
     pub stats: HostStats,
     pub(crate) pool: HostPool,
     /// `envoy_internal_address` endpoints: the internal listener connections go to (`address`
@@ -68,6 +70,7 @@ impl Host {
             locality_weight: spec.locality_weight,
             health: spec.health,
             socket_labels: spec.socket_labels.clone(),
+            metadata_namespaces: spec.metadata_namespaces.clone().into_boxed_slice(),
             stats: HostStats::default(),
             pool: HostPool::default(),
             internal: internal_of(spec),
@@ -86,6 +89,7 @@ impl Host {
             && self.locality_weight == spec.locality_weight
             && self.health == spec.health
             && self.socket_labels == spec.socket_labels
+            && *self.metadata_namespaces == *spec.metadata_namespaces
             && self.internal == internal_of(spec)
     }
 

@@ -92,6 +92,9 @@ pub struct EndpointSpec {
     pub health: Health,
     /// `envoy.transport_socket_match` labels, which pick the transport socket.
     pub socket_labels: super::socket_match::SocketLabels,
+    /// The namespaces of the endpoint's metadata (`internal_upstream.no_metadata` counts the
+    /// `passthrough_metadata` host entries missing from it). Empty for most endpoints.
+    pub metadata_namespaces: Vec<String>,
 }
 
 /// The endpoints of `load_assignment`, plus its overprovisioning factor (1.4 unless set).
@@ -203,6 +206,16 @@ pub(crate) fn from_assignment(
                 locality_index: li,
                 locality_weight,
                 health: Health::from_proto(lbe.health_status),
+                metadata_namespaces: lbe
+                    .metadata
+                    .iter()
+                    .flat_map(|m| {
+                        m.filter_metadata
+                            .keys()
+                            .chain(m.typed_filter_metadata.keys())
+                    })
+                    .cloned()
+                    .collect(),
                 socket_labels: super::socket_match::SocketLabels::from_metadata(
                     lbe.metadata.as_ref(),
                     loc.metadata.as_ref(),

@@ -3,7 +3,7 @@
 //! metadata) to the internal listener's connection. The wrapped `transport_socket` (required, as
 //! in Envoy) must be plaintext (`raw_buffer`).
 
-use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
+use envoy_types::pb::envoy::config::core::v3::{transport_socket, Metadata, TransportSocket};
 use envoy_types::pb::envoy::extensions::transport_sockets::internal_upstream::v3::InternalUpstreamTransport;
 use envoy_types::pb::envoy::r#type::metadata::v3::metadata_kind::Kind;
 use prost::Name;
@@ -26,6 +26,9 @@ pub struct InternalUpstream {
     /// `passthrough_metadata`: accepted and validated; remora's internal listeners have no filter
     /// that reads dynamic metadata, so nothing consumes it yet.
     pub passthrough_metadata: Vec<(MetadataSource, String)>,
+    /// How many cluster-metadata entries the cluster lacks: each connection counts them, and the
+    /// host entries its host lacks, in `internal_upstream.no_metadata`, as Envoy does.
+    pub missing_cluster_metadata: u64,
 }
 
 /// Whether `ts` is the internal upstream transport socket.
@@ -41,6 +44,7 @@ pub fn is_internal_upstream(ts: &TransportSocket) -> bool {
 /// Validates the socket found at `path` (a cluster's `transport_socket`).
 pub fn from_proto(
     ts: &TransportSocket,
+    cluster_metadata: Option<&Metadata>,
     path: &Path,
     errs: &mut ConfigErrors,
 ) -> Option<InternalUpstream> {
@@ -101,7 +105,17 @@ pub fn from_proto(
             return None;
         }
     }
+    let has = |ns: &str| {
+        cluster_metadata.is_some_and(|m| {
+            m.filter_metadata.contains_key(ns) || m.typed_filter_metadata.contains_key(ns)
+        })
+    };
+    let missing_cluster_metadata = passthrough_metadata
+        .iter()
+        .filter(|(source, ns)| *source == MetadataSource::Cluster && !has(ns))
+        .count() as u64;
     Some(InternalUpstream {
         passthrough_metadata,
+        missing_cluster_metadata,
     })
 }

@@ -184,7 +184,12 @@ impl ClusterSpec {
             .as_ref()
             .filter(|ts| internal_upstream::is_internal_upstream(ts))
             .and_then(|ts| {
-                internal_upstream::from_proto(ts, &path.field("transport_socket"), &mut errs)
+                internal_upstream::from_proto(
+                    ts,
+                    c.metadata.as_ref(),
+                    &path.field("transport_socket"),
+                    &mut errs,
+                )
             });
         let tls = c
             .transport_socket

@@ -17,6 +17,7 @@ use crate::stats::Counter;
 use crate::tls::{Alpn, ClientStream, TlsInfo};
 use crate::upstream::circuit::ResourceGuard;
 use crate::upstream::cluster::Shared;
+use crate::upstream::config::internal_upstream::MetadataSource;
 use crate::upstream::config::Keepalive;
 use crate::upstream::endpoint::Host;
 use crate::upstream::stats::{bump, down, up};
@@ -188,7 +189,19 @@ fn internal(
     let addr = host.address();
     let guard = ConnectionGuard::new(shared.clone(), host.clone(), slot);
     let state = match &shared.spec.internal_upstream {
-        Some(_) => downstream_state.for_upstream(),
+        Some(spec) => {
+            if let Some(c) = &shared.internal_no_metadata {
+                let missing_on_host = spec
+                    .passthrough_metadata
+                    .iter()
+                    .filter(|(source, ns)| {
+                        *source == MetadataSource::Host && !host.metadata_namespaces.contains(ns)
+                    })
+                    .count() as u64;
+                c.add(spec.missing_cluster_metadata + missing_on_host);
+            }
+            downstream_state.for_upstream()
+        }
         None => FilterState::default(),
     };
     match shared.internal.connect(listener, state) {

@@ -51,6 +51,15 @@ async fn connect(yaml: &str) -> (FilterState, String) {
     accepted.stream.read_exact(&mut buf).await.expect("read");
     assert_eq!(&buf, b"ping");
     assert_eq!(store.counter("cluster.c.upstream_cx_total").get(), 1);
+    if yaml.contains("internal_upstream") {
+        // The host entry (`istio`) is missing from the endpoint's metadata.
+        assert_eq!(
+            store
+                .counter("cluster.c.internal_upstream.no_metadata")
+                .get(),
+            1
+        );
+    }
     (
         accepted.filter_state,
         String::from_utf8_lossy(&buf).into_owned(),
