@@ -482,7 +482,7 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
 
 /// Serves a connection an internal listener took: its chain's network filters and terminal filter
 /// (internal listeners have no listener filters and no TLS).
-pub(crate) async fn serve_internal(acc: InternalAccepted<ChainStack>, _detector: Arc<Detector>) {
+pub(crate) async fn serve_internal(acc: InternalAccepted<ChainStack>) {
     let Some(ChainStack {
         tls,
         filters,

@@ -8,9 +8,9 @@
 //! selection, network filters, drain. Such a connection has no IP addresses; where remora needs one
 //! (chain matching, `%DOWNSTREAM_*_ADDRESS%`) it is `0.0.0.0:0`, unless the listener has the
 //! `original_dst` listener filter and the filter state carries
-//! `envoy.filters.listener.original_dst.local_ip` / `remote_ip` (Istio's inbound HBONE pattern). The filter state the originating
-//! connection shared with its upstream (through `envoy.transport_sockets.internal_upstream`) is the
-//! new connection's starting state.
+//! `envoy.filters.listener.original_dst.local_ip` / `remote_ip` (Istio's inbound HBONE pattern).
+//! The filter state the originating connection shared with its upstream (through
+//! `envoy.transport_sockets.internal_upstream`) is the new connection's starting state.
 
 use std::collections::HashMap;
 use std::io;

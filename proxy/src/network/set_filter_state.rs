@@ -54,7 +54,9 @@ impl SetFilterState {
             downstream_direct_remote_address: Some(info.peer),
             requested_server_name: info.requested_server_name.as_deref(),
             connection_id: Some(info.id),
-            downstream_tls: info.tls.as_deref(),
+            // Envoy runs this stage before the TLS handshake ends (`on_downstream_tls_handshake`
+            // is the later one), so TLS operators print `-` here.
+            downstream_tls: None,
             downstream_internal: info.internal_listener.as_deref(),
             filter_state: None,
             ..LogContext::new(SystemTime::now())

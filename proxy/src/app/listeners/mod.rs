@@ -112,6 +112,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Serves a connection to an internal listener with the listener's current version.
+fn admit_internal(
+    conn: listener::InternalConnection,
+    serving: &Arc<Serving<ChainStack, Arc<Detector>>>,
+) {
+    listener::internal::admit(conn, serving, &|acc, _: &Arc<Detector>| {
+        super::serve_internal(acc)
+    });
+}
+
 /// Whether only the filter chains changed (Envoy's in-place filter chain update).
 fn only_filter_chains_differ(a: &Listener, b: &Listener) -> bool {
     let strip = |l: &Listener| Listener {
@@ -229,15 +239,9 @@ impl ListenerManager {
             let stopped = accept.watch();
             self.internal().register(&name, move |conn| {
                 // A stopped or retired listener refuses, as a closed socket does.
-                if stopped.is_draining() {
-                    return;
+                if !stopped.is_draining() {
+                    admit_internal(conn, &current.load_full());
                 }
-                listener::internal::admit(conn, &current.load_full(), &|acc,
-                                                                        detector: &Arc<
-                    Detector,
-                >| {
-                    super::serve_internal(acc, detector.clone())
-                });
             });
         }
         for b in sockets {
