@@ -226,6 +226,18 @@ async fn http_reaches_an_internal_connection_manager_and_set_filter_state_picks_
         assert_eq!(r.status, 200, "[{kind}] {}", r.text());
         assert_eq!(r.echo().map(|e| e.backend), Some("b".into()), "[{kind}]");
 
+        // A request's shared objects reach the internal listener; connections are pooled by them.
+        for (i, tag) in ["t1", "t2", "t1", "t2"].iter().enumerate() {
+            let path = format!("/tagged/{}", i + 1);
+            let r = client
+                .send(&Request::get(&path).header("x-tag", tag))
+                .await
+                .expect("response");
+            assert_eq!(r.status, 200, "[{kind}] {}", r.text());
+        }
+        let shared = admin::stat(admin_port, "cluster.to_inner_shared.upstream_cx_total").await;
+        assert_eq!(shared, Some(2), "[{kind}] one connection per tag");
+
         // A tcp_proxy into the same internal listener.
         let mut tcp_client = Client::new(s.env.addr("listener_port_tcp"), Protocol::Http1);
         let r = tcp_client
@@ -236,8 +248,8 @@ async fn http_reaches_an_internal_connection_manager_and_set_filter_state_picks_
         assert_eq!(r.echo().map(|e| e.backend), Some("a".into()), "[{kind}]");
 
         assert_eq!(
-            counter(admin_port, "http.inner_http.downstream_rq_2xx", 4).await,
-            4,
+            counter(admin_port, "http.inner_http.downstream_rq_2xx", 8).await,
+            8,
             "[{kind}]"
         );
         assert_eq!(
@@ -252,9 +264,9 @@ async fn http_reaches_an_internal_connection_manager_and_set_filter_state_picks_
         );
         assert_eq!(admin::stat(admin_port, cx).await, Some(cx0 + 2), "[{kind}]");
 
-        let front = wait_for_lines(&s.env.file("front.log"), 4).await;
+        let front = wait_for_lines(&s.env.file("front.log"), 8).await;
         assert_eq!(
-            front,
+            front[..4],
             [
                 "/inner/x 200 to_inner envoy://inner_http/ -".to_string(),
                 "/inner/x 200 to_inner envoy://inner_http/ -".to_string(),
@@ -263,15 +275,19 @@ async fn http_reaches_an_internal_connection_manager_and_set_filter_state_picks_
             ],
             "[{kind}]"
         );
-        let mut inner = wait_for_lines(&s.env.file("inner.log"), 4).await;
+        let mut inner = wait_for_lines(&s.env.file("inner.log"), 8).await;
         inner.sort();
         assert_eq!(
             inner,
             [
-                "/inner/x 200 envoy://internal_client_address/ envoy://inner_http/",
-                "/inner/x 200 envoy://internal_client_address/ envoy://inner_http/",
-                "/inner/x 200 envoy://internal_client_address/ envoy://inner_http/",
-                "/via/tcp 200 envoy://internal_client_address/ envoy://inner_http/",
+                "/inner/x 200 envoy://internal_client_address/ envoy://inner_http/ -",
+                "/inner/x 200 envoy://internal_client_address/ envoy://inner_http/ -",
+                "/inner/x 200 envoy://internal_client_address/ envoy://inner_http/ -",
+                "/tagged/1 200 envoy://internal_client_address/ envoy://inner_http/ t1",
+                "/tagged/2 200 envoy://internal_client_address/ envoy://inner_http/ t2",
+                "/tagged/3 200 envoy://internal_client_address/ envoy://inner_http/ t1",
+                "/tagged/4 200 envoy://internal_client_address/ envoy://inner_http/ t2",
+                "/via/tcp 200 envoy://internal_client_address/ envoy://inner_http/ -",
             ],
             "[{kind}]"
         );

@@ -198,6 +198,18 @@ impl FilterState {
         }
     }
 
+    /// The objects shared with the upstream, as they are (what keys an HTTP connection pool).
+    pub fn shared_with_upstream(&self) -> FilterState {
+        FilterState {
+            objects: self
+                .objects
+                .iter()
+                .filter(|o| o.sharing != Sharing::None)
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// What an upstream (internal) connection starts with: the objects shared with the upstream;
     /// those shared once are not shared any further.
     pub fn for_upstream(&self) -> FilterState {

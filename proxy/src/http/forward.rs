@@ -134,6 +134,8 @@ pub async fn forward(
         auto_host_rewrite: fwd.auto_host_rewrite(),
         append_x_forwarded_host: fwd.append_x_forwarded_host(),
         alpn: rt.cfg.istio.alpn.clone(),
+        // Only what may go upstream (nothing, and no allocation, for most requests).
+        filter_state: outcome.filter_state.shared_with_upstream(),
     };
     let mut attempt: u32 = 0;
     loop {

@@ -53,6 +53,9 @@ pub struct SendContext {
     /// `istio.alpn`: over TLS, offer the list for the upstream HTTP version instead of the
     /// cluster's ALPN (connections are pooled apart by what they offered).
     pub alpn: Option<Arc<AlpnOverrides>>,
+    /// The request's filter state: to an internal listener over `internal_upstream`, the objects
+    /// shared with the upstream go along.
+    pub filter_state: FilterState,
 }
 
 /// Per-connection inputs of `connect_tcp`.
@@ -321,9 +324,16 @@ impl Cluster {
                 ctx.downstream_version.unwrap_or(req.version()) == Version::HTTP_2
             }
         };
-        let pool = host
-            .pool
-            .for_alpn(alpn_override(ctx, shared, &host, wants_h2 || auto));
+        // Over internal_upstream a request's shared objects go to the internal listener; its
+        // connections are pooled apart by them.
+        let carried = match (&shared.spec.internal_upstream, &host.internal) {
+            (Some(_), Some(_)) => ctx.filter_state.shared_with_upstream(),
+            _ => FilterState::default(),
+        };
+        let pool = host.pool.for_key(
+            alpn_override(ctx, shared, &host, wants_h2 || auto),
+            &carried,
+        );
         // auto_config: HTTP/1.1 until ALPN with this endpoint has chosen h2.
         let h2 = wants_h2 || (auto && pool.alpn_h2.load(Ordering::Acquire));
         let result = if h2 {

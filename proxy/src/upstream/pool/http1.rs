@@ -157,7 +157,7 @@ async fn acquire(
                 slot,
                 Alpn::Http1,
                 pool.alpn.as_ref(),
-                &Default::default(),
+                &pool.state,
             )
             .await?;
             if stream.alpn() == Some(b"h2") {

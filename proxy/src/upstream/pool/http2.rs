@@ -97,7 +97,7 @@ async fn acquire(
                 slot,
                 Alpn::Http2,
                 pool.alpn.as_ref(),
-                &Default::default(),
+                &pool.state,
             )
             .await?;
             let sender = adopt(shared, pool, stream, addr, guard, tls, true).await;

@@ -131,3 +131,34 @@ fn tls_or_a_wrapped_socket_other_than_raw_buffer_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn http_pools_are_keyed_by_the_objects_a_request_shares() {
+    use crate::upstream::pool::HostPool;
+    use std::sync::Arc;
+    let pools = HostPool::default();
+    let tagged = |v: &str| {
+        let mut s = FilterState::default();
+        s.set(Object {
+            key: "tag".into(),
+            value: Value::String(v.into()),
+            read_only: false,
+            sharing: Sharing::Once,
+        });
+        s
+    };
+    let none = pools.for_key(None, &FilterState::default());
+    assert!(Arc::ptr_eq(&none, &pools.default));
+    let a = pools.for_key(None, &tagged("a"));
+    assert!(!Arc::ptr_eq(&a, &none));
+    assert!(Arc::ptr_eq(&a, &pools.for_key(None, &tagged("a"))));
+    assert!(!Arc::ptr_eq(&a, &pools.for_key(None, &tagged("b"))));
+    // Keys from requests do not pile up: unused pools are forgotten.
+    for i in 0..200 {
+        pools.for_key(None, &tagged(&i.to_string()));
+    }
+    assert!(
+        Arc::ptr_eq(&a, &pools.for_key(None, &tagged("a"))),
+        "a held pool stays"
+    );
+}
