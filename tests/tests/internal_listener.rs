@@ -480,3 +480,39 @@ async fn an_internal_original_dst_filter_restores_addresses_from_the_filter_stat
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_listener_terminates_tls_that_a_tcp_proxy_carries_in() {
+    for_each_kind(|kind| async move {
+        let mut pki = remora_tests::pki::Pki::new();
+        pki.issue(
+            "server",
+            &remora_tests::pki::istio_id("server"),
+            &["server.mesh"],
+        );
+        let s = remora_tests::peers::MeshStack::start(
+            kind,
+            "internal/tls.yaml",
+            &pki,
+            &remora_tests::template::Vars::new(),
+        )
+        .await;
+        let port = s.port("listener_port");
+        let client = remora_tests::peers::TlsClient::new("server.mesh").ca(pki.ca_pem());
+        let run = tokio::task::spawn_blocking(move || client.curl(port, "/x"))
+            .await
+            .expect("join");
+        assert!(
+            run.stdout.starts_with("inner tls\n") && run.stdout.trim_end().ends_with("200"),
+            "[{kind}] {run:?}"
+        );
+        let handshakes = counter(
+            s.admin(),
+            "listener.envoy_internal_tls_inner.ssl.handshake",
+            1,
+        )
+        .await;
+        assert_eq!(handshakes, 1, "[{kind}]");
+    })
+    .await;
+}

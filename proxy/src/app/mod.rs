@@ -480,8 +480,8 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
     }
 }
 
-/// Serves a connection an internal listener took: its chain's network filters and terminal filter
-/// (internal listeners have no listener filters and no TLS).
+/// Serves a connection an internal listener took: its chain's TLS, network filters and terminal
+/// filter (internal listeners have no listener filters but `original_dst`).
 pub(crate) async fn serve_internal(acc: InternalAccepted<ChainStack>) {
     let Some(ChainStack {
         tls,
@@ -491,10 +491,6 @@ pub(crate) async fn serve_internal(acc: InternalAccepted<ChainStack>) {
     else {
         return;
     };
-    if tls.is_some() {
-        tracing::debug!("TLS on an internal listener's chain is not supported; closing");
-        return;
-    }
     let mut info = ConnInfo {
         id: acc.id,
         peer: acc.peer,
@@ -505,9 +501,27 @@ pub(crate) async fn serve_internal(acc: InternalAccepted<ChainStack>) {
         filter_state: acc.filter_state,
         internal_listener: Some(acc.listener.config.name.as_str().into()),
     };
-    filters.on_new_connection(&mut info);
-    if filters.is_empty() || filters.admit(&info).await {
-        Box::pin(serve_stack(acc.stream, info, stack, acc.drain)).await;
+    match tls {
+        None => {
+            filters.on_new_connection(&mut info);
+            if filters.is_empty() || filters.admit(&info).await {
+                Box::pin(serve_stack(acc.stream, info, stack, acc.drain)).await;
+            }
+        }
+        // TLS bytes a tcp_proxy carried in (a failed handshake is counted by the TLS stage).
+        Some(tls) => {
+            if let Ok((stream, tls_info)) = Box::pin(tls.accept(acc.stream, acc.peer)).await {
+                let mut info = ConnInfo {
+                    scheme: "https",
+                    tls: Some(Arc::new(tls_info)),
+                    ..info
+                };
+                filters.on_new_connection(&mut info);
+                if filters.is_empty() || filters.admit(&info).await {
+                    Box::pin(serve_stack(stream, info, stack, acc.drain)).await;
+                }
+            }
+        }
     }
 }
 
