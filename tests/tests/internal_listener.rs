@@ -482,7 +482,7 @@ async fn an_internal_original_dst_filter_restores_addresses_from_the_filter_stat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_internal_listener_terminates_tls_that_a_tcp_proxy_carries_in() {
+async fn tls_to_and_on_an_internal_listener() {
     for_each_kind(|kind| async move {
         let mut pki = remora_tests::pki::Pki::new();
         pki.issue(
@@ -498,6 +498,12 @@ async fn an_internal_listener_terminates_tls_that_a_tcp_proxy_carries_in() {
         )
         .await;
         let port = s.port("listener_port");
+        // The readiness probes may have handshaken already: count from where they left things.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let up_stat = "cluster.to_inner_tls.ssl.handshake";
+        let down_stat = "listener.envoy_internal_tls_inner.ssl.handshake";
+        let up0 = admin::stat(s.admin(), up_stat).await.unwrap_or(0);
+        let down0 = admin::stat(s.admin(), down_stat).await.unwrap_or(0);
         let client = remora_tests::peers::TlsClient::new("server.mesh").ca(pki.ca_pem());
         let run = tokio::task::spawn_blocking(move || client.curl(port, "/x"))
             .await
@@ -506,13 +512,27 @@ async fn an_internal_listener_terminates_tls_that_a_tcp_proxy_carries_in() {
             run.stdout.starts_with("inner tls\n") && run.stdout.trim_end().ends_with("200"),
             "[{kind}] {run:?}"
         );
-        let handshakes = counter(
-            s.admin(),
-            "listener.envoy_internal_tls_inner.ssl.handshake",
-            1,
-        )
-        .await;
-        assert_eq!(handshakes, 1, "[{kind}]");
+        // TLS originated over the in-process connection, verified against the mesh root.
+        let origin = s.env.addr("listener_port_origin");
+        let r = Client::new(origin, Protocol::Http1)
+            .send(&Request::get("/y"))
+            .await
+            .expect("response");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "inner tls\n".to_string()),
+            "[{kind}]"
+        );
+        // The connection through `origin` is one handshake at each end; the TLS client's one
+        // more at the internal listener.
+        let up = counter(s.admin(), up_stat, up0 + 1).await;
+        assert_eq!(up, up0 + 1, "[{kind}] upstream handshakes");
+        let down = counter(s.admin(), down_stat, down0 + 2).await;
+        assert_eq!(
+            down,
+            down0 + 2,
+            "[{kind}] handshakes at the internal listener"
+        );
     })
     .await;
 }

@@ -16,6 +16,8 @@ pub enum ClientStream {
     Tls(Box<TlsStream<TcpStream>>),
     /// An in-process connection to an internal listener.
     Internal(tokio::io::DuplexStream),
+    /// TLS over an in-process connection.
+    InternalTls(Box<TlsStream<tokio::io::DuplexStream>>),
 }
 
 impl ClientStream {
@@ -24,6 +26,7 @@ impl ClientStream {
         match self {
             ClientStream::Plain(_) | ClientStream::Internal(_) => None,
             ClientStream::Tls(t) => t.get_ref().1.alpn_protocol(),
+            ClientStream::InternalTls(t) => t.get_ref().1.alpn_protocol(),
         }
     }
 }
@@ -38,6 +41,7 @@ impl AsyncRead for ClientStream {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Internal(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientStream::InternalTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -52,6 +56,7 @@ impl AsyncWrite for ClientStream {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Internal(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ClientStream::InternalTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -64,6 +69,7 @@ impl AsyncWrite for ClientStream {
             ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             ClientStream::Internal(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            ClientStream::InternalTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -72,6 +78,7 @@ impl AsyncWrite for ClientStream {
             ClientStream::Plain(s) => s.is_write_vectored(),
             ClientStream::Internal(s) => s.is_write_vectored(),
             ClientStream::Tls(s) => s.is_write_vectored(),
+            ClientStream::InternalTls(s) => s.is_write_vectored(),
         }
     }
 
@@ -80,6 +87,7 @@ impl AsyncWrite for ClientStream {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ClientStream::Internal(s) => Pin::new(s).poll_flush(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientStream::InternalTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -88,6 +96,7 @@ impl AsyncWrite for ClientStream {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Internal(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientStream::InternalTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

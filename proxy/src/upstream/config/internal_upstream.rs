@@ -1,7 +1,7 @@
 //! `envoy.transport_sockets.internal_upstream` on a cluster: connections to internal listeners carry
 //! the downstream connection's filter state objects shared with the upstream (and, as configured,
 //! metadata) to the internal listener's connection. The wrapped `transport_socket` (required, as
-//! in Envoy) must be plaintext (`raw_buffer`).
+//! in Envoy) is `raw_buffer` or TLS, validated as a cluster's own.
 
 use envoy_types::pb::envoy::config::core::v3::{transport_socket, Metadata, TransportSocket};
 use envoy_types::pb::envoy::extensions::transport_sockets::internal_upstream::v3::InternalUpstreamTransport;
@@ -29,6 +29,9 @@ pub struct InternalUpstream {
     /// How many cluster-metadata entries the cluster lacks: each connection counts them, and the
     /// host entries its host lacks, in `internal_upstream.no_metadata`, as Envoy does.
     pub missing_cluster_metadata: u64,
+    /// The wrapped socket: plaintext or TLS over the in-process connection, as a cluster's own
+    /// `transport_socket` would be.
+    pub transport_socket: TransportSocket,
 }
 
 /// Whether `ts` is the internal upstream transport socket.
@@ -86,25 +89,6 @@ pub fn from_proto(
         errs.push(ipath, "transport_socket is required");
         return None;
     };
-    {
-        let kind = inner
-            .config_type
-            .as_ref()
-            .map(|transport_socket::ConfigType::TypedConfig(a)| any_type_name(a))
-            .unwrap_or_default();
-        let raw = inner.name == "envoy.transport_sockets.raw_buffer"
-            || kind == "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
-        if !raw {
-            errs.push(
-                ipath.field("name"),
-                format!(
-                    "transport socket {:?} inside {NAME} is not supported (only envoy.transport_sockets.raw_buffer)",
-                    inner.name
-                ),
-            );
-            return None;
-        }
-    }
     let has = |ns: &str| {
         cluster_metadata.is_some_and(|m| {
             m.filter_metadata.contains_key(ns) || m.typed_filter_metadata.contains_key(ns)
@@ -117,5 +101,6 @@ pub fn from_proto(
     Some(InternalUpstream {
         passthrough_metadata,
         missing_cluster_metadata,
+        transport_socket: inner.clone(),
     })
 }

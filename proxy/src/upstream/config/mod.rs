@@ -191,19 +191,18 @@ impl ClusterSpec {
                     &mut errs,
                 )
             });
-        let tls = c
-            .transport_socket
-            .as_ref()
-            .filter(|_| internal_upstream.is_none())
-            .and_then(|ts| {
-                socket_match::client_tls(
-                    ts,
-                    &path.field("transport_socket"),
-                    secrets,
-                    alpn,
-                    &mut errs,
-                )
-            });
+        // Under internal_upstream, its wrapped socket is the one the connections speak.
+        let (socket, socket_path) = match &internal_upstream {
+            Some(iu) => (
+                Some(&iu.transport_socket),
+                path.field("transport_socket")
+                    .field("typed_config")
+                    .field("transport_socket"),
+            ),
+            None => (c.transport_socket.as_ref(), path.field("transport_socket")),
+        };
+        let tls = socket
+            .and_then(|ts| socket_match::client_tls(ts, &socket_path, secrets, alpn, &mut errs));
         let socket_matches = socket_match::from_cluster(c, path, secrets, alpn, &mut errs);
         let dns = dns_settings(c, path, discovery.unwrap_or(Discovery::Static));
         unsupported(c, path, &mut errs);
@@ -257,16 +256,6 @@ impl ClusterSpec {
         }
         if c.outlier_detection.is_some() {
             warn!(cluster = %c.name, path = %path.field("outlier_detection"), "outlier detection is ignored");
-        }
-
-        let internal_endpoints = endpoints
-            .iter()
-            .any(|e| matches!(e.target, Target::Internal { .. }));
-        if internal_endpoints && (tls.is_some() || socket_matches.iter().any(|m| m.tls.is_some())) {
-            errs.push(
-                path.field("transport_socket"),
-                "TLS to internal listener endpoints (envoy_internal_address) is not supported yet",
-            );
         }
 
         let stat_name = if c.alt_stat_name.is_empty() {

@@ -137,7 +137,44 @@ pub(crate) async fn transport(
     downstream_state: &FilterState,
 ) -> Result<Transport, UpstreamError> {
     if let Some(target) = &host.internal {
-        return internal(shared, host, slot, &target.listener, downstream_state);
+        let (stream, addr, guard) =
+            internal(shared, host, slot, &target.listener, downstream_state)?;
+        let Some(tls) = shared.spec.tls_for(&host.socket_labels) else {
+            return Ok((ClientStream::Internal(stream), addr, guard, None));
+        };
+        let overrides = crate::tls::client::Overrides {
+            alpn: downstream_state
+                .application_protocols()
+                .or(alpn_override.map(|a| &a[..])),
+            sni: downstream_state.upstream_server_name(),
+        };
+        return match tls
+            .connect(
+                stream,
+                addr,
+                &host.hostname,
+                alpn,
+                overrides,
+                shared.spec.connect_timeout,
+            )
+            .await
+        {
+            Ok((s, info)) => Ok((
+                ClientStream::InternalTls(Box::new(s)),
+                addr,
+                guard,
+                Some(Arc::new(info)),
+            )),
+            Err(source) => {
+                shared.stats.upstream_cx_connect_fail.inc();
+                bump(&host.stats.cx_connect_fail);
+                Err(UpstreamError::Tls {
+                    cluster: shared.spec.name.clone(),
+                    endpoint: addr,
+                    source,
+                })
+            }
+        };
     }
     let (stream, addr, guard) = tcp(shared, host, slot).await?;
     let Some(tls) = shared.spec.tls_for(&host.socket_labels) else {
@@ -177,15 +214,16 @@ pub(crate) async fn transport(
     }
 }
 
-/// Connects to an internal listener in-process. Over an `internal_upstream` transport socket the
-/// objects `downstream_state` shares with the upstream go along.
+/// Connects to an internal listener in-process (TLS, if the cluster has it, runs over the pipe).
+/// Over an `internal_upstream` transport socket the objects `downstream_state` shares with the
+/// upstream go along.
 fn internal(
     shared: &Arc<Shared>,
     host: &Arc<Host>,
     slot: ResourceGuard,
     listener: &str,
     downstream_state: &FilterState,
-) -> Result<Transport, UpstreamError> {
+) -> Result<(tokio::io::DuplexStream, SocketAddr, ConnectionGuard), UpstreamError> {
     let addr = host.address();
     let guard = ConnectionGuard::new(shared.clone(), host.clone(), slot);
     let state = match &shared.spec.internal_upstream {
@@ -205,7 +243,7 @@ fn internal(
         None => FilterState::default(),
     };
     match shared.internal.connect(listener, state) {
-        Ok(stream) => Ok((ClientStream::Internal(stream), addr, guard, None)),
+        Ok(stream) => Ok((stream, addr, guard)),
         Err(source) => {
             shared.stats.upstream_cx_connect_fail.inc();
             bump(&host.stats.cx_connect_fail);

@@ -92,22 +92,22 @@ async fn no_such_internal_listener_is_a_connect_failure() {
 }
 
 #[test]
-fn tls_or_a_wrapped_socket_other_than_raw_buffer_is_refused() {
-    let tls = "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config: { '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext }\n";
-    let e = manager(&cluster(tls)).expect_err("tls").to_string();
-    assert!(
-        e.contains(
-            "static_resources.clusters[0].transport_socket: TLS to internal listener endpoints"
-        ),
-        "{e}"
-    );
+fn wrapped_sockets_are_validated_as_a_clusters_own() {
+    let tls = "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config: { '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: inner.mesh }\n";
+    let (m, _) = manager(&cluster(tls)).expect("TLS to an internal endpoint");
+    assert!(m.get("c").expect("c").spec().tls.is_some());
     let wrapped = INTERNAL_UPSTREAM.replace(
         "transport_socket: { name: envoy.transport_sockets.raw_buffer, typed_config: { '@type': type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer } }",
         "transport_socket: { name: envoy.transport_sockets.tls, typed_config: { '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext } }",
     );
-    let e = manager(&cluster(&wrapped))
-        .expect_err("wrapped tls")
-        .to_string();
+    let (m, _) = manager(&cluster(&wrapped)).expect("TLS inside internal_upstream");
+    let spec = m.get("c").expect("c").spec().clone();
+    assert!(spec.tls.is_some() && spec.internal_upstream.is_some());
+    let tap = INTERNAL_UPSTREAM.replace(
+        "transport_socket: { name: envoy.transport_sockets.raw_buffer, typed_config: { '@type': type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer } }",
+        "transport_socket: { name: envoy.transport_sockets.tap }",
+    );
+    let e = manager(&cluster(&tap)).expect_err("tap").to_string();
     assert!(
         e.contains(
             "static_resources.clusters[0].transport_socket.typed_config.transport_socket.name"
