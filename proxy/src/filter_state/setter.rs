@@ -19,7 +19,6 @@ pub struct Setter {
     key: String,
     factory: Factory,
     format: Formatter,
-    read_only: bool,
     sharing: Sharing,
     skip_if_empty: bool,
 }
@@ -77,8 +76,6 @@ impl Setter {
             key,
             factory,
             format,
-            // Deprecated in Envoy and without effect: a later value replaces an earlier one.
-            read_only: false,
             sharing,
             skip_if_empty: v.skip_if_empty,
         })
@@ -97,7 +94,8 @@ impl Setter {
         let set = state.set(Object {
             key: self.key.clone(),
             value,
-            read_only: self.read_only,
+            // `read_only` is deprecated in Envoy and has no effect: a later value replaces it.
+            read_only: false,
             sharing: self.sharing,
         });
         if !set {
