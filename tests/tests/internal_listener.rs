@@ -523,6 +523,22 @@ async fn tls_to_and_on_an_internal_listener() {
             (200, "inner tls\n".to_string()),
             "[{kind}]"
         );
+        // Both set_filter_state stages see the handshake's TLS version.
+        let mut lines = wait_for_lines(&s.env.file("inner.log"), 2).await;
+        lines.sort();
+        let stages: Vec<(String, bool)> = lines
+            .iter()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let same = f.len() == 3 && f[1] == f[2] && f[1].starts_with("TLSv1.");
+                (f[0].to_string(), same)
+            })
+            .collect();
+        assert_eq!(
+            stages,
+            [("/x".to_string(), true), ("/y".to_string(), true)],
+            "[{kind}] {lines:?}"
+        );
         // The connection through `origin` is one handshake at each end; the TLS client's one
         // more at the internal listener.
         let up = counter(s.admin(), up_stat, up0 + 1).await;
