@@ -14,6 +14,7 @@ pub mod config;
 pub mod detect;
 pub mod drain;
 pub mod echo;
+pub mod filter_state;
 pub mod http;
 pub mod istio;
 pub mod listener;

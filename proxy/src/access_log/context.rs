@@ -56,6 +56,13 @@ pub struct LogContext<'a> {
     pub upstream_tls: Option<&'a TlsInfo>,
     /// The request was answered by the health_check filter (for `not_health_check_filter`).
     pub is_health_check: bool,
+    /// On an internal listener's connection, the listener's name: Envoy prints its addresses as
+    /// `envoy://<name>/` (local) and `envoy://internal_client_address/` (remote).
+    pub downstream_internal: Option<&'a str>,
+    /// The upstream host, when it is an internal listener (`envoy://<name>/<endpoint_id>`).
+    pub upstream_internal: Option<&'a str>,
+    /// The connection's (or request's) filter state, for `%FILTER_STATE%`.
+    pub filter_state: Option<&'a crate::filter_state::FilterState>,
 }
 
 impl<'a> LogContext<'a> {
@@ -94,6 +101,9 @@ impl<'a> LogContext<'a> {
             downstream_tls: None,
             upstream_tls: None,
             is_health_check: false,
+            downstream_internal: None,
+            upstream_internal: None,
+            filter_state: None,
         }
     }
 

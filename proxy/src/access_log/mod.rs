@@ -118,6 +118,39 @@ impl AccessLogs {
     }
 }
 
+/// A `SubstitutionFormatString` compiled once, rendered per stream without a trailing newline
+/// (the values of `set_filter_state`).
+#[derive(Debug, Clone)]
+pub struct Formatter {
+    format: LineFormat,
+    omit_empty: bool,
+}
+
+impl Formatter {
+    /// Compiles `sfs` found at `path`; problems go to `errors`.
+    pub fn from_proto(
+        sfs: &SubstitutionFormatString,
+        path: &Path,
+        errors: &mut ConfigErrors,
+    ) -> Option<Formatter> {
+        Some(Formatter {
+            format: substitution_format(sfs, path, errors)?,
+            omit_empty: sfs.omit_empty_values,
+        })
+    }
+
+    pub fn render(&self, ctx: &LogContext<'_>) -> String {
+        let mut out = String::new();
+        match &self.format {
+            LineFormat::Text(tokens) => format::render_text(tokens, ctx, self.omit_empty, &mut out),
+            LineFormat::Json(node) => {
+                format::render_json(node, ctx, self.omit_empty, &mut out);
+            }
+        }
+        out
+    }
+}
+
 fn logger(
     proto: &AccessLog,
     path: &Path,

@@ -155,21 +155,27 @@ impl AdminHooks for AppHooks {
     }
 
     fn listeners(&self, format_json: bool) -> String {
-        let listeners: Vec<(String, std::net::SocketAddr)> = self
+        // An internal listener has no socket; Envoy shows its `envoy_internal_address`.
+        let listeners: Vec<(String, Result<std::net::SocketAddr, ()>)> = self
             .config
             .listeners
             .views()
             .into_iter()
-            .filter_map(|l| l.addresses.first().map(|a| (l.name, *a)))
+            .filter_map(|l| match l.addresses.first() {
+                Some(a) => Some((l.name, Ok(*a))),
+                None if l.proto.listener_specifier.is_some() => Some((l.name, Err(()))),
+                None => None,
+            })
             .collect();
         if format_json {
             let statuses: Vec<Value> = listeners
                 .iter()
                 .map(|(name, addr)| {
-                    json!({
-                        "name": name,
-                        "local_address": { "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } },
-                    })
+                    let local = match addr {
+                        Ok(addr) => json!({ "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } }),
+                        Err(()) => json!({ "envoy_internal_address": { "server_listener_name": name } }),
+                    };
+                    json!({ "name": name, "local_address": local })
                 })
                 .collect();
             serde_json::to_string_pretty(&json!({ "listener_statuses": statuses }))
@@ -177,7 +183,10 @@ impl AdminHooks for AppHooks {
         } else {
             listeners
                 .iter()
-                .map(|(name, addr)| format!("{name}::{addr}\n"))
+                .map(|(name, addr)| match addr {
+                    Ok(addr) => format!("{name}::{addr}\n"),
+                    Err(()) => format!("{name}::envoy://{name}/\n"),
+                })
                 .collect()
         }
     }

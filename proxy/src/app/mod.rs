@@ -20,7 +20,7 @@ use crate::config::{self, ParseOptions, Snapshot};
 use crate::detect::{Detector, TlsStart};
 use crate::drain;
 use crate::http::server::ConnInfo;
-use crate::listener::Accepted;
+use crate::listener::{Accepted, InternalAccepted};
 use crate::logging::LogControl;
 use crate::stats::Store;
 use crate::xds::file::FileSource;
@@ -425,17 +425,20 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
     else {
         return;
     };
-    let info = ConnInfo {
+    let mut info = ConnInfo {
         id: acc.id,
         peer: acc.peer,
         local: acc.local,
         scheme: "http",
         tls: None,
         requested_server_name,
+        filter_state: Default::default(),
+        internal_listener: None,
     };
     match tls {
         // Boxed, so that a connection's task holds only the future of the path it takes.
         None => {
+            filters.on_new_connection(&mut info);
             if filters.is_empty() || filters.admit(&info).await {
                 Box::pin(serve_stack(acc.stream, info, stack, acc.drain)).await;
             }
@@ -463,11 +466,57 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
             }
             // A failed handshake is counted and logged by the TLS stage; the connection just ends.
             if let Ok((stream, tls_info)) = Box::pin(tls.accept(acc.stream, acc.peer)).await {
-                let info = ConnInfo {
+                let mut info = ConnInfo {
                     scheme: "https",
                     tls: Some(Arc::new(tls_info)),
                     ..info
                 };
+                filters.on_new_connection(&mut info);
+                if filters.is_empty() || filters.admit(&info).await {
+                    Box::pin(serve_stack(stream, info, stack, acc.drain)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves a connection an internal listener took: its chain's TLS, network filters and terminal
+/// filter (internal listeners have no listener filters but `original_dst`).
+pub(crate) async fn serve_internal(acc: InternalAccepted<ChainStack>) {
+    let Some(ChainStack {
+        tls,
+        filters,
+        stack,
+    }) = acc.chain().cloned()
+    else {
+        return;
+    };
+    let mut info = ConnInfo {
+        id: acc.id,
+        peer: acc.peer,
+        local: acc.local,
+        scheme: "http",
+        tls: None,
+        requested_server_name: None,
+        filter_state: acc.filter_state,
+        internal_listener: Some(acc.listener.config.name.as_str().into()),
+    };
+    match tls {
+        None => {
+            filters.on_new_connection(&mut info);
+            if filters.is_empty() || filters.admit(&info).await {
+                Box::pin(serve_stack(acc.stream, info, stack, acc.drain)).await;
+            }
+        }
+        // TLS bytes a tcp_proxy carried in (a failed handshake is counted by the TLS stage).
+        Some(tls) => {
+            if let Ok((stream, tls_info)) = Box::pin(tls.accept(acc.stream, acc.peer)).await {
+                let mut info = ConnInfo {
+                    scheme: "https",
+                    tls: Some(Arc::new(tls_info)),
+                    ..info
+                };
+                filters.on_new_connection(&mut info);
                 if filters.is_empty() || filters.admit(&info).await {
                     Box::pin(serve_stack(stream, info, stack, acc.drain)).await;
                 }
@@ -484,7 +533,15 @@ where
         NetworkStack::Http(rt) => crate::http::server::serve(stream, info, rt, drain).await,
         NetworkStack::Tcp(rt) => {
             let tls = info.tls.as_deref();
-            crate::tcp::serve(stream, info.peer, info.local, info.id, tls, rt, drain).await
+            let conn = crate::tcp::Downstream {
+                peer: info.peer,
+                local: info.local,
+                id: info.id,
+                tls,
+                filter_state: &info.filter_state,
+                internal_listener: info.internal_listener.as_deref(),
+            };
+            crate::tcp::serve(stream, conn, rt, drain).await
         }
     }
 }

@@ -104,13 +104,69 @@ fn ignored_fields(b: &Bootstrap) -> Vec<(&'static str, &'static str)> {
     if b.watchdogs.is_some() {
         ignored.push(("watchdogs", "watchdogs are not supported; ignored"));
     }
-    if !b.bootstrap_extensions.is_empty() {
+    if b.bootstrap_extensions
+        .iter()
+        .any(|e| !is_internal_listener(e))
+    {
         ignored.push((
             "bootstrap_extensions",
             "bootstrap extensions are not supported; ignored",
         ));
     }
     ignored
+}
+
+const INTERNAL_LISTENER: &str = "envoy.bootstrap.internal_listener";
+
+fn is_internal_listener(
+    e: &envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig,
+) -> bool {
+    e.name == INTERNAL_LISTENER
+        || e.typed_config
+            .as_ref()
+            .map(crate::config::parse::any_type_name)
+            .as_deref()
+            == Some("envoy.extensions.bootstrap.internal_listener.v3.InternalListener")
+}
+
+/// `envoy.bootstrap.internal_listener`: the per-direction buffer of internal connections, in
+/// bytes, when the bootstrap turns internal listeners on.
+fn internal_listener_buffer(
+    b: &Bootstrap,
+    root: &Path,
+    errors: &mut ConfigErrors,
+) -> Option<usize> {
+    use envoy_types::pb::envoy::extensions::bootstrap::internal_listener::v3::InternalListener;
+    let (i, e) = b
+        .bootstrap_extensions
+        .iter()
+        .enumerate()
+        .find(|(_, e)| is_internal_listener(e))?;
+    let path = root
+        .field("bootstrap_extensions")
+        .index(i)
+        .field("typed_config");
+    let cfg: InternalListener = match &e.typed_config {
+        Some(any) => match crate::config::parse::unpack_any(any, ParseOptions::default()) {
+            Ok(c) => c,
+            Err(err) => {
+                errors.push(path.field(&err.path), err.message);
+                return None;
+            }
+        },
+        None => InternalListener::default(),
+    };
+    match cfg.buffer_size_kb.map(|v| v.value) {
+        None => Some(crate::listener::internal::DEFAULT_BUFFER_BYTES),
+        Some(kb) if (1..=8192).contains(&kb) => Some(kb as usize * 1024),
+        Some(kb) => {
+            errors.push(
+                path.field("buffer_size_kb"),
+                format!("value must be inside range [1, 8192], got {kb}"),
+            );
+            None
+        }
+    }
 }
 
 /// Translates a bootstrap, reporting every error with its path.
@@ -166,6 +222,9 @@ pub fn build(
     // listener errors.
     let translated = clusters.is_some();
     let clusters = Arc::new(clusters.unwrap_or_else(|| ClusterManager::new(stats, &secrets)));
+    if let Some(buffer) = internal_listener_buffer(&bootstrap, &root, &mut errors) {
+        clusters.internal().enable(buffer);
+    }
     let names: Vec<String> = clusters.iter().map(|c| c.name().to_string()).collect();
     let cluster_stats = Arc::new(ClusterHttpStats::new(
         stats,

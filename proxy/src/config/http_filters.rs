@@ -1,12 +1,13 @@
 //! A connection manager's `http_filters`: the router last, and which other filters may stand
 //! before it.
 //!
-//! remora runs `envoy.filters.http.rbac`, `envoy.filters.http.fault`, `envoy.filters.http.cors`
-//! `envoy.filters.http.ext_authz` and `envoy.filters.http.grpc_stats` (see `crate::http::filter`)
-//! before the router. A filter it does not implement is an error unless `is_optional` or
-//! `disabled`, except Istio's `istio.stats`, `istio.metadata_exchange` and `istio.alpn`
-//! (translated into the manager's settings) and where the configuration given makes the filter a
-//! pass-through in Envoy too, so nothing that would act is ever dropped silently.
+//! remora runs `envoy.filters.http.rbac`, `envoy.filters.http.fault`, `envoy.filters.http.cors`,
+//! `envoy.filters.http.ext_authz`, `envoy.filters.http.grpc_stats` and
+//! `envoy.filters.http.set_filter_state` (see `crate::http::filter`) before the router. A filter
+//! it does not implement is an error unless `is_optional` or `disabled`, except Istio's
+//! `istio.stats`, `istio.metadata_exchange` and `istio.alpn` (translated into the manager's
+//! settings) and where the configuration given makes the filter a pass-through in Envoy too, so
+//! nothing that would act is ever dropped silently.
 
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
@@ -19,7 +20,9 @@ use prost::Name;
 use super::istio::{self, HttpIstio};
 use super::parse::{any_type_name, unpack_any, ParseOptions};
 use super::{ConfigErrors, Path};
-use crate::http::filter::{cors, ext_authz, fault, grpc_stats, rbac, FilterSpec, SpecKind};
+use crate::http::filter::{
+    cors, ext_authz, fault, grpc_stats, rbac, set_filter_state, FilterSpec, SpecKind,
+};
 
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
@@ -190,6 +193,19 @@ fn implemented(
                 .ok()
                 .and_then(|c| fault::Faults::from_proto(&c, &cpath, errors))
                 .map(SpecKind::Fault),
+        ),
+        set_filter_state::TYPE => Some(
+            unpack_any(any, opts)
+                .map_err(|e| errors.push(&cpath, e.message))
+                .ok()
+                .map(|c| {
+                    let mut own = ConfigErrors::default();
+                    let s = set_filter_state::from_proto(&c, &cpath, &mut own);
+                    let ok = own.is_empty();
+                    errors.extend(own);
+                    (s, ok)
+                })
+                .and_then(|(s, ok)| ok.then_some(SpecKind::SetFilterState(s))),
         ),
         grpc_stats::TYPE => Some(
             unpack_any(any, opts)

@@ -50,6 +50,12 @@ impl ListenerBuilder {
             istio: &self.istio,
         };
         let mut chain = |fc: &FilterChain, path: &Path| build_chain(fc, path, &ctx);
+        if l.listener_specifier.is_some() && !self.clusters.internal().enabled() {
+            return Err(ConfigErrors::from(super::ConfigError::new(
+                path.field("internal_listener"),
+                "an internal listener needs the bootstrap extension envoy.bootstrap.internal_listener",
+            )));
+        }
         let cfg = listener::from_proto(l, path, &mut chain)?;
         // TLS stats live under the listener's prefix, known only now.
         for (_, c) in cfg.chains.iter() {

@@ -15,6 +15,9 @@ pub mod parse;
 pub mod rds;
 pub mod tcp_proxy;
 
+#[cfg(test)]
+mod internal_tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -17,7 +17,9 @@ use crate::http::proxy::HttpRuntime;
 use crate::http::stats::HttpStats;
 use crate::istio::exchange::ExchangeStats;
 use crate::istio::{HttpTelemetry, TcpTelemetry};
-use crate::network::{rbac as network_rbac, NetworkFilters};
+use crate::network::{
+    rbac as network_rbac, set_filter_state as network_set_filter_state, NetworkFilters,
+};
 use crate::tcp::{TcpExchange, TcpRuntime, TcpStats};
 use crate::tls::{self, ServerTls};
 
@@ -178,6 +180,14 @@ pub fn build_chain(
                     "envoy.wasm.metadata_exchange is an HTTP filter; a TCP chain uses istio.metadata_exchange (envoy.tcp.metadataexchange)",
                 ),
                 Err(e) => errors.extend(e),
+            }
+            continue;
+        }
+        if f.name == network_set_filter_state::NAME || type_name == network_set_filter_state::TYPE {
+            if let Ok(c) = unpack_any(any, ctx.opts).map_err(|e| errors.push(&tpath, e.message)) {
+                let built =
+                    network_set_filter_state::SetFilterState::from_proto(&c, &tpath, &mut errors);
+                filters.push_set_filter_state(built);
             }
             continue;
         }

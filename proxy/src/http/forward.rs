@@ -134,6 +134,8 @@ pub async fn forward(
         auto_host_rewrite: fwd.auto_host_rewrite(),
         append_x_forwarded_host: fwd.append_x_forwarded_host(),
         alpn: rt.cfg.istio.alpn.clone(),
+        // Only what may go upstream (nothing, and no allocation, for most requests).
+        filter_state: outcome.filter_state.shared_with_upstream(),
     };
     let mut attempt: u32 = 0;
     loop {
@@ -228,6 +230,7 @@ pub async fn forward(
                 let status = sent.response.status().as_u16();
                 cstats.response(status);
                 outcome.upstream_host = Some(sent.upstream);
+                outcome.upstream_internal = sent.host.internal.as_ref().map(|t| t.uri.clone());
                 outcome.upstream_tls = sent.tls.clone();
                 outcome.upstream_transport_failure_reason = None;
                 let mut response = sent.response.map(|b| b.map_err(Into::into).boxed());

@@ -56,6 +56,8 @@ pub struct Outcome {
     pub flags: &'static str,
     pub cluster: Option<String>,
     pub upstream_host: Option<std::net::SocketAddr>,
+    /// The upstream host's `envoy://` name, when it is an internal listener.
+    pub upstream_internal: Option<String>,
     pub route_name: Option<String>,
     pub attempts: u32,
     pub details: &'static str,
@@ -73,6 +75,8 @@ pub struct Outcome {
     pub upstream_transport_failure_reason: Option<String>,
     /// Headers an HTTP filter puts on the response, whatever produces it (CORS).
     pub respond_headers: Option<http::HeaderMap>,
+    /// The request's filter state: the connection's, plus what `set_filter_state` set.
+    pub filter_state: crate::filter_state::FilterState,
 }
 
 struct ActiveGuard {
@@ -150,6 +154,7 @@ pub async fn handle(
 
     let mut outcome = Outcome {
         log_wanted,
+        filter_state: down.info.filter_state.clone(),
         ..Outcome::default()
     };
     let timed = {
@@ -250,6 +255,9 @@ pub async fn handle(
                     upstream_request_attempt_count: (outcome.attempts > 0)
                         .then_some(outcome.attempts),
                     requested_server_name: info.requested_server_name.as_deref(),
+                    downstream_internal: info.internal_listener.as_deref(),
+                    upstream_internal: outcome.upstream_internal.as_deref(),
+                    filter_state: Some(&outcome.filter_state),
                     downstream_tls: tls,
                     upstream_tls: outcome.upstream_tls.as_deref(),
                     upstream_transport_failure_reason: outcome
@@ -432,6 +440,7 @@ async fn route_and_forward(
                     body: &mut body,
                     scheme: down.info.scheme,
                     route_changed: &mut route_changed,
+                    filter_state: &mut outcome.filter_state,
                 },
                 &mut outcome.flags,
                 &mut outcome.respond_headers,
@@ -539,7 +548,10 @@ async fn route_and_forward(
                 parts
                     .extensions
                     .insert(crate::upstream::original_dst::OriginalDestination(
-                        down.info.local,
+                        outcome
+                            .filter_state
+                            .original_dst_address()
+                            .unwrap_or(down.info.local),
                     ));
             }
             let attempts = AttemptCount {

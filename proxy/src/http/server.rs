@@ -31,6 +31,10 @@ pub struct ConnInfo {
     /// The SNI tls_inspector read (`%REQUESTED_SERVER_NAME%`). Envoy leaves it empty without that
     /// listener filter, even when the TLS handshake carried one.
     pub requested_server_name: Option<String>,
+    /// What filters set on the connection (`set_filter_state`), or an internal upstream brought.
+    pub filter_state: crate::filter_state::FilterState,
+    /// On an internal listener, its name (the connection has no IP addresses).
+    pub internal_listener: Option<Arc<str>>,
 }
 
 fn builder(rt: &HttpRuntime, info: &ConnInfo) -> auto::Builder<TokioExecutor> {

@@ -29,10 +29,10 @@ use super::chains::ChainId;
 use crate::drain;
 
 /// Process-wide connection ids, as Envoy's `[C123]`.
-static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(0);
+pub(super) static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(0);
 
 const PENDING: u8 = 0;
-const ACTIVE: u8 = 1;
+pub(super) const ACTIVE: u8 = 1;
 
 /// A freshly accepted connection.
 #[derive(Debug)]
@@ -279,10 +279,10 @@ fn admit<C, X, H, F>(
 
 pin_project_lite::pin_project! {
     /// A connection's future with its tracker, which is dropped with it.
-    struct Tracked<F> {
+    pub(super) struct Tracked<F> {
         #[pin]
-        connection: F,
-        _tracker: Tracker,
+        pub(super) connection: F,
+        pub(super) _tracker: Tracker,
     }
 }
 
@@ -298,11 +298,11 @@ impl<F: Future<Output = ()>> Future for Tracked<F> {
 }
 
 /// Releases a connection's share of the listener when its task ends, panicking handler included.
-struct Tracker {
-    stats: ListenerStats,
-    state: Arc<AtomicU8>,
-    _permit: Option<OwnedSemaphorePermit>,
-    _drain: drain::Guard,
+pub(super) struct Tracker {
+    pub(super) stats: ListenerStats,
+    pub(super) state: Arc<AtomicU8>,
+    pub(super) _permit: Option<OwnedSemaphorePermit>,
+    pub(super) _drain: drain::Guard,
 }
 
 impl Drop for Tracker {

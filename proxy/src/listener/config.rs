@@ -24,6 +24,9 @@ pub const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub struct ListenerConfig<C> {
     pub name: String,
+    /// `internal_listener`: no socket; reached by name through an `envoy_internal_address`
+    /// endpoint (`address` is then `listener::internal::INTERNAL_ADDRESS` and `addresses()` empty).
+    pub internal: bool,
     pub address: SocketAddr,
     /// `address.socket_address.ipv4_compat`: a `::` listener that also accepts IPv4.
     pub ipv4_compat: bool,
@@ -87,7 +90,19 @@ pub fn from_proto<C>(
     let mut errors = ConfigErrors::default();
     unsupported(l, path, &mut errors);
 
+    let internal = l.listener_specifier.is_some();
     let address = match &l.address {
+        Some(_) if internal => {
+            errors.push(
+                path.field("address"),
+                "an internal listener (internal_listener) has no address",
+            );
+            None
+        }
+        None if internal => Some(ListenAddress {
+            address: super::internal::INTERNAL_ADDRESS,
+            ipv4_compat: false,
+        }),
         Some(a) => listen_address(a, &path.field("address"))
             .map_err(|e| errors.0.push(e))
             .ok(),
@@ -114,9 +129,32 @@ pub fn from_proto<C>(
         }
     }
 
+    if internal {
+        for (field, set) in [
+            ("additional_addresses", !l.additional_addresses.is_empty()),
+            (
+                "use_original_dst",
+                l.use_original_dst.as_ref().is_some_and(|v| v.value),
+            ),
+        ] {
+            if set {
+                errors.push(
+                    path.field(field),
+                    "not supported on an internal listener (internal_listener)",
+                );
+            }
+        }
+    }
     let mut listener_filters = Vec::with_capacity(l.listener_filters.len());
     for (i, f) in l.listener_filters.iter().enumerate() {
-        match listener_filter::from_proto(f, &path.field("listener_filters").index(i)) {
+        let fpath = path.field("listener_filters").index(i);
+        match listener_filter::from_proto(f, &fpath) {
+            // An internal connection has no bytes to peek at before its chain: only original_dst
+            // (from the filter state) applies.
+            Ok(f) if internal && f.kind != ListenerFilterKind::OriginalDst => errors.push(
+                fpath,
+                "only envoy.filters.listener.original_dst is supported on an internal listener",
+            ),
             Ok(f) => listener_filters.push(f),
             Err(e) => errors.extend(e),
         }
@@ -158,7 +196,13 @@ pub fn from_proto<C>(
     };
     let cfg = ListenerConfig {
         name: l.name.clone(),
-        stat_prefix: stat_prefix(&l.stat_prefix, &address),
+        internal,
+        stat_prefix: if internal && l.stat_prefix.is_empty() {
+            // Envoy names an internal listener's scope after its address, `envoy://<name>/`.
+            format!("listener.envoy_internal_{}", l.name)
+        } else {
+            stat_prefix(&l.stat_prefix, &address)
+        },
         address: address.address,
         ipv4_compat: address.ipv4_compat,
         additional_addresses,
@@ -206,11 +250,6 @@ fn unsupported(l: &Listener, path: &Path, errors: &mut ConfigErrors) {
     };
     reject(l.api_listener.is_some(), "api_listener", "an API listener");
     reject(
-        l.listener_specifier.is_some(),
-        "internal_listener",
-        "an internal listener",
-    );
-    reject(
         l.udp_listener_config.is_some(),
         "udp_listener_config",
         "a UDP listener",
@@ -252,11 +291,13 @@ fn tcp_keepalive(k: &TcpKeepaliveProto) -> TcpKeepalive {
 impl<C> ListenerConfig<C> {
     /// Every address the listener binds: `address`, then `additional_addresses`.
     pub fn addresses(&self) -> impl Iterator<Item = ListenAddress> + '_ {
-        std::iter::once(ListenAddress {
-            address: self.address,
-            ipv4_compat: self.ipv4_compat,
-        })
-        .chain(self.additional_addresses.iter().copied())
+        (!self.internal)
+            .then_some(ListenAddress {
+                address: self.address,
+                ipv4_compat: self.ipv4_compat,
+            })
+            .into_iter()
+            .chain(self.additional_addresses.iter().copied())
     }
 
     /// The runtime key Envoy users set to cap this listener's active connections.
@@ -269,6 +310,17 @@ impl<C> ListenerConfig<C> {
     }
 
     /// Whether some listener filter reads the connection's first bytes before the chain is chosen.
+    /// Whether an internal listener's connections take their addresses from the filter state
+    /// (`envoy.filters.listener.original_dst.local_ip` / `remote_ip`), as its `original_dst`
+    /// listener filter does.
+    pub fn restores_internal_addresses(&self) -> bool {
+        self.internal
+            && self
+                .listener_filters
+                .iter()
+                .any(|f| f.kind == ListenerFilterKind::OriginalDst)
+    }
+
     pub fn inspects(&self) -> bool {
         self.listener_filters
             .iter()

@@ -30,6 +30,7 @@ pub mod chains;
 pub mod config;
 pub mod error;
 pub mod handoff;
+pub mod internal;
 pub mod listener_filter;
 pub mod matcher;
 pub mod original_dst;
@@ -48,4 +49,5 @@ pub use config::{
     ListenerConfig, TcpKeepalive,
 };
 pub use error::BindError;
+pub use internal::{InternalAccepted, InternalConnection, InternalListeners};
 pub use listener_filter::{ListenerFilter, ListenerFilterKind, Predicate, TlsInspector};

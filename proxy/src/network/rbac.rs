@@ -124,6 +124,8 @@ mod tests {
 
     fn conn(peer: &str, local: &str) -> ConnInfo {
         ConnInfo {
+            filter_state: Default::default(),
+            internal_listener: None,
             id: 1,
             peer: peer.parse().expect("peer"),
             local: local.parse().expect("local"),

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::access_log::LogContext;
 use crate::config::tcp_proxy::TcpProxyConfig;
 use crate::drain;
+use crate::filter_state::FilterState;
 use crate::istio::TcpFacts;
 use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::{ClusterManager, ConnectContext};
@@ -49,6 +50,19 @@ impl TcpStats {
     }
 }
 
+/// The downstream connection a TCP proxy serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream<'a> {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub id: u64,
+    /// The listener's TLS, when it terminated TLS.
+    pub tls: Option<&'a crate::tls::TlsInfo>,
+    pub filter_state: &'a FilterState,
+    /// On an internal listener, its name.
+    pub internal_listener: Option<&'a str>,
+}
+
 /// What every connection of one TCP proxy filter shares.
 pub struct TcpRuntime {
     pub cfg: Arc<TcpProxyConfig>,
@@ -65,23 +79,29 @@ pub struct TcpRuntime {
 /// Bytes carry on while the listener drains (it changed or went away over LDS); when its drain
 /// time ends the proxy closes both sides, as Envoy does when it removes the old listener. The
 /// process drain does not cut a connection short: the process exit ends it.
-pub async fn serve<D>(
-    mut down: D,
-    peer: SocketAddr,
-    local: SocketAddr,
-    id: u64,
-    tls: Option<&crate::tls::TlsInfo>,
-    rt: Arc<TcpRuntime>,
-    drain: drain::Watch,
-) where
+pub async fn serve<D>(mut down: D, conn: Downstream<'_>, rt: Arc<TcpRuntime>, drain: drain::Watch)
+where
     D: AsyncRead + AsyncWrite + Unpin,
 {
+    let Downstream {
+        peer,
+        local,
+        id,
+        tls,
+        filter_state,
+        internal_listener,
+    } = conn;
     let start = Instant::now();
     let start_time = SystemTime::now();
     rt.stats.cx_total.inc();
-    let cluster_name = rt.cfg.target.pick().to_string();
+    // `envoy.tcp_proxy.cluster` in the connection's filter state overrides the configured target.
+    let cluster_name = match filter_state.tcp_proxy_cluster() {
+        Some(c) => c.to_string(),
+        None => rt.cfg.target.pick().to_string(),
+    };
     let mut flags = "";
     let mut upstream_host = None;
+    let mut upstream_internal = None;
     let (mut rx, mut tx) = (0u64, 0u64);
     let mut istio_labels = None;
     let from_down = rt.exchange.with_downstream(&mut down, tls).await;
@@ -97,7 +117,8 @@ pub async fn serve<D>(
             for _ in 0..rt.cfg.max_connect_attempts {
                 match cluster
                     .connect_tcp(&ConnectContext {
-                        original_dst: Some(local),
+                        original_dst: filter_state.original_dst_address().or(Some(local)),
+                        filter_state: filter_state.clone(),
                     })
                     .await
                 {
@@ -111,6 +132,7 @@ pub async fn serve<D>(
             match connected {
                 Some(mut conn) => {
                     upstream_host = Some(conn.upstream);
+                    upstream_internal = conn.internal.take();
                     let alpn = conn.stream.alpn().map(<[u8]>::to_vec);
                     let from_up = rt
                         .exchange
@@ -184,6 +206,9 @@ pub async fn serve<D>(
             downstream_local_address: Some(local),
             downstream_direct_remote_address: Some(peer),
             connection_id: Some(id),
+            filter_state: Some(filter_state),
+            downstream_internal: internal_listener,
+            upstream_internal: upstream_internal.as_deref(),
             ..LogContext::new(start_time)
         };
         rt.cfg.access_logs.log(&ctx);

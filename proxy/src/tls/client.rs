@@ -52,6 +52,15 @@ impl Alpn {
     }
 }
 
+/// What one connection offers instead of the context's settings: the ALPN list (Istio's
+/// `istio.alpn`, or the filter state's `envoy.network.application_protocols`), as Envoy's ALPN
+/// override does, and the server name (`envoy.network.upstream_server_name`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides<'a> {
+    pub alpn: Option<&'a [Vec<u8>]>,
+    pub sni: Option<&'a str>,
+}
+
 /// One cluster's TLS client context.
 pub struct ClientTls {
     common: Common,
@@ -236,30 +245,35 @@ impl ClientTls {
     }
 
     /// Runs the client handshake over a connected stream to `endpoint` (`hostname` is the
-    /// endpoint's hostname, for `auto_host_sni`). `alpn_override` (Istio's `istio.alpn`) replaces
-    /// whatever the context or the fallback would offer, as Envoy's ALPN override does.
+    /// endpoint's hostname, for `auto_host_sni`). See [`Overrides`] for what replaces the
+    /// context's ALPN and server name.
     pub async fn connect<S>(
         &self,
         stream: S,
         endpoint: SocketAddr,
         hostname: &str,
         alpn: Alpn,
-        alpn_override: Option<&[Vec<u8>]>,
+        overrides: Overrides<'_>,
         timeout: Duration,
     ) -> Result<(TlsStream<S>, TlsInfo), ConnectError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let Overrides {
+            alpn: alpn_override,
+            sni: sni_override,
+        } = overrides;
         let stats = self.stats();
         let Some(ready) = self.ready.load_full() else {
             stats.secrets_not_ready.inc();
             return Err(ConnectError::NotReady(self.label.clone()));
         };
         // An IP address as the server name sends no SNI.
-        let sni = self
+        // `envoy.network.upstream_server_name` in the downstream filter state wins, as in Envoy.
+        let sni = sni_override.or(self
             .sni
             .as_deref()
-            .or((self.auto_host_sni && !hostname.is_empty()).then_some(hostname));
+            .or((self.auto_host_sni && !hostname.is_empty()).then_some(hostname)));
         let name = match sni.map(|s| ServerName::try_from(s.to_string())) {
             Some(Ok(n)) => n,
             _ => ServerName::IpAddress(endpoint.ip().into()),

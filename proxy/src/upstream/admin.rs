@@ -52,8 +52,10 @@ pub(crate) fn text(c: &Cluster, out: &mut String) {
     }
     let _ = writeln!(out, "{name}::added_via_api::false");
     for h in &c.host_set().hosts {
-        let addr = h.address();
-        let p = format!("{name}::{addr}");
+        let p = match &h.internal {
+            Some(t) => format!("{name}::{}", t.uri),
+            None => format!("{name}::{}", h.address()),
+        };
         for (stat, v, _) in h.stats.rows() {
             let _ = writeln!(out, "{p}::{stat}::{v}");
         }
@@ -110,7 +112,13 @@ pub(crate) fn json(c: &Cluster) -> Value {
             let mut stats: Vec<Value> = rows.iter().filter(|r| !r.2).map(|r| stat(*r)).collect();
             stats.extend(rows.iter().filter(|r| r.2).map(|r| stat(*r)));
             let mut m = Map::new();
-            m.insert("address".into(), socket_address(h.address()));
+            let address = match &h.internal {
+                Some(t) => {
+                    json!({ "envoy_internal_address": { "server_listener_name": t.listener } })
+                }
+                None => socket_address(h.address()),
+            };
+            m.insert("address".into(), address);
             m.insert("stats".into(), Value::Array(stats));
             m.insert(
                 "health_status".into(),

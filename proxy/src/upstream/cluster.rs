@@ -20,7 +20,9 @@ use super::pool::{http1, http2};
 use super::stats::{bump, ClusterStats};
 use super::UpstreamError;
 use crate::config::istio::{AlpnOverrides, UpstreamHttp};
+use crate::filter_state::FilterState;
 use crate::http::body::BoxBody;
+use crate::listener::internal::{InternalListeners, INTERNAL_ADDRESS};
 use crate::stats::Scope;
 use crate::tls::{Alpn, ClientStream, TlsInfo};
 
@@ -32,6 +34,10 @@ pub(crate) struct Shared {
     pub breakers: CircuitBreakers,
     /// Woken when a connection closes, giving back a `max_connections` slot.
     pub slot_freed: Notify,
+    /// Where `envoy_internal_address` endpoints connect.
+    pub internal: InternalListeners,
+    /// `internal_upstream.no_metadata`, for clusters with that transport socket.
+    pub internal_no_metadata: Option<crate::stats::Counter>,
 }
 
 /// Per-request inputs of the balance and connect stages.
@@ -47,6 +53,9 @@ pub struct SendContext {
     /// `istio.alpn`: over TLS, offer the list for the upstream HTTP version instead of the
     /// cluster's ALPN (connections are pooled apart by what they offered).
     pub alpn: Option<Arc<AlpnOverrides>>,
+    /// The request's filter state: to an internal listener over `internal_upstream`, the objects
+    /// shared with the upstream go along.
+    pub filter_state: FilterState,
 }
 
 /// Per-connection inputs of `connect_tcp`.
@@ -54,6 +63,9 @@ pub struct SendContext {
 pub struct ConnectContext {
     /// The downstream connection's (restored) destination, the host of ORIGINAL_DST clusters.
     pub original_dst: Option<SocketAddr>,
+    /// The downstream connection's filter state: what it shares with the upstream goes, over an
+    /// `internal_upstream` transport socket, to the internal listener the connection reaches.
+    pub filter_state: FilterState,
 }
 
 /// A response from an upstream host.
@@ -79,6 +91,8 @@ pub struct TcpConnection {
     pub guard: ConnectionGuard,
     /// The handshake's facts, over TLS.
     pub tls: Option<Arc<TlsInfo>>,
+    /// To an internal listener: the host's `envoy://` name.
+    pub internal: Option<String>,
 }
 
 /// A validated cluster with its hosts, pools and circuit breakers.
@@ -94,17 +108,22 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(spec: ClusterSpec, scope: Scope) -> Self {
+    pub(crate) fn new(spec: ClusterSpec, scope: Scope, internal: InternalListeners) -> Self {
         let stats = ClusterStats::new(scope.clone());
         for tls in spec.tls_contexts() {
             tls.bind_stats(&scope);
         }
         let breakers = CircuitBreakers::new(spec.default_limits, spec.high_limits, &scope);
+        let internal_no_metadata = spec
+            .internal_upstream
+            .as_ref()
+            .map(|_| scope.counter("internal_upstream.no_metadata"));
         let hosts: Vec<Arc<Host>> = spec
             .endpoints
             .iter()
             .filter_map(|e| match e.target {
                 Target::Ip(addr) => Some(Arc::new(Host::new(e, addr))),
+                Target::Internal { .. } => Some(Arc::new(Host::new(e, INTERNAL_ADDRESS))),
                 Target::Dns { .. } | Target::Pipe(_) => None,
             })
             .collect();
@@ -131,6 +150,8 @@ impl Cluster {
                 stats,
                 breakers,
                 slot_freed: Notify::new(),
+                internal,
+                internal_no_metadata,
             }),
             hosts: ArcSwap::from_pointee(set),
             ready,
@@ -178,15 +199,19 @@ impl Cluster {
         let old = self.hosts.load_full();
         let hosts: Vec<Arc<Host>> = endpoints
             .iter()
-            .filter_map(|e| match e.target {
-                Target::Ip(addr) => Some(
+            .filter_map(|e| {
+                let addr = match e.target {
+                    Target::Ip(addr) => addr,
+                    Target::Internal { .. } => INTERNAL_ADDRESS,
+                    Target::Dns { .. } | Target::Pipe(_) => return None,
+                };
+                Some(
                     old.hosts
                         .iter()
                         .find(|h| h.is(e, addr))
                         .cloned()
                         .unwrap_or_else(|| Arc::new(Host::new(e, addr))),
-                ),
-                Target::Dns { .. } | Target::Pipe(_) => None,
+                )
             })
             .collect();
         let changed = hosts.len() != old.hosts.len()
@@ -299,9 +324,16 @@ impl Cluster {
                 ctx.downstream_version.unwrap_or(req.version()) == Version::HTTP_2
             }
         };
-        let pool = host
-            .pool
-            .for_alpn(alpn_override(ctx, shared, &host, wants_h2 || auto));
+        // Over internal_upstream a request's shared objects go to the internal listener; its
+        // connections are pooled apart by them.
+        let carried = match (&shared.spec.internal_upstream, &host.internal) {
+            (Some(_), Some(_)) => ctx.filter_state.shared_with_upstream(),
+            _ => FilterState::default(),
+        };
+        let pool = host.pool.for_key(
+            alpn_override(ctx, shared, &host, wants_h2 || auto),
+            &carried,
+        );
         // auto_config: HTTP/1.1 until ALPN with this endpoint has chosen h2.
         let h2 = wants_h2 || (auto && pool.alpn_h2.load(Ordering::Acquire));
         let result = if h2 {
@@ -343,13 +375,14 @@ impl Cluster {
             });
         };
         let (stream, upstream, guard, tls) =
-            connect::transport(shared, &host, slot, Alpn::None, None).await?;
+            connect::transport(shared, &host, slot, Alpn::None, None, &ctx.filter_state).await?;
         Ok(TcpConnection {
             stream,
             upstream,
             hostname: (!host.hostname.is_empty()).then(|| host.hostname.clone()),
             guard,
             tls,
+            internal: host.internal.as_ref().map(|t| t.uri.clone()),
         })
     }
 

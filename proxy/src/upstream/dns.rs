@@ -103,7 +103,7 @@ async fn refresh_strict(
         let addrs = match &e.target {
             Target::Ip(a) => vec![*a],
             // Only STATIC clusters have pipes, and they do not resolve.
-            Target::Pipe(_) => Vec::new(),
+            Target::Pipe(_) | Target::Internal { .. } => Vec::new(),
             Target::Dns { name, port } => match resolve(name, *port, spec.dns.family).await {
                 Ok(a) => a,
                 Err(err) => {
@@ -147,7 +147,7 @@ async fn refresh_logical(cluster: &Arc<Cluster>, logical: &mut Option<Arc<Host>>
     };
     let first = match &e.target {
         Target::Ip(a) => Ok(*a),
-        Target::Pipe(_) => Err(io::Error::new(
+        Target::Pipe(_) | Target::Internal { .. } => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "pipe endpoints do not resolve",
         )),

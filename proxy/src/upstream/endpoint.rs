@@ -31,8 +31,31 @@ pub struct Host {
     pub(crate) locality_weight: Option<u32>,
     pub health: Health,
     pub(crate) socket_labels: super::config::socket_match::SocketLabels,
+    /// The namespaces of the endpoint's metadata.
+    pub(crate) metadata_namespaces: Box<[String]>,
     pub stats: HostStats,
     pub(crate) pool: HostPool,
+    /// `envoy_internal_address` endpoints: the internal listener connections go to (`address`
+    /// is then `listener::internal::INTERNAL_ADDRESS`).
+    pub internal: Option<InternalTarget>,
+}
+
+/// An internal listener endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalTarget {
+    pub listener: String,
+    /// `envoy://<listener>/<endpoint_id>`, as Envoy names the host.
+    pub uri: String,
+}
+
+fn internal_of(spec: &EndpointSpec) -> Option<InternalTarget> {
+    match &spec.target {
+        super::config::Target::Internal { listener, .. } => Some(InternalTarget {
+            listener: listener.clone(),
+            uri: spec.target.internal_uri().unwrap_or_default(),
+        }),
+        _ => None,
+    }
 }
 
 impl Host {
@@ -47,8 +70,10 @@ impl Host {
             locality_weight: spec.locality_weight,
             health: spec.health,
             socket_labels: spec.socket_labels.clone(),
+            metadata_namespaces: spec.metadata_namespaces.clone().into_boxed_slice(),
             stats: HostStats::default(),
             pool: HostPool::default(),
+            internal: internal_of(spec),
         }
     }
 
@@ -64,6 +89,8 @@ impl Host {
             && self.locality_weight == spec.locality_weight
             && self.health == spec.health
             && self.socket_labels == spec.socket_labels
+            && *self.metadata_namespaces == *spec.metadata_namespaces
+            && self.internal == internal_of(spec)
     }
 
     /// Where new connections go (a LOGICAL_DNS host moves with each resolution).

@@ -92,6 +92,7 @@ fn endpoint(addr: SocketAddr) -> EndpointSpec {
         locality_weight: None,
         health: Health::Healthy,
         socket_labels: Default::default(),
+        metadata_namespaces: Vec::new(),
     }
 }
 

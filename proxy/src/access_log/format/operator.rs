@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 
 use super::time::TimeFormat;
 use crate::access_log::context::LogContext;
+use crate::listener::internal::INTERNAL_ADDRESS;
 use crate::tls::TlsInfo;
+
+/// How Envoy prints the remote address of an internal listener's connection.
+const INTERNAL_CLIENT_ADDRESS: &str = "envoy://internal_client_address/";
 
 /// One command operator, resolved at configuration time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub enum Operator {
     Hostname(String),
     /// A fact of the downstream or upstream TLS connection.
     Tls(TlsSide, TlsField),
+    /// `FILTER_STATE(KEY[:PLAIN|:TYPED])`: an object's value, as a string or (TYPED, the
+    /// default) as its JSON serialization.
+    FilterState(String, bool),
 }
 
 /// Which connection a TLS operator reads.
@@ -127,6 +134,24 @@ fn header_args(name: &str, arg: Option<&str>) -> Result<(String, Option<String>)
     Ok((main.to_ascii_lowercase(), alt))
 }
 
+fn filter_state_args(arg: Option<&str>) -> Result<Operator, String> {
+    let arg = arg.unwrap_or_default();
+    let (key, plain) = match arg.rsplit_once(':') {
+        Some((k, "PLAIN")) => (k, true),
+        Some((k, "TYPED")) => (k, false),
+        Some((_, other)) => {
+            return Err(format!(
+            "FILTER_STATE({arg}): serialization type {other:?} is not supported (PLAIN or TYPED)"
+        ))
+        }
+        None => (arg, false),
+    };
+    if key.is_empty() {
+        return Err("FILTER_STATE requires a key".to_string());
+    }
+    Ok(Operator::FilterState(key.to_string(), plain))
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -183,6 +208,7 @@ impl Operator {
             "CONNECTION_ID" => no_arg(Operator::ConnectionId),
             "CONNECTION_TERMINATION_DETAILS" => no_arg(Operator::ConnectionTerminationDetails),
             "HOSTNAME" => no_arg(Operator::Hostname(hostname())),
+            "FILTER_STATE" => filter_state_args(arg),
             _ => {
                 let tls = if let Some(rest) = name.strip_prefix("DOWNSTREAM_") {
                     TlsField::parse(TlsSide::Downstream, rest).map(|f| (TlsSide::Downstream, f))
@@ -246,7 +272,10 @@ impl Operator {
             Operator::Duration => ms(ctx.duration),
             Operator::RequestDuration => ms(ctx.request_duration),
             Operator::ResponseDuration => ms(ctx.response_duration),
-            Operator::UpstreamHost => addr(ctx.upstream_host),
+            Operator::UpstreamHost => match ctx.upstream_internal {
+                Some(uri) => Value::Str(Cow::Borrowed(uri)),
+                None => addr(ctx.upstream_host),
+            },
             Operator::UpstreamCluster => s(ctx.upstream_cluster),
             Operator::UpstreamLocalAddress => addr(ctx.upstream_local_address),
             // Envoy replaces the spaces of the reason so that it stays one field of a text line.
@@ -255,6 +284,22 @@ impl Operator {
                     .filter(|r| !r.is_empty())
                     .map(|r| r.replace(' ', "_")),
             ),
+            // An internal connection's addresses, unless its listener's original_dst restored them.
+            Operator::DownstreamRemoteAddress
+            | Operator::DownstreamRemoteAddressWithoutPort
+            | Operator::DownstreamDirectRemoteAddress
+            | Operator::DownstreamDirectRemoteAddressWithoutPort
+                if ctx.downstream_internal.is_some()
+                    && ctx.downstream_direct_remote_address == Some(INTERNAL_ADDRESS) =>
+            {
+                Value::Str(Cow::Borrowed(INTERNAL_CLIENT_ADDRESS))
+            }
+            Operator::DownstreamLocalAddress | Operator::DownstreamLocalAddressWithoutPort
+                if ctx.downstream_internal.is_some()
+                    && ctx.downstream_local_address == Some(INTERNAL_ADDRESS) =>
+            {
+                owned(ctx.downstream_internal.map(|l| format!("envoy://{l}/")))
+            }
             Operator::DownstreamRemoteAddress => addr(ctx.downstream_remote_address),
             Operator::DownstreamRemoteAddressWithoutPort => ip(ctx.downstream_remote_address),
             Operator::DownstreamLocalAddress => addr(ctx.downstream_local_address),
@@ -272,6 +317,18 @@ impl Operator {
             Operator::ConnectionTerminationDetails => s(ctx.connection_termination_details),
             Operator::Hostname(h) if h.is_empty() => Value::Missing,
             Operator::Hostname(h) => Value::Str(Cow::Owned(h.clone())),
+            Operator::FilterState(key, plain) => owned(
+                ctx.filter_state
+                    .and_then(|fs| fs.get(key))
+                    .map(|o| o.value.plain())
+                    .map(|v| {
+                        if *plain {
+                            v
+                        } else {
+                            serde_json::Value::String(v).to_string()
+                        }
+                    }),
+            ),
             Operator::Tls(side, field) => owned(field.value(match side {
                 TlsSide::Downstream => ctx.downstream_tls,
                 TlsSide::Upstream => ctx.upstream_tls,

@@ -112,6 +112,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Serves a connection to an internal listener with the listener's current version.
+fn admit_internal(
+    conn: listener::InternalConnection,
+    serving: &Arc<Serving<ChainStack, Arc<Detector>>>,
+) {
+    listener::internal::admit(conn, serving, &|acc, _: &Arc<Detector>| {
+        super::serve_internal(acc)
+    });
+}
+
 /// Whether only the filter chains changed (Envoy's in-place filter chain update).
 fn only_filter_chains_differ(a: &Listener, b: &Listener) -> bool {
     let strip = |l: &Listener| Listener {
@@ -211,7 +221,7 @@ impl ListenerManager {
     ) -> Result<Running, ResourceError> {
         let name = proto.name.clone();
         // A listener that a drain has stopped stays without sockets when LDS adds it again.
-        let stopped = self.stopped_for(proto.traffic_direction);
+        let stopped = self.stopped_for(proto.traffic_direction, cfg.internal);
         let sockets = if stopped {
             tracing::info!(listener = %name, "listeners of this direction are stopped; not binding");
             Vec::new()
@@ -220,9 +230,20 @@ impl ListenerManager {
                 .map_err(|e| ResourceError::new(&name, format!("address: cannot bind: {e}")))?
         };
         let addresses = cfg.addresses().map(|a| a.address).collect();
+        let cfg_internal = cfg.internal;
         let connections = self.inner.process.child();
         let current: Current = Arc::new(ArcSwap::from_pointee(self.serving(cfg, &connections)));
         let accept = self.inner.process.child();
+        if cfg_internal && !stopped {
+            let current = current.clone();
+            let stopped = accept.watch();
+            self.internal().register(&name, move |conn| {
+                // A stopped or retired listener refuses, as a closed socket does.
+                if !stopped.is_draining() {
+                    admit_internal(conn, &current.load_full());
+                }
+            });
+        }
         for b in sockets {
             let socket = tokio::net::TcpListener::from_std(b.listener)
                 .map_err(|e| ResourceError::new(&name, format!("address: {e}")))?;
@@ -482,8 +503,16 @@ impl ListenerManager {
             }));
     }
 
+    /// Where internal listeners are registered by name.
+    fn internal(&self) -> &listener::InternalListeners {
+        self.inner.builder.clusters.internal()
+    }
+
     /// Stops accepting and drains the connections gently.
     fn retire(&self, old: Running) {
+        if old.current.load().active.config.internal {
+            self.internal().remove(&old.proto.name);
+        }
         old.accept.drain();
         old.connections.drain_gently(self.inner.grace);
     }

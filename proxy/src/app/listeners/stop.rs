@@ -39,6 +39,12 @@ impl Selection {
         }
     }
 
+    /// Internal listeners have no clients outside the proxy: the process drain leaves them to the
+    /// listeners that chain into them (OUTBOUND ones keep serving through them).
+    fn covers_listener(self, direction: i32, internal: bool) -> bool {
+        !(internal && self == Self::NotOutbound) && self.covers(direction)
+    }
+
     /// The wider of two selections (`None` covers nothing).
     fn union(a: Option<Self>, b: Self) -> Self {
         match (a, b) {
@@ -115,8 +121,8 @@ impl ListenerManager {
     }
 
     /// Whether a listener with this direction must not accept (a stop covers it).
-    pub(super) fn stopped_for(&self, direction: i32) -> bool {
-        lock(&self.inner.stopped).is_some_and(|s| s.covers(direction))
+    pub(super) fn stopped_for(&self, direction: i32, internal: bool) -> bool {
+        lock(&self.inner.stopped).is_some_and(|s| s.covers_listener(direction, internal))
     }
 
     /// How long a graceful drain lasts (`--drain-time-s`).
@@ -126,7 +132,10 @@ impl ListenerManager {
 }
 
 fn covers(selection: Selection, r: &Running) -> bool {
-    selection.covers(r.proto.traffic_direction)
+    selection.covers_listener(
+        r.proto.traffic_direction,
+        r.proto.listener_specifier.is_some(),
+    )
 }
 
 #[cfg(test)]
@@ -148,6 +157,9 @@ mod tests {
         assert!(Selection::NotOutbound.covers(UNSPECIFIED));
         assert!(!Selection::NotOutbound.covers(OUT));
         assert!(Selection::All.covers(OUT));
+        assert!(!Selection::NotOutbound.covers_listener(UNSPECIFIED, true));
+        assert!(Selection::NotOutbound.covers_listener(UNSPECIFIED, false));
+        assert!(Selection::All.covers_listener(UNSPECIFIED, true));
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! host, route configuration). A filter `disabled` in the manager runs only where a route enables
 //! it, and a route can disable any filter, as in Envoy. A manager without filters pays one
 //! `is_empty` check per request. Implemented: [`rbac`], [`fault`], [`cors`], [`ext_authz`],
-//! [`grpc_stats`] (which watches the call through its response rather than deciding anything here).
+//! [`grpc_stats`] (which watches the call through its response rather than deciding anything
+//! here) and [`set_filter_state`].
 
 pub mod cors;
 pub mod ext_authz;
 pub mod fault;
 pub mod grpc_stats;
 pub mod rbac;
+pub mod set_filter_state;
 
 use std::sync::Arc;
 
@@ -44,6 +46,7 @@ pub enum SpecKind {
     Cors,
     GrpcStats(Arc<grpc_stats::GrpcStats>),
     ExtAuthz(Arc<ext_authz::ExtAuthzConfig>),
+    SetFilterState(crate::filter_state::Setters),
 }
 
 /// A route's validated per-filter config.
@@ -137,6 +140,8 @@ pub struct Stream<'a> {
     /// Set when a filter changed the request so that its route must be picked again (ext_authz's
     /// `clear_route_cache`); the filters after it still see the route picked first.
     pub route_changed: &'a mut bool,
+    /// The request's filter state (`set_filter_state` writes it).
+    pub filter_state: &'a mut crate::filter_state::FilterState,
 }
 
 /// One filter as a connection manager runs it.
@@ -154,6 +159,7 @@ enum Kind {
     Cors(cors::CorsFilter),
     GrpcStats(Arc<grpc_stats::GrpcStats>),
     ExtAuthz(ext_authz::ExtAuthzFilter),
+    SetFilterState(crate::filter_state::Setters),
 }
 
 /// A connection manager's filters, with their stats.
@@ -191,6 +197,7 @@ impl HttpFilters {
                         store,
                         stat_prefix,
                     )),
+                    SpecKind::SetFilterState(s) => Kind::SetFilterState(s.clone()),
                 },
             })
             .collect();
@@ -244,6 +251,7 @@ impl HttpFilters {
             body,
             scheme,
             route_changed,
+            filter_state: state,
         } = stream;
         let mut meta = DynamicMetadata::default();
         for f in &self.filters {
@@ -317,6 +325,32 @@ impl HttpFilters {
                 }
                 // Counts the call as its response passes; see `HttpFilters::grpc_stats`.
                 Kind::GrpcStats(_) => {}
+                Kind::SetFilterState(setters) => {
+                    let Some(parts) = req.parts else { continue };
+                    let path = parts
+                        .uri
+                        .path_and_query()
+                        .map_or(parts.uri.path(), |p| p.as_str());
+                    let authority = parts.uri.authority().map(|a| a.as_str());
+                    let ctx = crate::access_log::LogContext {
+                        request_headers: Some(&parts.headers),
+                        method: Some(parts.method.as_str()),
+                        path: Some(path),
+                        authority,
+                        // The client the manager trusts (x-forwarded-for: port 0, as Envoy).
+                        downstream_remote_address: Some(if req.remote == req.peer.ip() {
+                            req.peer
+                        } else {
+                            std::net::SocketAddr::new(req.remote, 0)
+                        }),
+                        downstream_local_address: Some(req.local),
+                        downstream_direct_remote_address: Some(req.peer),
+                        requested_server_name: req.requested_server_name,
+                        downstream_tls: req.tls,
+                        ..crate::access_log::LogContext::new(std::time::SystemTime::now())
+                    };
+                    set_filter_state::decode(setters, &ctx, state);
+                }
                 Kind::Fault(fault) => {
                     // A request always has its parts here; `None` is the network RBAC's case.
                     let Some(parts) = req.parts else { continue };

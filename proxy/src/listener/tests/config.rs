@@ -319,3 +319,32 @@ fn runtime_connection_limit_from_nested_or_flat_layers() {
     assert_eq!(mk("l1"), Some(7));
     assert_eq!(mk("l2"), None);
 }
+
+#[test]
+fn internal_listeners_have_no_socket_and_envoys_stat_prefix() {
+    let l = build_ok(&format!("name: inner\ninternal_listener: {{}}\n{CHAIN}"));
+    assert!(l.internal);
+    assert_eq!(l.addresses().count(), 0);
+    assert_eq!(l.stat_prefix, "listener.envoy_internal_inner");
+    let l = build_ok(&format!(
+        "name: inner\nstat_prefix: mine\ninternal_listener: {{}}\n{CHAIN}"
+    ));
+    assert_eq!(l.stat_prefix, "listener.mine");
+    let l = build_ok(&format!(
+        "name: inner\ninternal_listener: {{}}\nlistener_filters: [{{name: envoy.filters.listener.original_dst, typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst}}}}]\n{CHAIN}"
+    ));
+    assert!(l.restores_internal_addresses());
+}
+
+#[test]
+fn internal_listeners_refuse_what_needs_a_socket() {
+    let (path, msg) = one_error(&format!(
+        "name: inner\ninternal_listener: {{}}\naddress: {{socket_address: {{address: 127.0.0.1, port_value: 1}}}}\n{CHAIN}"
+    ));
+    assert_eq!(path, "static_resources.listeners[0].address");
+    assert!(msg.contains("internal listener"), "{msg}");
+    let (path, _) = one_error(&format!(
+        "name: inner\ninternal_listener: {{}}\nlistener_filters: [{{name: envoy.filters.listener.tls_inspector, typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}}}]\n{CHAIN}"
+    ));
+    assert_eq!(path, "static_resources.listeners[0].listener_filters[0]");
+}

@@ -1,6 +1,7 @@
 //! Accept, tests: listeners built from Envoy YAML, exercised as a user would see them.
 
 mod config;
+mod internal;
 mod matcher;
 mod select;
 mod serve;

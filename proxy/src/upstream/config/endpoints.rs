@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::envoy_internal_address::AddressNameSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, HealthStatus};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -24,6 +25,25 @@ pub enum Target {
     /// A Unix domain socket (`pipe`): usable as a gRPC config source (Istio's `xds-grpc` and
     /// `sds-grpc`); the data path does not proxy to it yet, so it is no load-balancing host.
     Pipe(std::path::PathBuf),
+    /// `envoy_internal_address`: the internal listener `listener`; `endpoint_id` tells apart
+    /// endpoints of one cluster that reach the same listener.
+    Internal {
+        listener: String,
+        endpoint_id: String,
+    },
+}
+
+impl Target {
+    /// `envoy://<listener>/<endpoint_id>`, as Envoy prints an internal address.
+    pub fn internal_uri(&self) -> Option<String> {
+        match self {
+            Target::Internal {
+                listener,
+                endpoint_id,
+            } => Some(format!("envoy://{listener}/{endpoint_id}")),
+            _ => None,
+        }
+    }
 }
 
 /// An endpoint's `health_status` as Envoy folds it.
@@ -72,6 +92,9 @@ pub struct EndpointSpec {
     pub health: Health,
     /// `envoy.transport_socket_match` labels, which pick the transport socket.
     pub socket_labels: super::socket_match::SocketLabels,
+    /// The namespaces of the endpoint's metadata (`internal_upstream.no_metadata` counts the
+    /// `passthrough_metadata` host entries missing from it). Empty for most endpoints.
+    pub metadata_namespaces: Vec<String>,
 }
 
 /// The endpoints of `load_assignment`, plus its overprovisioning factor (1.4 unless set).
@@ -183,6 +206,16 @@ pub(crate) fn from_assignment(
                 locality_index: li,
                 locality_weight,
                 health: Health::from_proto(lbe.health_status),
+                metadata_namespaces: lbe
+                    .metadata
+                    .iter()
+                    .flat_map(|m| {
+                        m.filter_metadata
+                            .keys()
+                            .chain(m.typed_filter_metadata.keys())
+                    })
+                    .cloned()
+                    .collect(),
                 socket_labels: super::socket_match::SocketLabels::from_metadata(
                     lbe.metadata.as_ref(),
                     loc.metadata.as_ref(),
@@ -223,12 +256,29 @@ fn target(
             }
             return Some(Target::Pipe(p.path.clone().into()));
         }
-        Some(address::Address::EnvoyInternalAddress(_)) => {
-            errs.push(
-                path.field("envoy_internal_address"),
-                "internal listener endpoints are not supported yet",
-            );
-            return None;
+        Some(address::Address::EnvoyInternalAddress(a)) => {
+            let p = path.field("envoy_internal_address");
+            if discovery.uses_dns() {
+                errs.push(
+                    &p,
+                    "internal listener endpoints need a STATIC or EDS cluster",
+                );
+                return None;
+            }
+            let listener = match &a.address_name_specifier {
+                Some(AddressNameSpecifier::ServerListenerName(n)) if !n.is_empty() => n.clone(),
+                _ => {
+                    errs.push(
+                        p.field("server_listener_name"),
+                        "server_listener_name is required",
+                    );
+                    return None;
+                }
+            };
+            return Some(Target::Internal {
+                listener,
+                endpoint_id: a.endpoint_id.clone(),
+            });
         }
         None => {
             errs.push(path, "endpoint address is required");

@@ -4,6 +4,7 @@
 
 pub(crate) mod endpoints;
 mod filters;
+pub mod internal_upstream;
 mod lb;
 mod protocol;
 pub mod socket_match;
@@ -117,6 +118,8 @@ pub struct ClusterSpec {
     /// `filters`: Istio's TCP metadata exchange, run by tcp_proxy on connections that negotiated
     /// its ALPN.
     pub exchange: Option<crate::config::istio::TcpExchangeConfig>,
+    /// `transport_socket` `envoy.transport_sockets.internal_upstream`.
+    pub internal_upstream: Option<internal_upstream::InternalUpstream>,
 }
 
 /// The real type name behind an extension's `typed_config`.
@@ -176,15 +179,30 @@ impl ClusterSpec {
         let protocol = protocol::from_cluster(c, path, &mut errs);
         let (default_limits, high_limits) = thresholds(c, path, &mut errs);
         let alpn = protocol.auto.then_some(AUTO_ALPN);
-        let tls = c.transport_socket.as_ref().and_then(|ts| {
-            socket_match::client_tls(
-                ts,
-                &path.field("transport_socket"),
-                secrets,
-                alpn,
-                &mut errs,
-            )
-        });
+        let internal_upstream = c
+            .transport_socket
+            .as_ref()
+            .filter(|ts| internal_upstream::is_internal_upstream(ts))
+            .and_then(|ts| {
+                internal_upstream::from_proto(
+                    ts,
+                    c.metadata.as_ref(),
+                    &path.field("transport_socket"),
+                    &mut errs,
+                )
+            });
+        // Under internal_upstream, its wrapped socket is the one the connections speak.
+        let (socket, socket_path) = match &internal_upstream {
+            Some(iu) => (
+                Some(&iu.transport_socket),
+                path.field("transport_socket")
+                    .field("typed_config")
+                    .field("transport_socket"),
+            ),
+            None => (c.transport_socket.as_ref(), path.field("transport_socket")),
+        };
+        let tls = socket
+            .and_then(|ts| socket_match::client_tls(ts, &socket_path, secrets, alpn, &mut errs));
         let socket_matches = socket_match::from_cluster(c, path, secrets, alpn, &mut errs);
         let dns = dns_settings(c, path, discovery.unwrap_or(Discovery::Static));
         unsupported(c, path, &mut errs);
@@ -266,6 +284,7 @@ impl ClusterSpec {
             exchange,
             original_dst,
             source_address,
+            internal_upstream,
         })
     }
 }

@@ -101,6 +101,8 @@ struct Inner {
     /// Whether `start` ran: clusters added later start their DNS resolution at once.
     started: std::sync::atomic::AtomicBool,
     stats: ManagerStats,
+    /// The internal listeners that `envoy_internal_address` endpoints reach.
+    internal: crate::listener::InternalListeners,
 }
 
 /// Every cluster, by name. A cheap handle: clones share the same clusters and see every update.
@@ -130,6 +132,7 @@ impl ClusterManager {
                 assignments: Mutex::default(),
                 eds_files: Mutex::default(),
                 started: Default::default(),
+                internal: Default::default(),
                 stats: ManagerStats {
                     active: store.gauge("cluster_manager.active_clusters"),
                     warming: store.gauge("cluster_manager.warming_clusters"),
@@ -196,12 +199,17 @@ impl ClusterManager {
         Ok(mgr)
     }
 
+    /// The internal listeners (registered by the listener manager) this manager's clusters reach.
+    pub fn internal(&self) -> &crate::listener::InternalListeners {
+        &self.inner.internal
+    }
+
     fn build(&self, spec: ClusterSpec) -> Arc<Cluster> {
         let scope = self
             .inner
             .store
             .scope(format!("cluster.{}.", spec.stat_name));
-        let cluster = Arc::new(Cluster::new(spec, scope));
+        let cluster = Arc::new(Cluster::new(spec, scope, self.inner.internal.clone()));
         if self
             .inner
             .started

@@ -12,10 +12,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::config::istio::AlpnList;
+use crate::filter_state::FilterState;
 use crate::stats::Counter;
 use crate::tls::{Alpn, ClientStream, TlsInfo};
 use crate::upstream::circuit::ResourceGuard;
 use crate::upstream::cluster::Shared;
+use crate::upstream::config::internal_upstream::MetadataSource;
 use crate::upstream::config::Keepalive;
 use crate::upstream::endpoint::Host;
 use crate::upstream::stats::{bump, down, up};
@@ -132,7 +134,48 @@ pub(crate) async fn transport(
     slot: ResourceGuard,
     alpn: Alpn,
     alpn_override: Option<&AlpnList>,
+    downstream_state: &FilterState,
 ) -> Result<Transport, UpstreamError> {
+    if let Some(target) = &host.internal {
+        let (stream, addr, guard) =
+            internal(shared, host, slot, &target.listener, downstream_state)?;
+        let Some(tls) = shared.spec.tls_for(&host.socket_labels) else {
+            return Ok((ClientStream::Internal(stream), addr, guard, None));
+        };
+        let overrides = crate::tls::client::Overrides {
+            alpn: downstream_state
+                .application_protocols()
+                .or(alpn_override.map(|a| &a[..])),
+            sni: downstream_state.upstream_server_name(),
+        };
+        return match tls
+            .connect(
+                stream,
+                addr,
+                &host.hostname,
+                alpn,
+                overrides,
+                shared.spec.connect_timeout,
+            )
+            .await
+        {
+            Ok((s, info)) => Ok((
+                ClientStream::InternalTls(Box::new(s)),
+                addr,
+                guard,
+                Some(Arc::new(info)),
+            )),
+            Err(source) => {
+                shared.stats.upstream_cx_connect_fail.inc();
+                bump(&host.stats.cx_connect_fail);
+                Err(UpstreamError::Tls {
+                    cluster: shared.spec.name.clone(),
+                    endpoint: addr,
+                    source,
+                })
+            }
+        };
+    }
     let (stream, addr, guard) = tcp(shared, host, slot).await?;
     let Some(tls) = shared.spec.tls_for(&host.socket_labels) else {
         return Ok((ClientStream::Plain(stream), addr, guard, None));
@@ -143,7 +186,12 @@ pub(crate) async fn transport(
             addr,
             &host.hostname,
             alpn,
-            alpn_override.map(|a| &a[..]),
+            crate::tls::client::Overrides {
+                alpn: downstream_state
+                    .application_protocols()
+                    .or(alpn_override.map(|a| &a[..])),
+                sni: downstream_state.upstream_server_name(),
+            },
             shared.spec.connect_timeout,
         )
         .await
@@ -158,6 +206,48 @@ pub(crate) async fn transport(
             shared.stats.upstream_cx_connect_fail.inc();
             bump(&host.stats.cx_connect_fail);
             Err(UpstreamError::Tls {
+                cluster: shared.spec.name.clone(),
+                endpoint: addr,
+                source,
+            })
+        }
+    }
+}
+
+/// Connects to an internal listener in-process (TLS, if the cluster has it, runs over the pipe).
+/// Over an `internal_upstream` transport socket the objects `downstream_state` shares with the
+/// upstream go along.
+fn internal(
+    shared: &Arc<Shared>,
+    host: &Arc<Host>,
+    slot: ResourceGuard,
+    listener: &str,
+    downstream_state: &FilterState,
+) -> Result<(tokio::io::DuplexStream, SocketAddr, ConnectionGuard), UpstreamError> {
+    let addr = host.address();
+    let guard = ConnectionGuard::new(shared.clone(), host.clone(), slot);
+    let state = match &shared.spec.internal_upstream {
+        Some(spec) => {
+            if let Some(c) = &shared.internal_no_metadata {
+                let missing_on_host = spec
+                    .passthrough_metadata
+                    .iter()
+                    .filter(|(source, ns)| {
+                        *source == MetadataSource::Host && !host.metadata_namespaces.contains(ns)
+                    })
+                    .count() as u64;
+                c.add(spec.missing_cluster_metadata + missing_on_host);
+            }
+            downstream_state.for_upstream()
+        }
+        None => FilterState::default(),
+    };
+    match shared.internal.connect(listener, state) {
+        Ok(stream) => Ok((stream, addr, guard)),
+        Err(source) => {
+            shared.stats.upstream_cx_connect_fail.inc();
+            bump(&host.stats.cx_connect_fail);
+            Err(UpstreamError::ConnectFailure {
                 cluster: shared.spec.name.clone(),
                 endpoint: addr,
                 source,

@@ -166,8 +166,15 @@ async fn wait_or_connect(
             }));
         }
         if let Some(slot) = pending.connection_slot() {
-            let (stream, addr, guard, tls) =
-                connect::transport(shared, host, slot, Alpn::Http1, pool.alpn.as_ref()).await?;
+            let (stream, addr, guard, tls) = connect::transport(
+                shared,
+                host,
+                slot,
+                Alpn::Http1,
+                pool.alpn.as_ref(),
+                &pool.state,
+            )
+            .await?;
             if stream.alpn() == Some(b"h2") {
                 // Only an auto_config cluster offers h2 here; the server chose it.
                 pool.alpn_h2.store(true, Ordering::Release);

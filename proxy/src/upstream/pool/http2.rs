@@ -102,8 +102,15 @@ async fn wait_or_connect(
             return Ok(s);
         }
         if let Some(slot) = pending.connection_slot() {
-            let (stream, addr, guard, tls) =
-                connect::transport(shared, host, slot, Alpn::Http2, pool.alpn.as_ref()).await?;
+            let (stream, addr, guard, tls) = connect::transport(
+                shared,
+                host,
+                slot,
+                Alpn::Http2,
+                pool.alpn.as_ref(),
+                &pool.state,
+            )
+            .await?;
             let sender = adopt(shared, pool, stream, addr, guard, tls, true).await;
             drop(pending);
             return sender;

@@ -15,6 +15,10 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 
 use crate::config::istio::AlpnList;
+use crate::filter_state::FilterState;
+
+/// Pools per endpoint besides the default one before unused ones are forgotten.
+const MAX_KEYED_POOLS: usize = 64;
 use crate::http::body::BoxBody;
 use crate::tls::TlsInfo;
 use crate::upstream::body::ActiveRequest;
@@ -45,6 +49,9 @@ pub struct ConnPool {
     pub(crate) alpn_h2: AtomicBool,
     /// What the handshakes offer instead of the cluster's ALPN (`None`: the cluster's).
     pub(crate) alpn: Option<AlpnList>,
+    /// To an internal listener over `internal_upstream`: the request objects shared with the
+    /// upstream that this pool's connections carry (requests with other objects use other pools).
+    pub(crate) state: FilterState,
 }
 
 impl ConnPool {
@@ -59,20 +66,27 @@ impl ConnPool {
 }
 
 impl HostPool {
-    /// The pool whose connections offer `alpn` (an override), or the cluster's own.
-    pub(crate) fn for_alpn(&self, alpn: Option<&AlpnList>) -> Arc<ConnPool> {
-        let Some(alpn) = alpn else {
+    /// The pool whose connections offer `alpn` and carry `state` (the objects a request shares
+    /// with an internal upstream); the cluster's own pool when neither is set.
+    pub(crate) fn for_key(&self, alpn: Option<&AlpnList>, state: &FilterState) -> Arc<ConnPool> {
+        if alpn.is_none() && state.is_empty() {
             return self.default.clone();
-        };
+        }
         let mut pools = self.lock();
         if let Some(p) = pools
             .iter()
-            .find(|p| p.alpn.as_ref().is_some_and(|a| a == alpn))
+            .find(|p| p.alpn.as_ref() == alpn && p.state == *state)
         {
             return p.clone();
         }
+        // Keys may come from requests (filter state): forget pools nobody holds and no connection
+        // is left in, so their number stays bounded by what is in use.
+        if pools.len() >= MAX_KEYED_POOLS {
+            pools.retain(|p| Arc::strong_count(p) > 1 || p.idle() > 0);
+        }
         let pool = Arc::new(ConnPool {
-            alpn: Some(alpn.clone()),
+            alpn: alpn.cloned(),
+            state: state.clone(),
             ..ConnPool::default()
         });
         if self.drained.load(Ordering::Acquire) {

@@ -4,6 +4,7 @@ mod balance;
 mod breakers;
 mod config;
 mod dynamic;
+mod internal;
 mod pool;
 
 use std::convert::Infallible;

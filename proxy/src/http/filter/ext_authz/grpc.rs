@@ -86,6 +86,7 @@ pub async fn check(
         append_x_forwarded_host: false,
         // The check is its own request: the route's istio.alpn override is not for it.
         alpn: None,
+        ..SendContext::default()
     };
     let exchange = async {
         let sent = cluster.send(req, &ctx).await.map_err(|e| e.to_string())?;
