@@ -65,3 +65,41 @@ async fn network_rbac_admits_the_allowed_principal_only() {
     })
     .await;
 }
+
+/// Istio's newer form of the same policy: `istio_authn` (`io.istio.network.authn`) stores the
+/// peer's SPIFFE principal as the filter state object `io.istio.peer_principal`, and the RBAC
+/// principal matches that object. Stock Envoy has no `istio_authn`, so remora only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_authn_principals_feed_filter_state_rbac() {
+    let mut pki = Pki::new();
+    pki.issue("server", &istio_id("server"), &["server.mesh"]);
+    pki.issue("client", &istio_id("client"), &[]);
+    pki.issue("other", &istio_id("other"), &[]);
+    let native = remora_tests::fixture("filters/rbac_network.yaml");
+    let authenticated = r#"                        - authenticated:
+                            principal_name: { exact: "spiffe://cluster.local/ns/default/sa/client" }"#;
+    let by_state = r#"                        - filter_state:
+                            key: io.istio.peer_principal
+                            string_match: { exact: "spiffe://cluster.local/ns/default/sa/client" }"#;
+    let rbac = "      - name: envoy.filters.network.rbac\n";
+    assert!(
+        native.contains(authenticated) && native.contains(rbac),
+        "the fixture's policy"
+    );
+    let template = native.replacen(authenticated, by_state, 1).replacen(
+        rbac,
+        &format!("      - name: istio_authn\n        typed_config:\n          \"@type\": type.googleapis.com/io.istio.network.authn.Config\n{rbac}"),
+        1,
+    );
+    let s = MeshStack::start_text(remora_tests::Kind::Remora, &template, &pki, &Vars::new()).await;
+    let port = s.port("listener_port");
+    for (who, echoed) in [("client", true), ("other", false)] {
+        let tls = Tls::new("server.mesh", pki.ca_pem(), Some(pki.get(who)));
+        let got = exchange(port, tls).await;
+        match echoed {
+            true => assert_eq!(got, b"ping\n", "{who} is proxied"),
+            false => assert!(got.is_empty(), "{who} got {got:?}"),
+        }
+    }
+    assert_eq!(admin::stat(s.admin(), "tcp.rbac.denied").await, Some(1));
+}

@@ -73,5 +73,6 @@ pub fn all() -> Vec<FileDescriptorProto> {
         super::istio::descriptors::peer_metadata_config(),
         super::istio::descriptors::tcp_metadata_exchange(),
         super::istio::descriptors::alpn_filter_config(),
+        super::istio::descriptors::network_authn_config(),
     ]
 }

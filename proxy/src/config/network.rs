@@ -160,6 +160,14 @@ pub fn build_chain(
             }
             continue;
         }
+        // Istio's `istio_authn`: nothing to configure (an empty message).
+        if istio_config::is_network_authn(&f.name, any) {
+            match istio_config::network_authn(any, &p, ctx.opts) {
+                Ok(()) => filters.set_istio_authn(),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
         if f.name == network_rbac::NAME || type_name == network_rbac::TYPE {
             let built = unpack_any(any, ctx.opts)
                 .map_err(|e| errors.push(&tpath, e.message))

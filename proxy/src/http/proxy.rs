@@ -428,6 +428,7 @@ async fn route_and_forward(
             local: down.info.local,
             tls: down.info.tls.as_deref(),
             requested_server_name: down.info.requested_server_name.as_deref(),
+            filter_state: Some(&down.info.filter_state),
         };
         let stopped = rt
             .filters

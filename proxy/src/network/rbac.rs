@@ -96,6 +96,7 @@ impl NetworkRbac {
             local: info.local,
             tls: info.tls.as_deref(),
             requested_server_name: info.requested_server_name.as_deref(),
+            filter_state: Some(&info.filter_state),
         };
         if self.filter.decode(None, &req).is_ok() {
             return true;

@@ -313,3 +313,14 @@ pub fn alpn_filter_config() -> FileDescriptorProto {
         ..Default::default()
     }
 }
+
+/// `io.istio.network.authn.Config` (istio/proxy `istio_authn/config.proto`): an empty message.
+pub fn network_authn_config() -> FileDescriptorProto {
+    FileDescriptorProto {
+        name: Some("source/extensions/filters/network/istio_authn/config.proto".into()),
+        package: Some("io.istio.network.authn".into()),
+        message_type: vec![message("Config", Vec::new())],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}

@@ -215,6 +215,25 @@ pub fn exchange(
     })
 }
 
+/// `io.istio.network.authn.Config`: empty.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NetworkAuthnConfig {}
+
+impl Name for NetworkAuthnConfig {
+    const NAME: &'static str = "Config";
+    const PACKAGE: &'static str = "io.istio.network.authn";
+}
+
+/// Whether a network filter is Istio's `istio_authn` (`io.istio.network.authn`).
+pub fn is_network_authn(name: &str, any: &Any) -> bool {
+    name == "io.istio.network.authn" || any_type_name(any) == NetworkAuthnConfig::full_name()
+}
+
+/// Checks `istio_authn`'s (empty) config at `path`.
+pub fn network_authn(any: &Any, path: &Path, opts: ParseOptions) -> Result<(), ConfigErrors> {
+    unpack::<NetworkAuthnConfig>(Some(any), &path.field("typed_config"), opts).map(|_| ())
+}
+
 /// What one of Istio's null-VM Wasm plugins amounts to.
 #[derive(Debug, Clone)]
 pub enum WasmIstio {

@@ -26,6 +26,9 @@ pub struct Request<'a> {
     pub local: SocketAddr,
     pub tls: Option<&'a TlsInfo>,
     pub requested_server_name: Option<&'a str>,
+    /// The connection's filter state (`filter_state` principals, e.g. Istio's
+    /// `io.istio.peer_principal` that `io.istio.network.authn` sets).
+    pub filter_state: Option<&'a crate::filter_state::FilterState>,
 }
 
 impl Request<'_> {
@@ -252,6 +255,8 @@ enum Id {
     RemoteIp(Cidr),
     Header(HeaderMatcher),
     UrlPath(StringMatch),
+    /// `filter_state` with a `string_match`: the object's plain value must match; absent, no match.
+    FilterState(String, StringMatch),
 }
 
 impl Id {
@@ -310,7 +315,27 @@ impl Id {
                 Id::UrlPath(path_matcher(m, &path.field("url_path"), errs)?)
             }
             Some(Identifier::Metadata(_)) => return unsupported("metadata", errs),
-            Some(Identifier::FilterState(_)) => return unsupported("filter_state", errs),
+            Some(Identifier::FilterState(f)) => {
+                use envoy_types::pb::envoy::r#type::matcher::v3::filter_state_matcher::Matcher;
+                let fpath = path.field("filter_state");
+                match &f.matcher {
+                    Some(Matcher::StringMatch(m)) => Id::FilterState(
+                        f.key.clone(),
+                        StringMatch::from_proto(m, &fpath.field("string_match"), errs)?,
+                    ),
+                    Some(Matcher::AddressMatch(_)) => {
+                        errs.push(
+                            fpath.field("address_match"),
+                            "filter state address matchers are not supported by remora",
+                        );
+                        return None;
+                    }
+                    None => {
+                        errs.push(fpath, "a filter_state principal needs a matcher");
+                        return None;
+                    }
+                }
+            }
             Some(Identifier::SourcedMetadata(_)) => return unsupported("sourced_metadata", errs),
             Some(Identifier::Custom(_)) => return unsupported("custom", errs),
             None => {
@@ -331,6 +356,10 @@ impl Id {
             Id::RemoteIp(c) => c.contains(req.remote),
             Id::Header(h) => h.matches(req.headers()),
             Id::UrlPath(m) => req.url_path().is_some_and(|p| m.matches(p)),
+            Id::FilterState(key, m) => req
+                .filter_state
+                .and_then(|s| s.get(key))
+                .is_some_and(|o| m.matches(&o.value.plain())),
         }
     }
 }

@@ -20,6 +20,7 @@ fn request<'a>(parts: &'a http::request::Parts, peer: &str) -> Request<'a> {
         local: "10.0.0.1:8080".parse().expect("addr"),
         tls: None,
         requested_server_name: None,
+        filter_state: None,
     }
 }
 
@@ -42,7 +43,7 @@ rules:
   policies:
     p:
       permissions: [{ metadata: { filter: f, path: [{ key: k }], value: { present_match: true } } }]
-      principals: [{ filter_state: { key: k, string_match: { exact: v } } }]
+      principals: [{ sourced_metadata: { metadata_matcher: { filter: f, path: [{ key: k }], value: { present_match: true } } } }]
 "#,
     )
     .expect_err("fails closed");
@@ -51,7 +52,7 @@ rules:
         "{e}"
     );
     assert!(
-        e.contains("rbac.rules.policies.p.principals[0].filter_state"),
+        e.contains("rbac.rules.policies.p.principals[0].sourced_metadata"),
         "{e}"
     );
     let e = build("rules: { policies: { p: { permissions: [{ any: true }] } } }")
@@ -107,4 +108,44 @@ fn url_path_ignores_the_query_and_authenticated_needs_tls() {
         ..request(&p, "127.0.0.1:1")
     };
     assert!(rules.decide(&over_tls).0);
+}
+
+#[test]
+fn filter_state_principals_match_the_objects_value() {
+    use crate::filter_state::{FilterState, Object, Sharing, Value};
+    let cfg = build(
+        r#"
+rules:
+  action: ALLOW
+  policies:
+    mesh:
+      permissions: [{ any: true }]
+      principals:
+      - filter_state: { key: io.istio.peer_principal, string_match: { prefix: "spiffe://cluster.local/" } }
+"#,
+    )
+    .expect("valid");
+    let rules = cfg.engines.rules.as_ref().expect("rules");
+    let p = parts("GET", "/");
+    assert!(
+        !rules.decide(&request(&p, "127.0.0.1:1")).0,
+        "no object, no match"
+    );
+    let mut state = FilterState::default();
+    state.set(Object {
+        key: "io.istio.peer_principal".into(),
+        value: Value::String("spiffe://cluster.local/ns/a/sa/b".into()),
+        read_only: true,
+        sharing: Sharing::Once,
+    });
+    let with_state = Request {
+        filter_state: Some(&state),
+        ..request(&p, "127.0.0.1:1")
+    };
+    assert!(rules.decide(&with_state).0);
+    let e = build(
+        "rules: { action: ALLOW, policies: { p: { permissions: [{ any: true }], principals: [{ filter_state: { key: k, address_match: {} } }] } } }",
+    )
+    .expect_err("address_match");
+    assert!(e.contains("filter_state.address_match"), "{e}");
 }

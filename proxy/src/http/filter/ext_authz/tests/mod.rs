@@ -155,6 +155,7 @@ fn conn() -> Request<'static> {
         local: "10.0.0.2:8080".parse().expect("addr"),
         tls: None,
         requested_server_name: None,
+        filter_state: None,
     }
 }
 
