@@ -151,6 +151,50 @@ fn app_to_app_through_two_sidecars_with_mtls() {
     }
 }
 
+/// A client pod and an app pod linked together, the mesh identities of both, the client's LDS
+/// file and the fixtures' variables; the app's echo server (not uid 1337, so its own traffic
+/// would be captured) listens on 8080. `prefix` names the namespaces.
+struct Mesh {
+    /// Owns the certificate files the sidecars read.
+    pki: Pki,
+    client: Pod,
+    app: Pod,
+    vars: remora_tests::template::Vars,
+    lds: String,
+    lds_dir: std::path::PathBuf,
+}
+
+fn mesh(prefix: &str) -> Mesh {
+    let mut pki = Pki::new();
+    pki.issue("client", &istio_id("client"), &[]);
+    pki.issue("app", &istio_id("app"), &[]);
+    world_readable(&pki.path(""));
+    let client = Pod::new(&format!("{prefix}client"));
+    let app = Pod::new(&format!("{prefix}app"));
+    netns::link(&client.ns, CLIENT_IP, &app.ns, APP_IP);
+    let lds_dir = client.dir.join("lds");
+    std::fs::create_dir(&lds_dir).expect("lds dir");
+    let vars = pki
+        .vars()
+        .with("app_ip", APP_IP)
+        .with("outside_ip", OUTSIDE_IP)
+        .with("lds_dir", lds_dir.display());
+    let lds = render(&fixture("sidecar/outbound-lds.yaml"), &vars);
+    std::fs::write(lds_dir.join("lds.yaml"), &lds).expect("lds");
+    let remora = bins::remora();
+    let mut echo = app.ns.command(&remora.to_string_lossy());
+    echo.args(["echo", "--listen", "0.0.0.0:8080", "--name", "app"]);
+    app.ns.spawn(echo, &app.dir.join("echo.log"));
+    Mesh {
+        pki,
+        client,
+        app,
+        vars,
+        lds,
+        lds_dir,
+    }
+}
+
 /// Istio's TPROXY interception mode on the app pod: inbound connections reach the `transparent`
 /// virtualInbound by TPROXY (no NAT: the accepted socket's local address is the original
 /// destination), and are served exactly as in REDIRECT mode.
@@ -160,27 +204,13 @@ fn tproxy_inbound_capture_serves_the_app() {
         return;
     }
     for kind in select::kinds() {
-        let mut pki = Pki::new();
-        pki.issue("client", &istio_id("client"), &[]);
-        pki.issue("app", &istio_id("app"), &[]);
-        world_readable(&pki.path(""));
-        let client = Pod::new("tpclient");
-        let app = Pod::new("tpapp");
-        netns::link(&client.ns, CLIENT_IP, &app.ns, APP_IP);
-        let lds_dir = client.dir.join("lds");
-        std::fs::create_dir(&lds_dir).expect("lds dir");
-        let vars = pki
-            .vars()
-            .with("app_ip", APP_IP)
-            .with("outside_ip", OUTSIDE_IP)
-            .with("lds_dir", lds_dir.display());
-        let lds = render(&fixture("sidecar/outbound-lds.yaml"), &vars);
-        std::fs::write(lds_dir.join("lds.yaml"), &lds).expect("lds");
-        let remora = bins::remora();
-        let mut echo = app.ns.command(&remora.to_string_lossy());
-        echo.args(["echo", "--listen", "0.0.0.0:8080", "--name", "app"]);
-        app.ns.spawn(echo, &app.dir.join("echo.log"));
-
+        let Mesh {
+            pki: _pki,
+            client,
+            app,
+            vars,
+            ..
+        } = mesh("tp");
         client.ns.install_istio_iptables();
         app.ns.install_istio_iptables_tproxy();
         let inbound = render(&fixture("sidecar/inbound.yaml"), &vars).replacen(
@@ -252,32 +282,18 @@ const HANDOFF_STATS: &[&str] = &[
 ];
 
 fn two_pods(kind: Kind) -> BTreeMap<&'static str, u64> {
-    let mut pki = Pki::new();
-    pki.issue("client", &istio_id("client"), &[]);
-    pki.issue("app", &istio_id("app"), &[]);
-    world_readable(&pki.path(""));
-
-    let client = Pod::new("client");
-    let app = Pod::new("app");
-    netns::link(&client.ns, CLIENT_IP, &app.ns, APP_IP);
+    let Mesh {
+        pki: _pki,
+        client,
+        app,
+        vars,
+        lds,
+        lds_dir,
+    } = mesh("");
     // A server outside the mesh, reachable from the client pod only.
     let outside = Pod::new("outside");
     netns::link(&client.ns, CLIENT_EXT_IP, &outside.ns, OUTSIDE_IP);
-    let lds_dir = client.dir.join("lds");
-    std::fs::create_dir(&lds_dir).expect("lds dir");
-    let vars = pki
-        .vars()
-        .with("app_ip", APP_IP)
-        .with("outside_ip", OUTSIDE_IP)
-        .with("lds_dir", lds_dir.display());
-    let lds = render(&fixture("sidecar/outbound-lds.yaml"), &vars);
-    std::fs::write(lds_dir.join("lds.yaml"), &lds).expect("lds");
-
-    // The app: an echo server on 8080 (not uid 1337, so its own traffic would be captured).
     let remora = bins::remora();
-    let mut echo = app.ns.command(&remora.to_string_lossy());
-    echo.args(["echo", "--listen", "0.0.0.0:8080", "--name", "app"]);
-    app.ns.spawn(echo, &app.dir.join("echo.log"));
     for port in [8080, 9090, 9191] {
         let mut ext = outside.ns.command(&remora.to_string_lossy());
         ext.args(["echo", "--listen", &format!("0.0.0.0:{port}")])

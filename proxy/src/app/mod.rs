@@ -425,7 +425,7 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
     else {
         return;
     };
-    let mut info = ConnInfo {
+    let info = ConnInfo {
         id: acc.id,
         peer: acc.peer,
         local: acc.local,
@@ -436,12 +436,8 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
         internal_listener: None,
     };
     match tls {
-        // Boxed, so that a connection's task holds only the future of the path it takes.
         None => {
-            filters.on_new_connection(&mut info);
-            if filters.is_empty() || filters.admit(&info).await {
-                Box::pin(serve_stack(acc.stream, info, stack, acc.drain)).await;
-            }
+            serve_filtered(acc.stream, info, &filters, stack, acc.drain).await;
         }
         Some(tls) => {
             // Not TLS at all: answer as BoringSSL (and so Envoy) does. Plain HTTP gets a silent close
@@ -466,15 +462,12 @@ pub(crate) async fn serve_connection(mut acc: Accepted<ChainStack>, detector: Ar
             }
             // A failed handshake is counted and logged by the TLS stage; the connection just ends.
             if let Ok((stream, tls_info)) = Box::pin(tls.accept(acc.stream, acc.peer)).await {
-                let mut info = ConnInfo {
+                let info = ConnInfo {
                     scheme: "https",
                     tls: Some(Arc::new(tls_info)),
                     ..info
                 };
-                filters.on_new_connection(&mut info);
-                if filters.is_empty() || filters.admit(&info).await {
-                    Box::pin(serve_stack(stream, info, stack, acc.drain)).await;
-                }
+                serve_filtered(stream, info, &filters, stack, acc.drain).await;
             }
         }
     }
@@ -491,7 +484,7 @@ pub(crate) async fn serve_internal(acc: InternalAccepted<ChainStack>) {
     else {
         return;
     };
-    let mut info = ConnInfo {
+    let info = ConnInfo {
         id: acc.id,
         peer: acc.peer,
         local: acc.local,
@@ -503,25 +496,37 @@ pub(crate) async fn serve_internal(acc: InternalAccepted<ChainStack>) {
     };
     match tls {
         None => {
-            filters.on_new_connection(&mut info);
-            if filters.is_empty() || filters.admit(&info).await {
-                Box::pin(serve_stack(acc.stream, info, stack, acc.drain)).await;
-            }
+            serve_filtered(acc.stream, info, &filters, stack, acc.drain).await;
         }
         // TLS bytes a tcp_proxy carried in (a failed handshake is counted by the TLS stage).
         Some(tls) => {
             if let Ok((stream, tls_info)) = Box::pin(tls.accept(acc.stream, acc.peer)).await {
-                let mut info = ConnInfo {
+                let info = ConnInfo {
                     scheme: "https",
                     tls: Some(Arc::new(tls_info)),
                     ..info
                 };
-                filters.on_new_connection(&mut info);
-                if filters.is_empty() || filters.admit(&info).await {
-                    Box::pin(serve_stack(stream, info, stack, acc.drain)).await;
-                }
+                serve_filtered(stream, info, &filters, stack, acc.drain).await;
             }
         }
+    }
+}
+
+/// The chain's network filters (`set_filter_state`, `istio_authn`, then RBAC), then its terminal
+/// filter unless a filter refused the connection.
+async fn serve_filtered<S>(
+    stream: S,
+    mut info: ConnInfo,
+    filters: &crate::network::NetworkFilters,
+    stack: NetworkStack,
+    drain: drain::Watch,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    filters.on_new_connection(&mut info);
+    if filters.is_empty() || filters.admit(&info).await {
+        // Boxed, so that a connection's task holds only the future of the path it takes.
+        Box::pin(serve_stack(stream, info, stack, drain)).await;
     }
 }
 
