@@ -313,14 +313,8 @@ pub fn strip_host_port(headers: &mut HeaderMap, local_port: u16, cfg: &HcmConfig
     }
 }
 
-/// A random UUID (version 4) in its canonical text form.
-pub fn uuid_v4() -> String {
-    let text = uuid_v4_bytes();
-    text.iter().map(|&c| char::from(c)).collect()
-}
-
-/// [`uuid_v4`] as ASCII on the stack: every request without an `x-request-id` gets one, so no
-/// formatting machinery on this path.
+/// A random UUID (version 4) in its canonical text form, as ASCII on the stack: every request
+/// without an `x-request-id` gets one, so no formatting machinery on this path.
 fn uuid_v4_bytes() -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = rand::random();
@@ -501,8 +495,17 @@ mod tests {
 
     #[test]
     fn uuid_shape() {
-        let u = uuid_v4();
+        let bytes = uuid_v4_bytes();
+        let u = std::str::from_utf8(&bytes).expect("ASCII");
         assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
+        assert_eq!(&u[14..15], "4", "{u}: version 4");
+        assert!("89ab".contains(&u[19..20]), "{u}: RFC 4122 variant");
+        for (i, c) in u.char_indices() {
+            match i {
+                8 | 13 | 18 | 23 => assert_eq!(c, '-', "{u}"),
+                _ => assert!(c.is_ascii_hexdigit() && !c.is_ascii_uppercase(), "{u}"),
+            }
+        }
+        assert_ne!(uuid_v4_bytes(), bytes, "random");
     }
 }
