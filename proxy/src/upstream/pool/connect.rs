@@ -165,15 +165,7 @@ pub(crate) async fn transport(
                 guard,
                 Some(Arc::new(info)),
             )),
-            Err(source) => {
-                shared.stats.upstream_cx_connect_fail.inc();
-                bump(&host.stats.cx_connect_fail);
-                Err(UpstreamError::Tls {
-                    cluster: shared.spec.name.clone(),
-                    endpoint: addr,
-                    source,
-                })
-            }
+            Err(source) => Err(tls_failed(shared, host, addr, source)),
         };
     }
     let (stream, addr, guard) = tcp(shared, host, slot).await?;
@@ -202,15 +194,7 @@ pub(crate) async fn transport(
             guard,
             Some(Arc::new(info)),
         )),
-        Err(source) => {
-            shared.stats.upstream_cx_connect_fail.inc();
-            bump(&host.stats.cx_connect_fail);
-            Err(UpstreamError::Tls {
-                cluster: shared.spec.name.clone(),
-                endpoint: addr,
-                source,
-            })
-        }
+        Err(source) => Err(tls_failed(shared, host, addr, source)),
     }
 }
 
@@ -347,5 +331,21 @@ impl<S: AsyncWrite> AsyncWrite for Counted<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// A failed upstream TLS handshake, counted as the connect failure Envoy counts it as.
+fn tls_failed(
+    shared: &Shared,
+    host: &Host,
+    addr: SocketAddr,
+    source: crate::tls::ConnectError,
+) -> UpstreamError {
+    shared.stats.upstream_cx_connect_fail.inc();
+    bump(&host.stats.cx_connect_fail);
+    UpstreamError::Tls {
+        cluster: shared.spec.name.clone(),
+        endpoint: addr,
+        source,
     }
 }
