@@ -6,7 +6,6 @@ pub mod completion;
 pub mod filter;
 pub mod forward;
 pub mod headers;
-pub mod keepalive;
 pub mod local_reply;
 pub mod normalize;
 pub mod proxy;

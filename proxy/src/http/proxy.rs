@@ -48,8 +48,6 @@ pub struct Downstream {
     pub closing: crate::drain::Ramp,
     /// Whether the connection carries HTTP/2 (known from its first request).
     pub http2: AtomicBool,
-    /// What the connection's HTTP/1 driver shares with its requests (upgrade hand-over).
-    pub conn: Arc<super::keepalive::Shared>,
 }
 
 /// What the access log and stats learn about a request as it proceeds.
@@ -138,7 +136,7 @@ pub async fn handle(
 
     let mut req = req;
     let on_upgrade =
-        headers::is_websocket_upgrade(req.headers()).then(|| super::upgrade::Pending::of(&mut req));
+        headers::is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     normalize_authority(&mut parts);
     let istio_req = rt.istio.as_ref().map(|t| t.request(&mut parts.headers));
@@ -373,7 +371,7 @@ async fn route_and_forward(
     down: &Downstream,
     mut parts: http::request::Parts,
     mut body: BoxBody,
-    on_upgrade: Option<super::upgrade::Pending>,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     start_time: SystemTime,
     outcome: &mut Outcome,
 ) -> Response<BoxBody> {
@@ -603,7 +601,6 @@ async fn route_and_forward(
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                     super::upgrade::bridge(
                         downstream,
-                        down,
                         hyper::upgrade::on(&mut resp),
                         rt.stats.clone(),
                     );
