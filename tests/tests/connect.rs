@@ -194,7 +194,9 @@ async fn tcp_proxy_tunnels_to_a_terminator() {
 
 async fn tunnel_pair(orig: Kind, term: Kind) {
     let t = terminator(term).await;
-    let extra = Vars::new().with("peer_port", t.env.addr("listener_port").port());
+    let extra = Vars::new()
+        .with("peer_port", t.env.addr("listener_port").port())
+        .with("peer_refusing_port", t.env.addr("listener_port2").port());
     let o = MeshStack::start(orig, "connect/originate.yaml", &Pki::new(), &extra).await;
     let tag = format!("[{orig} -> {term}]");
     let mut expected = Vec::new();
@@ -221,6 +223,17 @@ async fn tunnel_pair(orig: Kind, term: Kind) {
         drop(conn);
         expected.push(line.replace("{port}", &addr.port().to_string()));
     }
+    // A tunnel answered 403: the downstream connection closes with nothing sent back.
+    let mut conn = TcpStream::connect(o.env.addr("listener_port4"))
+        .await
+        .expect("connect");
+    let _ = conn.write_all(b"never delivered").await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, conn.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "{tag} the refused tunnel's connection stays open or got bytes: {read:?} {rest:?}"
+    );
     // The harness's readiness probes open tunnels too (and log the same lines): compare the
     // distinct lines once every tunnel has ended.
     let lines = distinct_lines(&t.env.file("access.log"), expected.len()).await;
@@ -244,6 +257,36 @@ async fn distinct_lines(path: &std::path::Path, n: usize) -> Vec<String> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A CONNECT route without connect_config forwards the CONNECT upstream (to a terminator, over
+/// h2); the client's HTTP/1.1 tunnel then runs through both proxies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_without_connect_config_is_forwarded() {
+    for_each_kind(|kind| async move {
+        let t = terminator(kind).await;
+        let extra = Vars::new().with("peer_port", t.env.addr("listener_port").port());
+        let f = MeshStack::start(kind, "connect/forward.yaml", &Pki::new(), &extra).await;
+        let (head, mut conn) = h1_exchange(
+            f.env.addr("listener_port"),
+            "CONNECT echo.example:443 HTTP/1.1\r\nHost: echo.example:443\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "[{kind}] {head}");
+        assert_eq!(
+            echoes(&mut conn, b"two hops").await,
+            b"two hops",
+            "[{kind}]"
+        );
+        drop(conn);
+        let lines = distinct_lines(&t.env.file("access.log"), 1).await;
+        assert_eq!(
+            lines,
+            ["CONNECT echo.example:443 - HTTP/2 tunnel=- 200 echo"],
+            "[{kind}] the terminator saw the forwarded CONNECT"
+        );
+    })
+    .await;
 }
 
 fn mesh_pki() -> Pki {
@@ -292,5 +335,50 @@ async fn hbone_pair(orig: Kind, term: Kind) {
             istio_id("client")
         )],
         "{tag}"
+    );
+}
+
+/// Istio's filters (remora only: stock Envoy has neither): `io.istio.http.connect_authority` on
+/// the CONNECT route and `istio.set_internal_dst_address` on the internal listener behind it
+/// carry the CONNECT authority to the internal connection's local address, and its IP with the
+/// configured tunnel port to the ORIGINAL_DST cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_authority_sets_the_internal_destination() {
+    let s = MeshStack::start(
+        Kind::Remora,
+        "connect/istio_authority.yaml",
+        &Pki::new(),
+        &Vars::new(),
+    )
+    .await;
+    let echo_port = s.env.tcp[0].1.port();
+    let (head, mut conn) = h1_exchange(
+        s.env.addr("listener_port"),
+        "CONNECT 127.0.0.1:4444 HTTP/1.1\r\nHost: 127.0.0.1:4444\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
+    assert_eq!(
+        echoes(&mut conn, b"to the authority").await,
+        b"to the authority"
+    );
+    drop(conn);
+    let lines = distinct_lines(&s.env.file("inner.log"), 1).await;
+    assert_eq!(lines, [format!("127.0.0.1:4444 127.0.0.1:{echo_port} -")]);
+
+    // Where the route does not enable the filter, the internal listener learns no destination:
+    // the ORIGINAL_DST cluster has no host, and the tunnel closes without reaching the echo.
+    let (head, mut conn) = h1_exchange(
+        s.env.addr("listener_port2"),
+        "CONNECT 127.0.0.1:4444 HTTP/1.1\r\nHost: 127.0.0.1:4444\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
+    let _ = conn.write_all(b"nowhere").await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, conn.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the tunnel without a destination got bytes back: {read:?} {rest:?}"
     );
 }

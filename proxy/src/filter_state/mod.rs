@@ -33,6 +33,10 @@ pub const UPSTREAM_SERVER_NAME: &str = "envoy.network.upstream_server_name";
 /// (comma separated).
 pub const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
 
+/// `istio.set_internal_dst_address`: the CONNECT authority Istio's `connect_authority` HTTP filter
+/// captured, for an internal listener's `istio.set_internal_dst_address` listener filter.
+pub const ISTIO_INTERNAL_DST: &str = "istio.set_internal_dst_address";
+
 /// The factories that make filter state objects from a string (`factory_key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Factory {
@@ -85,6 +89,11 @@ pub enum Value {
     ServerName(String),
     Protocols(Vec<Vec<u8>>),
     String(String),
+    /// A CONNECT authority (`host:port`) and the tunnel port to reach that host on.
+    Authority {
+        authority: String,
+        port: u32,
+    },
 }
 
 impl Value {
@@ -92,6 +101,7 @@ impl Value {
     pub fn plain(&self) -> String {
         match self {
             Value::Cluster(s) | Value::ServerName(s) | Value::String(s) => s.clone(),
+            Value::Authority { authority, .. } => authority.clone(),
             Value::Address(a) => a.to_string(),
             Value::Protocols(list) => list
                 .iter()
@@ -180,6 +190,14 @@ impl FilterState {
             self.address(ORIGINAL_DST_LOCAL),
             self.address(ORIGINAL_DST_REMOTE),
         )
+    }
+
+    /// What `connect_authority` captured: the CONNECT authority and the tunnel port.
+    pub fn internal_dst_authority(&self) -> Option<(&str, u32)> {
+        match &self.get(ISTIO_INTERNAL_DST)?.value {
+            Value::Authority { authority, port } => Some((authority, *port)),
+            _ => None,
+        }
     }
 
     /// The SNI for tcp_proxy's upstream TLS, when a filter set one.

@@ -176,12 +176,18 @@ where
     let stats = &active.stats;
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("conn", id, listener = %active.config.name, internal = true);
-    let (local, peer) = if active.config.restores_internal_addresses() {
+    let mut conn = conn;
+    let (mut local, peer) = if active.config.restores_internal_addresses() {
         let (l, r) = conn.filter_state.original_dst_local_remote();
         (l.unwrap_or(INTERNAL_ADDRESS), r.unwrap_or(INTERNAL_ADDRESS))
     } else {
         (INTERNAL_ADDRESS, INTERNAL_ADDRESS)
     };
+    if active.config.sets_internal_dst_address() {
+        if let Some(restored) = set_internal_dst_address(&mut conn.filter_state) {
+            local = restored;
+        }
+    }
     let input = MatchInput::raw(local, peer);
     let Some(chain) = active.config.chains.select_id(&input) else {
         stats.no_filter_chain_match.inc();
@@ -214,4 +220,27 @@ where
         }
         .instrument(span),
     );
+}
+
+/// `istio.set_internal_dst_address`: the authority `connect_authority` captured (an `ip:port`)
+/// becomes the connection's local address, and that IP on the captured tunnel port the ORIGINAL_DST
+/// target (read-only, as istio/proxy sets it). An authority that is not an address changes nothing.
+fn set_internal_dst_address(state: &mut FilterState) -> Option<SocketAddr> {
+    use crate::filter_state::{Object, Sharing, Value, ORIGINAL_DST_ADDRESS};
+    let (authority, port) = state.internal_dst_authority()?;
+    let Ok(local) = authority.parse::<SocketAddr>() else {
+        debug!(
+            authority,
+            "connect authority is not an address; local address unchanged"
+        );
+        return None;
+    };
+    let tunnel = SocketAddr::new(local.ip(), u16::try_from(port).unwrap_or(0));
+    state.set(Object {
+        key: ORIGINAL_DST_ADDRESS.to_string(),
+        value: Value::Address(tunnel),
+        read_only: true,
+        sharing: Sharing::None,
+    });
+    Some(local)
 }
