@@ -382,3 +382,37 @@ async fn connect_authority_sets_the_internal_destination() {
         "the tunnel without a destination got bytes back: {read:?} {rest:?}"
     );
 }
+
+/// Istio's sidecar shape (remora originating, as stock Envoy lacks the listener filter): the
+/// endpoint's `tunnel` metadata, passed through `internal_upstream`, gives the internal listener's
+/// connection its destination (the CONNECT authority) and its ORIGINAL_DST target (the peer's
+/// HBONE port), which each terminator sees over mTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_metadata_sets_the_internal_destination() {
+    for_each_kind(|term| async move {
+        let pki = mesh_pki();
+        let t = MeshStack::start(term, "connect/hbone_in.yaml", &pki, &Vars::new()).await;
+        let extra = Vars::new().with("peer_port", t.env.addr("listener_port").port());
+        let o =
+            MeshStack::start(Kind::Remora, "connect/sidecar_originate.yaml", &pki, &extra).await;
+        let mut conn = TcpStream::connect(o.env.addr("listener_port"))
+            .await
+            .expect("connect");
+        assert_eq!(
+            echoes(&mut conn, b"sidecar bytes").await,
+            b"sidecar bytes",
+            "[{term}]"
+        );
+        drop(conn);
+        let lines = distinct_lines(&t.env.file("access.log"), 1).await;
+        assert_eq!(
+            lines,
+            [format!(
+                "CONNECT 127.0.0.1:7777 HTTP/2 peer={} tls=TLSv1.3 200",
+                istio_id("client")
+            )],
+            "[{term}]"
+        );
+    })
+    .await;
+}
