@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use remora_tests::admin;
 use remora_tests::peers::MeshStack;
 use remora_tests::pki::{istio_id, Pki};
 use remora_tests::proxy::Kind;
@@ -354,7 +355,9 @@ async fn connect_authority_sets_the_internal_destination() {
     let echo_port = s.env.tcp[0].1.port();
     let (head, mut conn) = h1_exchange(
         s.env.addr("listener_port"),
-        "CONNECT 127.0.0.1:4444 HTTP/1.1\r\nHost: 127.0.0.1:4444\r\n\r\n",
+        "CONNECT 127.0.0.1:4444 HTTP/1.1\r\nHost: 127.0.0.1:4444\r\n\
+         baggage: k8s.namespace.name=bookinfo,k8s.deployment.name=productpage-v1\r\n\
+         baggage: service.name=productpage,service.version=v1\r\n\r\n",
     )
     .await;
     assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
@@ -365,6 +368,18 @@ async fn connect_authority_sets_the_internal_destination() {
     drop(conn);
     let lines = distinct_lines(&s.env.file("inner.log"), 1).await;
     assert_eq!(lines, [format!("127.0.0.1:4444 127.0.0.1:{echo_port} -")]);
+    // connect_baggage: the internal listener's TCP stats know the downstream workload (counted
+    // as the connection closes).
+    let labels = [
+        "reporter=\"destination\"",
+        "source_workload=\"productpage-v1\"",
+        "source_workload_namespace=\"bookinfo\"",
+        "source_canonical_service=\"productpage\"",
+        "source_canonical_revision=\"v1\"",
+    ];
+    let metric = "istio_tcp_received_bytes_total";
+    let text = admin::wait_for_sample(s.admin(), metric, &labels, 16.0).await;
+    assert_eq!(admin::sample(&text, metric, &labels), Some(16.0), "{text}");
 
     // Where the route does not enable the filter, the internal listener learns no destination:
     // the ORIGINAL_DST cluster has no host, and the tunnel closes without reaching the echo.

@@ -37,6 +37,11 @@ pub const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
 /// captured, for an internal listener's `istio.set_internal_dst_address` listener filter.
 pub const ISTIO_INTERNAL_DST: &str = "istio.set_internal_dst_address";
 
+/// `wasm.downstream_peer` / `wasm.downstream_peer_id`: the downstream workload Istio's
+/// `connect_baggage` HTTP filter read from the CONNECT's `baggage`, for the TCP stats behind it.
+pub const DOWNSTREAM_PEER: &str = "wasm.downstream_peer";
+pub const DOWNSTREAM_PEER_ID: &str = "wasm.downstream_peer_id";
+
 /// The factories that make filter state objects from a string (`factory_key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Factory {
@@ -94,6 +99,8 @@ pub enum Value {
         authority: String,
         port: u32,
     },
+    /// A peer workload's metadata.
+    Peer(Box<crate::istio::WorkloadMetadata>),
 }
 
 impl Value {
@@ -102,6 +109,7 @@ impl Value {
         match self {
             Value::Cluster(s) | Value::ServerName(s) | Value::String(s) => s.clone(),
             Value::Authority { authority, .. } => authority.clone(),
+            Value::Peer(m) => m.workload.clone(),
             Value::Address(a) => a.to_string(),
             Value::Protocols(list) => list
                 .iter()
@@ -196,6 +204,14 @@ impl FilterState {
     pub fn internal_dst_authority(&self) -> Option<(&str, u32)> {
         match &self.get(ISTIO_INTERNAL_DST)?.value {
             Value::Authority { authority, port } => Some((authority, *port)),
+            _ => None,
+        }
+    }
+
+    /// The downstream peer `connect_baggage` read, when it ran.
+    pub fn downstream_peer(&self) -> Option<&crate::istio::WorkloadMetadata> {
+        match &self.get(DOWNSTREAM_PEER)?.value {
+            Value::Peer(m) => Some(m),
             _ => None,
         }
     }

@@ -107,7 +107,10 @@ where
     let (mut rx, mut tx) = (0u64, 0u64);
     let mut istio_labels = None;
     let from_down = rt.exchange.with_downstream(&mut down, tls).await;
-    let mut peer_meta = from_down.peer;
+    // Behind an HBONE terminator, the peer `connect_baggage` read from the CONNECT.
+    let mut peer_meta = from_down
+        .peer
+        .or_else(|| filter_state.downstream_peer().cloned());
     match rt.clusters.get(&cluster_name) {
         None => {
             rt.stats.cx_no_route.inc();

@@ -356,3 +356,15 @@ pub fn set_internal_dst_address_config() -> FileDescriptorProto {
         ..Default::default()
     }
 }
+
+/// `io.istio.http.connect_baggage.Config` (istio/proxy `connect_baggage/config.proto`): an empty
+/// message.
+pub fn connect_baggage_config() -> FileDescriptorProto {
+    FileDescriptorProto {
+        name: Some("source/extensions/filters/http/connect_baggage/config.proto".into()),
+        package: Some("io.istio.http.connect_baggage".into()),
+        message_type: vec![message("Config", Vec::new())],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}

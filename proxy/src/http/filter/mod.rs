@@ -6,9 +6,10 @@
 //! it, and a route can disable any filter, as in Envoy. A manager without filters pays one
 //! `is_empty` check per request. Implemented: [`rbac`], [`fault`], [`cors`], [`ext_authz`],
 //! [`grpc_stats`] (which watches the call through its response rather than deciding anything
-//! here), [`set_filter_state`] and Istio's [`connect_authority`].
+//! here), [`set_filter_state`] and Istio's [`connect_authority`] and [`connect_baggage`].
 
 pub mod connect_authority;
+pub mod connect_baggage;
 pub mod cors;
 pub mod ext_authz;
 pub mod fault;
@@ -49,6 +50,7 @@ pub enum SpecKind {
     ExtAuthz(Arc<ext_authz::ExtAuthzConfig>),
     SetFilterState(crate::filter_state::Setters),
     ConnectAuthority,
+    ConnectBaggage,
 }
 
 /// A route's validated per-filter config.
@@ -167,6 +169,7 @@ enum Kind {
     ExtAuthz(ext_authz::ExtAuthzFilter),
     SetFilterState(crate::filter_state::Setters),
     ConnectAuthority,
+    ConnectBaggage,
 }
 
 /// A connection manager's filters, with their stats.
@@ -206,6 +209,7 @@ impl HttpFilters {
                     )),
                     SpecKind::SetFilterState(s) => Kind::SetFilterState(s.clone()),
                     SpecKind::ConnectAuthority => Kind::ConnectAuthority,
+                    SpecKind::ConnectBaggage => Kind::ConnectBaggage,
                 },
             })
             .collect();
@@ -359,6 +363,7 @@ impl HttpFilters {
                     };
                     set_filter_state::decode(setters, &ctx, state);
                 }
+                Kind::ConnectBaggage => connect_baggage::decode(&parts.headers, state),
                 Kind::ConnectAuthority => {
                     let route = match config {
                         Some(PerRoute::ConnectAuthority(r)) => Some(r),
