@@ -5,7 +5,9 @@
 //! cluster), `envoy.network.transport_socket.original_dst_address` (the host of an ORIGINAL_DST
 //! cluster), `envoy.filters.listener.original_dst.local_ip` / `remote_ip` (what an internal
 //! listener's `original_dst` filter restores), `envoy.network.upstream_server_name` and
-//! `envoy.network.application_protocols` (the SNI and ALPN of tcp_proxy's upstream TLS) — and Envoy's generic string objects (`envoy.string`,
+//! `envoy.network.application_protocols` (the SNI and ALPN of tcp_proxy's upstream TLS), Istio's
+//! `istio.set_internal_dst_address` (a CONNECT authority) and `wasm.downstream_peer` (a peer from
+//! `baggage`) — and Envoy's generic string objects (`envoy.string`,
 //! `envoy.hashable_string`), which only feed `%FILTER_STATE%` and travel to internal listeners. Objects marked shared with the
 //! upstream go with an `internal_upstream` connection to the internal listener it reaches.
 //!
