@@ -74,5 +74,8 @@ pub fn all() -> Vec<FileDescriptorProto> {
         super::istio::descriptors::tcp_metadata_exchange(),
         super::istio::descriptors::alpn_filter_config(),
         super::istio::descriptors::network_authn_config(),
+        super::istio::descriptors::connect_authority_config(),
+        super::istio::descriptors::connect_baggage_config(),
+        super::istio::descriptors::set_internal_dst_address_config(),
     ]
 }

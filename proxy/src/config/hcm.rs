@@ -76,6 +76,8 @@ pub struct HcmConfig {
     pub preserve_external_request_id: bool,
     pub always_set_request_id_in_response: bool,
     pub websocket: bool,
+    /// `upgrade_configs` enables CONNECT (routes may still override it).
+    pub connect: bool,
     /// Upgrade types other than websocket that are enabled (lowercase).
     pub upgrades: Vec<String>,
     pub strip_matching_host_port: bool,
@@ -221,6 +223,7 @@ pub fn build(
     }
 
     let mut websocket = false;
+    let mut connect = false;
     let mut upgrades = Vec::new();
     for (i, u) in hcm.upgrade_configs.iter().enumerate() {
         let p = path.field("upgrade_configs").index(i);
@@ -235,10 +238,7 @@ pub fn build(
             if t == "websocket" {
                 websocket = true;
             } else if t == "connect" {
-                errors.push(
-                    p.field("upgrade_type"),
-                    "CONNECT upgrades are not supported yet",
-                );
+                connect = true;
             } else {
                 upgrades.push(t);
             }
@@ -339,6 +339,7 @@ pub fn build(
         preserve_external_request_id: hcm.preserve_external_request_id,
         always_set_request_id_in_response: hcm.always_set_request_id_in_response,
         websocket,
+        connect,
         upgrades,
         strip_matching_host_port: hcm.strip_matching_host_port,
         strip_any_host_port,

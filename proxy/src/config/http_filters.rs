@@ -21,7 +21,8 @@ use super::istio::{self, HttpIstio};
 use super::parse::{any_type_name, unpack_any, ParseOptions};
 use super::{ConfigErrors, Path};
 use crate::http::filter::{
-    cors, ext_authz, fault, grpc_stats, rbac, set_filter_state, FilterSpec, SpecKind,
+    connect_authority, connect_baggage, cors, ext_authz, fault, grpc_stats, rbac, set_filter_state,
+    FilterSpec, SpecKind,
 };
 
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
@@ -220,6 +221,18 @@ fn implemented(
                 .ok()
                 .and_then(|c| ext_authz::ExtAuthzConfig::from_proto(&c, &cpath, errors))
                 .map(SpecKind::ExtAuthz),
+        ),
+        connect_baggage::TYPE => Some(
+            unpack_any::<connect_baggage::Config>(any, opts)
+                .map_err(|e| errors.push(&cpath, e.message))
+                .ok()
+                .map(|_| SpecKind::ConnectBaggage),
+        ),
+        connect_authority::TYPE => Some(
+            unpack_any::<connect_authority::Config>(any, opts)
+                .map_err(|e| errors.push(&cpath, e.message))
+                .ok()
+                .map(|_| SpecKind::ConnectAuthority),
         ),
         _ => None,
     }

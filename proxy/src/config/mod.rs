@@ -16,6 +16,8 @@ pub mod rds;
 pub mod tcp_proxy;
 
 #[cfg(test)]
+mod connect_tests;
+#[cfg(test)]
 mod internal_tests;
 
 use std::sync::Arc;

@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    tcp_proxy::ClusterSpecifier, TcpProxy,
+    tcp_proxy::{ClusterSpecifier, TunnelingConfig},
+    TcpProxy,
 };
 
 use super::{duration, BuildContext, ConfigErrors, Path};
 use crate::access_log::AccessLogs;
+use crate::http::route::{Formatter, HeaderMutations};
 
 /// Where a TCP proxy sends its connections.
 #[derive(Debug, Clone)]
@@ -26,6 +28,18 @@ pub struct TcpProxyConfig {
     pub max_connect_attempts: u32,
     pub max_downstream_connection_duration: Option<Duration>,
     pub access_logs: AccessLogs,
+    /// `tunneling_config`: the bytes go upstream inside an HTTP CONNECT (or POST) stream.
+    pub tunneling: Option<Tunneling>,
+}
+
+/// `tunneling_config`, validated.
+#[derive(Debug)]
+pub struct Tunneling {
+    /// The CONNECT authority (or the POST's host), with command operators expanded per connection.
+    pub(crate) hostname: Formatter,
+    /// POST to `post_path` instead of CONNECT.
+    pub post_path: Option<String>,
+    pub(crate) headers_to_add: HeaderMutations,
 }
 
 pub fn build(
@@ -74,8 +88,11 @@ pub fn build(
             TcpTarget::Cluster(String::new())
         }
     };
+    let tunneling = tp
+        .tunneling_config
+        .as_ref()
+        .and_then(|t| tunneling(t, &path.field("tunneling_config"), &mut errors));
     for (field, set) in [
-        ("tunneling_config", tp.tunneling_config.is_some()),
         ("on_demand", tp.on_demand.is_some()),
         ("metadata_match", tp.metadata_match.is_some()),
     ] {
@@ -102,6 +119,59 @@ pub fn build(
         max_downstream_connection_duration: duration(&tp.max_downstream_connection_duration)
             .filter(|d| !d.is_zero()),
         access_logs,
+        tunneling,
+    })
+}
+
+fn tunneling(t: &TunnelingConfig, path: &Path, errors: &mut ConfigErrors) -> Option<Tunneling> {
+    if t.hostname.is_empty() {
+        errors.push(
+            path.field("hostname"),
+            "value length must be at least 1 characters",
+        );
+    }
+    let hostname = match Formatter::parse(&t.hostname) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            errors.push(path.field("hostname"), e);
+            None
+        }
+    };
+    let post_path = match (t.use_post, t.post_path.as_str()) {
+        (false, "") => None,
+        (false, _) => {
+            errors.push(
+                path.field("post_path"),
+                "Can't set a post path when POST method isn't used",
+            );
+            None
+        }
+        (true, "") => Some("/".to_string()),
+        (true, p) if !p.starts_with('/') => {
+            errors.push(path.field("post_path"), "must start with '/'");
+            None
+        }
+        (true, p) => Some(p.to_string()),
+    };
+    for (field, set) in [
+        ("propagate_response_headers", t.propagate_response_headers),
+        ("propagate_response_trailers", t.propagate_response_trailers),
+    ] {
+        if set {
+            errors.push(path.field(field), "not supported yet");
+        }
+    }
+    let headers_to_add = HeaderMutations::from_proto(
+        &t.headers_to_add,
+        &[],
+        &path.field("headers_to_add"),
+        &path.field("headers_to_remove"),
+        errors,
+    );
+    Some(Tunneling {
+        hostname: hostname?,
+        post_path,
+        headers_to_add,
     })
 }
 

@@ -5,7 +5,9 @@
 //! cluster), `envoy.network.transport_socket.original_dst_address` (the host of an ORIGINAL_DST
 //! cluster), `envoy.filters.listener.original_dst.local_ip` / `remote_ip` (what an internal
 //! listener's `original_dst` filter restores), `envoy.network.upstream_server_name` and
-//! `envoy.network.application_protocols` (the SNI and ALPN of tcp_proxy's upstream TLS) — and Envoy's generic string objects (`envoy.string`,
+//! `envoy.network.application_protocols` (the SNI and ALPN of tcp_proxy's upstream TLS), Istio's
+//! `istio.set_internal_dst_address` (a CONNECT authority) and `wasm.downstream_peer` (a peer from
+//! `baggage`) — and Envoy's generic string objects (`envoy.string`,
 //! `envoy.hashable_string`), which only feed `%FILTER_STATE%` and travel to internal listeners. Objects marked shared with the
 //! upstream go with an `internal_upstream` connection to the internal listener it reaches.
 //!
@@ -32,6 +34,15 @@ pub const UPSTREAM_SERVER_NAME: &str = "envoy.network.upstream_server_name";
 /// `envoy.network.application_protocols`: the ALPN list the upstream TLS connection offers
 /// (comma separated).
 pub const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
+
+/// `istio.set_internal_dst_address`: the CONNECT authority Istio's `connect_authority` HTTP filter
+/// captured, for an internal listener's `istio.set_internal_dst_address` listener filter.
+pub const ISTIO_INTERNAL_DST: &str = "istio.set_internal_dst_address";
+
+/// `wasm.downstream_peer` / `wasm.downstream_peer_id`: the downstream workload Istio's
+/// `connect_baggage` HTTP filter read from the CONNECT's `baggage`, for the TCP stats behind it.
+pub const DOWNSTREAM_PEER: &str = "wasm.downstream_peer";
+pub const DOWNSTREAM_PEER_ID: &str = "wasm.downstream_peer_id";
 
 /// The factories that make filter state objects from a string (`factory_key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +96,13 @@ pub enum Value {
     ServerName(String),
     Protocols(Vec<Vec<u8>>),
     String(String),
+    /// A CONNECT authority (`host:port`) and the tunnel port to reach that host on.
+    Authority {
+        authority: String,
+        port: u32,
+    },
+    /// A peer workload's metadata.
+    Peer(Box<crate::istio::WorkloadMetadata>),
 }
 
 impl Value {
@@ -92,6 +110,8 @@ impl Value {
     pub fn plain(&self) -> String {
         match self {
             Value::Cluster(s) | Value::ServerName(s) | Value::String(s) => s.clone(),
+            Value::Authority { authority, .. } => authority.clone(),
+            Value::Peer(m) => m.workload.clone(),
             Value::Address(a) => a.to_string(),
             Value::Protocols(list) => list
                 .iter()
@@ -180,6 +200,22 @@ impl FilterState {
             self.address(ORIGINAL_DST_LOCAL),
             self.address(ORIGINAL_DST_REMOTE),
         )
+    }
+
+    /// What `connect_authority` captured: the CONNECT authority and the tunnel port.
+    pub fn internal_dst_authority(&self) -> Option<(&str, u32)> {
+        match &self.get(ISTIO_INTERNAL_DST)?.value {
+            Value::Authority { authority, port } => Some((authority, *port)),
+            _ => None,
+        }
+    }
+
+    /// The downstream peer `connect_baggage` read, when it ran.
+    pub fn downstream_peer(&self) -> Option<&crate::istio::WorkloadMetadata> {
+        match &self.get(DOWNSTREAM_PEER)?.value {
+            Value::Peer(m) => Some(m),
+            _ => None,
+        }
     }
 
     /// The SNI for tcp_proxy's upstream TLS, when a filter set one.

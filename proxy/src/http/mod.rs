@@ -3,6 +3,7 @@
 pub mod body;
 pub mod codec;
 pub mod completion;
+pub mod connect;
 pub mod filter;
 pub mod forward;
 pub mod headers;
@@ -12,4 +13,5 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod stats;
+pub mod tunnel;
 pub mod upgrade;

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 
 use super::body::BoxBody;
 use super::completion::{IdleTimeout, Observed, OnEnd, Progress};
+use super::connect;
 use super::forward::{self, AttemptCount, Forwarded};
 use super::headers;
 use super::local_reply::{self, LocalReason};
@@ -135,8 +136,9 @@ pub async fn handle(
     }
 
     let mut req = req;
-    let on_upgrade =
-        headers::is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let on_upgrade = (headers::is_websocket_upgrade(req.headers())
+        || req.method() == http::Method::CONNECT)
+        .then(|| super::upgrade::downstream(&mut req));
     let (mut parts, body) = req.into_parts();
     normalize_authority(&mut parts);
     let istio_req = rt.istio.as_ref().map(|t| t.request(&mut parts.headers));
@@ -234,7 +236,8 @@ pub async fn handle(
                 let ctx = LogContext {
                     duration: Some(start.elapsed()),
                     method: Some(method.as_str()),
-                    path: Some(original_path.as_str()),
+                    // A CONNECT has no `:path` (`-` in the log).
+                    path: (!original_path.is_empty()).then_some(original_path.as_str()),
                     authority,
                     scheme: Some(info.scheme),
                     protocol: Some(protocol(version)),
@@ -346,6 +349,10 @@ fn normalize_authority(parts: &mut http::request::Parts) {
             }
         }
     }
+    // A CONNECT's target is its authority: it has no path to route or forward.
+    if parts.method == http::Method::CONNECT && parts.uri.path_and_query().is_none() {
+        return;
+    }
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let pq = parts
             .uri
@@ -371,11 +378,12 @@ async fn route_and_forward(
     down: &Downstream,
     mut parts: http::request::Parts,
     mut body: BoxBody,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    mut on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     start_time: SystemTime,
     outcome: &mut Outcome,
 ) -> Response<BoxBody> {
-    let websocket = on_upgrade.is_some();
+    let connect = parts.method == http::Method::CONNECT;
+    let websocket = on_upgrade.is_some() && !connect;
     // The route table reads `:scheme` from the URI or a sanitised x-forwarded-proto, so the connection
     // manager's header policy runs first, as in Envoy.
     if rt.cfg.normalize_path || rt.cfg.merge_slashes {
@@ -457,6 +465,12 @@ async fn route_and_forward(
         }
     }
     let Some(selected) = selected else {
+        if connect && !rt.cfg.connect {
+            // Envoy refuses the upgrade before it looks for a route.
+            rt.stats.rq_ws_on_non_ws_route.inc();
+            outcome.details = "upgrade_failed";
+            return local_reply::response(LocalReason::WebSocketNotAllowed);
+        }
         rt.stats.no_route.inc();
         outcome.flags = LocalReason::NoRoute.flag();
         outcome.details = "route_not_found";
@@ -498,7 +512,8 @@ async fn route_and_forward(
         Action::Forward(fwd) => {
             let upgrade_allowed =
                 fwd.upgrade_override("websocket").unwrap_or(true) && rt.cfg.websocket;
-            if websocket && !upgrade_allowed {
+            let connect_allowed = fwd.upgrade_override("connect").unwrap_or(rt.cfg.connect);
+            if (websocket && !upgrade_allowed) || (connect && !connect_allowed) {
                 rt.stats.rq_ws_on_non_ws_route.inc();
                 outcome.details = "upgrade_failed";
                 return local_reply::response(LocalReason::WebSocketNotAllowed);
@@ -520,6 +535,30 @@ async fn route_and_forward(
                 selected.apply_response_headers(picked.as_ref(), resp.headers_mut(), &vars);
                 return resp;
             };
+            let terminate = match fwd.connect_config() {
+                Some(_) if connect => on_upgrade.take().map(connect::Tunnel::Upgrade),
+                Some(c) if c.allow_post && parts.method == http::Method::POST => Some(
+                    connect::Tunnel::Body(std::mem::replace(&mut body, super::body::empty())),
+                ),
+                _ => None,
+            };
+            if let Some(tunnel) = terminate {
+                let original_dst = outcome
+                    .filter_state
+                    .original_dst_address()
+                    .unwrap_or(down.info.local);
+                let mut resp = connect::terminate(
+                    rt,
+                    &cluster,
+                    original_dst,
+                    outcome.filter_state.clone(),
+                    tunnel,
+                    outcome,
+                )
+                .await;
+                selected.apply_response_headers(picked.as_ref(), resp.headers_mut(), &vars);
+                return resp;
+            }
             // grpc_stats sees the path before the route rewrites it, as Envoy's filter does.
             let grpc = rt
                 .filters
@@ -598,7 +637,12 @@ async fn route_and_forward(
                 resp = call.response(resp);
             }
             if let Some(downstream) = on_upgrade {
-                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                let upgraded = if connect {
+                    resp.status().is_success()
+                } else {
+                    resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                };
+                if upgraded {
                     super::upgrade::bridge(
                         downstream,
                         hyper::upgrade::on(&mut resp),

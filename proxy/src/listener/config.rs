@@ -149,12 +149,18 @@ pub fn from_proto<C>(
     for (i, f) in l.listener_filters.iter().enumerate() {
         let fpath = path.field("listener_filters").index(i);
         match listener_filter::from_proto(f, &fpath) {
-            // An internal connection has no bytes to peek at before its chain: only original_dst
-            // (from the filter state) applies.
-            Ok(f) if internal && f.kind != ListenerFilterKind::OriginalDst => errors.push(
+            // An internal connection has no bytes to peek at before its chain: only the filters
+            // that read the filter state apply.
+            Ok(f) if internal && !f.kind.reads_filter_state() => errors.push(
                 fpath,
-                "only envoy.filters.listener.original_dst is supported on an internal listener",
+                "only envoy.filters.listener.original_dst and istio.set_internal_dst_address are supported on an internal listener",
             ),
+            // Outside an internal listener nothing it reads is there at accept time.
+            Ok(f) if !internal && f.kind == ListenerFilterKind::SetInternalDstAddress => errors
+                .push(
+                    fpath,
+                    "istio.set_internal_dst_address is supported on internal listeners only",
+                ),
             Ok(f) => listener_filters.push(f),
             Err(e) => errors.extend(e),
         }
@@ -324,7 +330,17 @@ impl<C> ListenerConfig<C> {
     pub fn inspects(&self) -> bool {
         self.listener_filters
             .iter()
-            .any(|f| f.kind != ListenerFilterKind::OriginalDst)
+            .any(|f| !f.kind.reads_filter_state())
+    }
+
+    /// Whether an internal listener's connections take their local address and ORIGINAL_DST target
+    /// from `connect_authority`'s object, as `istio.set_internal_dst_address` does.
+    pub fn sets_internal_dst_address(&self) -> bool {
+        self.internal
+            && self
+                .listener_filters
+                .iter()
+                .any(|f| f.kind == ListenerFilterKind::SetInternalDstAddress)
     }
 
     pub fn connection_limit_key(&self) -> String {

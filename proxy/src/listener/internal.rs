@@ -28,6 +28,7 @@ use super::chain_match::MatchInput;
 use super::chains::ChainId;
 use crate::drain;
 use crate::filter_state::FilterState;
+use crate::upstream::config::internal_upstream::TunnelMetadata;
 
 /// Envoy's default `buffer_size_kb`.
 pub const DEFAULT_BUFFER_BYTES: usize = 1024 * 1024;
@@ -42,6 +43,8 @@ pub struct InternalConnection {
     pub stream: DuplexStream,
     /// The objects the originating connection shared with its upstream.
     pub filter_state: FilterState,
+    /// The endpoint's `tunnel` metadata, when `internal_upstream` passes it through.
+    pub tunnel: Option<TunnelMetadata>,
 }
 
 /// A connection an internal listener took, with its chain chosen.
@@ -138,6 +141,16 @@ impl InternalListeners {
     /// Connects to the internal listener `name`: the caller's end of the connection. Fails as a
     /// refused connection when no such listener is registered.
     pub fn connect(&self, name: &str, filter_state: FilterState) -> io::Result<DuplexStream> {
+        self.connect_with(name, filter_state, None)
+    }
+
+    /// [`InternalListeners::connect`] with the endpoint's `tunnel` metadata passed through.
+    pub fn connect_with(
+        &self,
+        name: &str,
+        filter_state: FilterState,
+        tunnel: Option<TunnelMetadata>,
+    ) -> io::Result<DuplexStream> {
         let r = self.inner.load();
         let Some(accept) = r.by_name.get(name) else {
             return Err(io::Error::new(
@@ -154,6 +167,7 @@ impl InternalListeners {
         accept(InternalConnection {
             stream: server,
             filter_state,
+            tunnel,
         });
         Ok(client)
     }
@@ -176,12 +190,22 @@ where
     let stats = &active.stats;
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("conn", id, listener = %active.config.name, internal = true);
-    let (local, peer) = if active.config.restores_internal_addresses() {
+    let mut conn = conn;
+    let (mut local, peer) = if active.config.restores_internal_addresses() {
         let (l, r) = conn.filter_state.original_dst_local_remote();
         (l.unwrap_or(INTERNAL_ADDRESS), r.unwrap_or(INTERNAL_ADDRESS))
     } else {
         (INTERNAL_ADDRESS, INTERNAL_ADDRESS)
     };
+    if active.config.sets_internal_dst_address() {
+        let restored = match conn.tunnel.take() {
+            Some(t) => tunnel_dst_address(&t, &mut conn.filter_state),
+            None => set_internal_dst_address(&mut conn.filter_state),
+        };
+        if let Some(restored) = restored {
+            local = restored;
+        }
+    }
     let input = MatchInput::raw(local, peer);
     let Some(chain) = active.config.chains.select_id(&input) else {
         stats.no_filter_chain_match.inc();
@@ -214,4 +238,53 @@ where
         }
         .instrument(span),
     );
+}
+
+/// `istio.set_internal_dst_address` with the endpoint's `tunnel` metadata: `destination` becomes the
+/// local address, `address` the ORIGINAL_DST target (each when it parses as an address).
+fn tunnel_dst_address(tunnel: &TunnelMetadata, state: &mut FilterState) -> Option<SocketAddr> {
+    use crate::filter_state::{Object, Sharing, Value, ORIGINAL_DST_ADDRESS};
+    let parse = |field: &Option<String>, name: &str| {
+        let value = field.as_deref()?;
+        let parsed = value.parse::<SocketAddr>().ok();
+        if parsed.is_none() {
+            debug!(
+                field = name,
+                value, "tunnel metadata is not an address; ignored"
+            );
+        }
+        parsed
+    };
+    if let Some(target) = parse(&tunnel.address, "address") {
+        state.set(Object {
+            key: ORIGINAL_DST_ADDRESS.to_string(),
+            value: Value::Address(target),
+            read_only: true,
+            sharing: Sharing::None,
+        });
+    }
+    parse(&tunnel.destination, "destination")
+}
+
+/// `istio.set_internal_dst_address`: the authority `connect_authority` captured (an `ip:port`)
+/// becomes the connection's local address, and that IP on the captured tunnel port the ORIGINAL_DST
+/// target (read-only, as istio/proxy sets it). An authority that is not an address changes nothing.
+fn set_internal_dst_address(state: &mut FilterState) -> Option<SocketAddr> {
+    use crate::filter_state::{Object, Sharing, Value, ORIGINAL_DST_ADDRESS};
+    let (authority, port) = state.internal_dst_authority()?;
+    let Ok(local) = authority.parse::<SocketAddr>() else {
+        debug!(
+            authority,
+            "connect authority is not an address; local address unchanged"
+        );
+        return None;
+    };
+    let tunnel = SocketAddr::new(local.ip(), u16::try_from(port).unwrap_or(0));
+    state.set(Object {
+        key: ORIGINAL_DST_ADDRESS.to_string(),
+        value: Value::Address(tunnel),
+        read_only: true,
+        sharing: Sharing::None,
+    });
+    Some(local)
 }

@@ -32,6 +32,20 @@ pub enum ListenerFilterKind {
     HttpInspector,
     /// `envoy.filters.listener.original_dst`: the destination before an iptables redirect.
     OriginalDst,
+    /// `istio.set_internal_dst_address` (istio/proxy), on internal listeners: the CONNECT
+    /// authority `io.istio.http.connect_authority` shared becomes the connection's local address,
+    /// and that host on the captured tunnel port its ORIGINAL_DST target.
+    SetInternalDstAddress,
+}
+
+impl ListenerFilterKind {
+    /// The filters that act on the filter state alone (no bytes read).
+    pub fn reads_filter_state(&self) -> bool {
+        matches!(
+            self,
+            ListenerFilterKind::OriginalDst | ListenerFilterKind::SetInternalDstAddress
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,6 +117,8 @@ impl Predicate {
 const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
 const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
+const SET_INTERNAL_DST_ADDRESS: &str = "istio.set_internal_dst_address";
+const SET_INTERNAL_DST_ADDRESS_TYPE: &str = "istio.set_internal_dst_address.v1.Config";
 
 /// Parses one entry of `listener_filters` (`path` names it). Envoy's `ListenerFilter` has no
 /// `is_optional`, so a filter remora does not know is always an error.
@@ -132,6 +148,8 @@ pub fn from_proto(f: &ListenerFilterProto, path: &Path) -> Result<ListenerFilter
                 Ok(ListenerFilterKind::HttpInspector)
             } else if ty == OriginalDst::full_name() {
                 Ok(ListenerFilterKind::OriginalDst)
+            } else if ty == SET_INTERNAL_DST_ADDRESS_TYPE {
+                Ok(ListenerFilterKind::SetInternalDstAddress)
             } else {
                 Err(ConfigError::new(
                     &tpath,
@@ -146,6 +164,7 @@ pub fn from_proto(f: &ListenerFilterProto, path: &Path) -> Result<ListenerFilter
             TLS_INSPECTOR => Ok(ListenerFilterKind::TlsInspector(TlsInspector::default())),
             HTTP_INSPECTOR => Ok(ListenerFilterKind::HttpInspector),
             ORIGINAL_DST => Ok(ListenerFilterKind::OriginalDst),
+            SET_INTERNAL_DST_ADDRESS => Ok(ListenerFilterKind::SetInternalDstAddress),
             other => Err(ConfigError::new(
                 path.field("name"),
                 format!("unsupported listener filter \"{other}\" (and no typed_config)"),

@@ -4,6 +4,7 @@
 //! or the cluster has it.
 
 mod exchange;
+pub mod tunnel;
 
 pub use exchange::TcpExchange;
 
@@ -19,6 +20,7 @@ use crate::drain;
 use crate::filter_state::FilterState;
 use crate::istio::TcpFacts;
 use crate::stats::{Counter, Gauge, Store};
+use crate::tls::Alpn;
 use crate::upstream::{ClusterManager, ConnectContext};
 
 const BUFFER: usize = 16 * 1024;
@@ -105,7 +107,10 @@ where
     let (mut rx, mut tx) = (0u64, 0u64);
     let mut istio_labels = None;
     let from_down = rt.exchange.with_downstream(&mut down, tls).await;
-    let mut peer_meta = from_down.peer;
+    // Behind an HBONE terminator, the peer `connect_baggage` read from the CONNECT.
+    let mut peer_meta = from_down
+        .peer
+        .or_else(|| filter_state.downstream_peer().cloned());
     match rt.clusters.get(&cluster_name) {
         None => {
             rt.stats.cx_no_route.inc();
@@ -119,6 +124,11 @@ where
                     .connect_tcp(&ConnectContext {
                         original_dst: filter_state.original_dst_address().or(Some(local)),
                         filter_state: filter_state.clone(),
+                        alpn: match rt.cfg.tunneling {
+                            Some(_) if tunnel::wants_h2(&cluster) => Alpn::Http2,
+                            Some(_) => Alpn::Http1,
+                            None => Alpn::None,
+                        },
                     })
                     .await
                 {
@@ -134,40 +144,56 @@ where
                     upstream_host = Some(conn.upstream);
                     upstream_internal = conn.internal.take();
                     let alpn = conn.stream.alpn().map(<[u8]>::to_vec);
-                    let from_up = rt
-                        .exchange
-                        .with_upstream(
-                            &mut conn.stream,
-                            cluster.spec().exchange.as_ref(),
-                            alpn.as_deref(),
-                        )
-                        .await;
-                    if matches!(
-                        rt.istio.as_ref().map(|t| t.cfg.reporter),
-                        Some(crate::istio::Reporter::ClientSidecar)
-                    ) {
-                        peer_meta = from_up.peer;
+                    let opened: Option<Box<dyn tunnel::Io>> = match &rt.cfg.tunneling {
+                        None => Some(Box::new(conn.stream)),
+                        Some(t) => {
+                            let addrs = tunnel::Addresses { peer, local };
+                            match tunnel::originate(t, &cluster, conn.stream, addrs).await {
+                                Ok(io) => Some(io),
+                                Err(e) => {
+                                    tracing::debug!(cluster = %cluster_name, error = %e, "tcp tunnel not established");
+                                    flags = "UF";
+                                    None
+                                }
+                            }
+                        }
+                    };
+                    if let Some(mut up) = opened {
+                        let from_up = rt
+                            .exchange
+                            .with_upstream(
+                                &mut up,
+                                cluster.spec().exchange.as_ref(),
+                                alpn.as_deref(),
+                            )
+                            .await;
+                        if matches!(
+                            rt.istio.as_ref().map(|t| t.cfg.reporter),
+                            Some(crate::istio::Reporter::ClientSidecar)
+                        ) {
+                            peer_meta = from_up.peer;
+                        }
+                        if let Some(t) = &rt.istio {
+                            let facts = TcpFacts {
+                                downstream_tls: tls,
+                                upstream_tls: conn.tls.as_deref(),
+                                peer: peer_meta.as_ref(),
+                            };
+                            let labels = t.labels(&facts, &cluster_name, flags);
+                            t.opened(&labels);
+                            istio_labels = Some(labels);
+                        }
+                        // Bytes read while looking for a peer's exchange belong to the application.
+                        let sent_up = forward(&from_down.leftover, &mut up).await;
+                        let sent_down = forward(&from_up.leftover, &mut down).await;
+                        if sent_up && sent_down {
+                            let (r, t) = pipe(&mut down, &mut up, &rt, &drain).await;
+                            rx = r;
+                            tx = t;
+                        }
+                        rx += from_down.leftover.len() as u64;
+                        tx += from_up.leftover.len() as u64;
                     }
-                    if let Some(t) = &rt.istio {
-                        let facts = TcpFacts {
-                            downstream_tls: tls,
-                            upstream_tls: conn.tls.as_deref(),
-                            peer: peer_meta.as_ref(),
-                        };
-                        let labels = t.labels(&facts, &cluster_name, flags);
-                        t.opened(&labels);
-                        istio_labels = Some(labels);
-                    }
-                    // Bytes read while looking for a peer's exchange belong to the application.
-                    let sent_up = forward(&from_down.leftover, &mut conn.stream).await;
-                    let sent_down = forward(&from_up.leftover, &mut down).await;
-                    if sent_up && sent_down {
-                        let (r, t) = pipe(&mut down, &mut conn.stream, &rt, &drain).await;
-                        rx = r;
-                        tx = t;
-                    }
-                    rx += from_down.leftover.len() as u64;
-                    tx += from_up.leftover.len() as u64;
                 }
                 None => {
                     if let Some(e) = last_err {

@@ -35,8 +35,9 @@ struct Ready {
 
 /// What ALPN offers when the context configures none: the protocol of the pool connecting (Envoy's
 /// ALPN fallback), or nothing for tcp_proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Alpn {
+    #[default]
     None = 0,
     Http1 = 1,
     Http2 = 2,

@@ -66,6 +66,8 @@ pub struct ConnectContext {
     /// The downstream connection's filter state: what it shares with the upstream goes, over an
     /// `internal_upstream` transport socket, to the internal listener the connection reaches.
     pub filter_state: FilterState,
+    /// The ALPN fallback over TLS when the context configures none (a tunnel's HTTP version).
+    pub alpn: Alpn,
 }
 
 /// A response from an upstream host.
@@ -375,7 +377,7 @@ impl Cluster {
             });
         };
         let (stream, upstream, guard, tls) =
-            connect::transport(shared, &host, slot, Alpn::None, None, &ctx.filter_state).await?;
+            connect::transport(shared, &host, slot, ctx.alpn, None, &ctx.filter_state).await?;
         Ok(TcpConnection {
             stream,
             upstream,

@@ -33,6 +33,8 @@ pub struct Host {
     pub(crate) socket_labels: super::config::socket_match::SocketLabels,
     /// The namespaces of the endpoint's metadata.
     pub(crate) metadata_namespaces: Box<[String]>,
+    /// The endpoint's `tunnel` metadata, for `internal_upstream`'s `passthrough_metadata`.
+    pub(crate) tunnel: Option<super::config::internal_upstream::TunnelMetadata>,
     pub stats: HostStats,
     pub(crate) pool: HostPool,
     /// `envoy_internal_address` endpoints: the internal listener connections go to (`address`
@@ -71,6 +73,7 @@ impl Host {
             health: spec.health,
             socket_labels: spec.socket_labels.clone(),
             metadata_namespaces: spec.metadata_namespaces.clone().into_boxed_slice(),
+            tunnel: spec.tunnel.clone(),
             stats: HostStats::default(),
             pool: HostPool::default(),
             internal: internal_of(spec),
@@ -90,6 +93,7 @@ impl Host {
             && self.health == spec.health
             && self.socket_labels == spec.socket_labels
             && *self.metadata_namespaces == *spec.metadata_namespaces
+            && self.tunnel == spec.tunnel
             && self.internal == internal_of(spec)
     }
 

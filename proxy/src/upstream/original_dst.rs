@@ -93,6 +93,7 @@ fn endpoint(addr: SocketAddr) -> EndpointSpec {
         health: Health::Healthy,
         socket_labels: Default::default(),
         metadata_namespaces: Vec::new(),
+        tunnel: None,
     }
 }
 

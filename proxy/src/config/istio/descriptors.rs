@@ -324,3 +324,47 @@ pub fn network_authn_config() -> FileDescriptorProto {
         ..Default::default()
     }
 }
+
+/// `io.istio.http.connect_authority.Config` (istio/proxy `connect_authority/config.proto`).
+pub fn connect_authority_config() -> FileDescriptorProto {
+    use Label::Optional;
+    FileDescriptorProto {
+        name: Some("source/extensions/filters/http/connect_authority/config.proto".into()),
+        package: Some("io.istio.http.connect_authority".into()),
+        message_type: vec![message(
+            "Config",
+            vec![
+                field("enabled", 1, Optional, Type::Bool, None),
+                field("port", 2, Optional, Type::Uint32, None),
+            ],
+        )],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
+/// `istio.set_internal_dst_address.v1.Config` (istio/proxy `set_internal_dst_address/config.proto`):
+/// an empty message.
+pub fn set_internal_dst_address_config() -> FileDescriptorProto {
+    FileDescriptorProto {
+        name: Some(
+            "source/extensions/filters/listener/set_internal_dst_address/config.proto".into(),
+        ),
+        package: Some("istio.set_internal_dst_address.v1".into()),
+        message_type: vec![message("Config", Vec::new())],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
+/// `io.istio.http.connect_baggage.Config` (istio/proxy `connect_baggage/config.proto`): an empty
+/// message.
+pub fn connect_baggage_config() -> FileDescriptorProto {
+    FileDescriptorProto {
+        name: Some("source/extensions/filters/http/connect_baggage/config.proto".into()),
+        package: Some("io.istio.http.connect_baggage".into()),
+        message_type: vec![message("Config", Vec::new())],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}

@@ -6,8 +6,10 @@
 //! it, and a route can disable any filter, as in Envoy. A manager without filters pays one
 //! `is_empty` check per request. Implemented: [`rbac`], [`fault`], [`cors`], [`ext_authz`],
 //! [`grpc_stats`] (which watches the call through its response rather than deciding anything
-//! here) and [`set_filter_state`].
+//! here), [`set_filter_state`] and Istio's [`connect_authority`] and [`connect_baggage`].
 
+pub mod connect_authority;
+pub mod connect_baggage;
 pub mod cors;
 pub mod ext_authz;
 pub mod fault;
@@ -47,6 +49,8 @@ pub enum SpecKind {
     GrpcStats(Arc<grpc_stats::GrpcStats>),
     ExtAuthz(Arc<ext_authz::ExtAuthzConfig>),
     SetFilterState(crate::filter_state::Setters),
+    ConnectAuthority,
+    ConnectBaggage,
 }
 
 /// A route's validated per-filter config.
@@ -56,6 +60,7 @@ pub enum PerRoute {
     Fault(Arc<fault::Faults>),
     Cors(Arc<cors::CorsPolicy>),
     ExtAuthz(Arc<ext_authz::RouteSettings>),
+    ConnectAuthority(connect_authority::RouteSettings),
 }
 
 /// Whether remora takes route config of this message type.
@@ -64,6 +69,7 @@ pub fn per_route_known(type_name: &str) -> bool {
         || type_name == fault::TYPE
         || type_name == cors::PER_ROUTE_TYPE
         || type_name == ext_authz::PER_ROUTE_TYPE
+        || type_name == connect_authority::TYPE
 }
 
 /// Validates a route's per-filter config (`path` points at it); `None` for types this module does
@@ -84,6 +90,8 @@ pub fn per_route(any: &Any, path: &Path, errs: &mut ConfigErrors) -> Option<PerR
             ext_authz::RouteSettings::from_proto(&unpacked(any, path, errs)?, path, errs)
                 .map(|r| PerRoute::ExtAuthz(Arc::new(r)))
         }
+        connect_authority::TYPE => unpacked::<connect_authority::Config>(any, path, errs)
+            .map(|c| PerRoute::ConnectAuthority((&c).into())),
         _ => None,
     }
 }
@@ -160,6 +168,8 @@ enum Kind {
     GrpcStats(Arc<grpc_stats::GrpcStats>),
     ExtAuthz(ext_authz::ExtAuthzFilter),
     SetFilterState(crate::filter_state::Setters),
+    ConnectAuthority,
+    ConnectBaggage,
 }
 
 /// A connection manager's filters, with their stats.
@@ -198,6 +208,8 @@ impl HttpFilters {
                         stat_prefix,
                     )),
                     SpecKind::SetFilterState(s) => Kind::SetFilterState(s.clone()),
+                    SpecKind::ConnectAuthority => Kind::ConnectAuthority,
+                    SpecKind::ConnectBaggage => Kind::ConnectBaggage,
                 },
             })
             .collect();
@@ -350,6 +362,18 @@ impl HttpFilters {
                         ..crate::access_log::LogContext::new(std::time::SystemTime::now())
                     };
                     set_filter_state::decode(setters, &ctx, state);
+                }
+                Kind::ConnectBaggage => connect_baggage::decode(&parts.headers, state),
+                Kind::ConnectAuthority => {
+                    let route = match config {
+                        Some(PerRoute::ConnectAuthority(r)) => Some(r),
+                        _ => None,
+                    };
+                    let authority = parts
+                        .headers
+                        .get(http::header::HOST)
+                        .and_then(|v| v.to_str().ok());
+                    connect_authority::decode(route, authority, state);
                 }
                 Kind::Fault(fault) => {
                     // A request always has its parts here; `None` is the network RBAC's case.

@@ -90,9 +90,45 @@ pub struct Forward {
     idle_timeout: Option<Duration>,
     retry_policy: Option<Arc<RetryPolicy>>,
     upgrades: Vec<(String, bool)>,
+    connect: Option<ConnectConfig>,
     max_stream_duration: MaxStreamDuration,
     mirrors: Vec<MirrorPolicy>,
     hash_policy: Vec<HashPolicy>,
+}
+
+/// `upgrade_configs[].connect_config` of a CONNECT upgrade: terminate the CONNECT here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectConfig {
+    /// POST requests are terminated too (their body is the TCP stream).
+    pub allow_post: bool,
+}
+
+fn connect_config(ra: &RouteAction, path: &Path, b: &mut Build<'_>) -> Option<ConnectConfig> {
+    let mut out = None;
+    for (i, u) in ra.upgrade_configs.iter().enumerate() {
+        let Some(c) = &u.connect_config else { continue };
+        let p = path
+            .field("upgrade_configs")
+            .index(i)
+            .field("connect_config");
+        if !u.upgrade_type.eq_ignore_ascii_case("connect") {
+            b.errs.push(
+                p,
+                "connect_config is only valid for the CONNECT upgrade type",
+            );
+            continue;
+        }
+        if c.proxy_protocol_config.is_some() {
+            b.errs
+                .push(p.field("proxy_protocol_config"), "not supported yet");
+        }
+        if u.enabled.map(|e| e.value).unwrap_or(true) {
+            out = Some(ConnectConfig {
+                allow_post: c.allow_post,
+            });
+        }
+    }
+    out
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -180,6 +216,7 @@ impl Forward {
                 )
             })
             .collect();
+        let connect = connect_config(ra, path, b);
         let msd = ra.max_stream_duration.as_ref().map(|m| {
             let p = path.field("max_stream_duration");
             MaxStreamDuration {
@@ -221,6 +258,7 @@ impl Forward {
             idle_timeout,
             retry_policy,
             upgrades,
+            connect,
             max_stream_duration: msd.unwrap_or_default(),
             mirrors,
             hash_policy: ra.hash_policy.clone(),
@@ -341,6 +379,11 @@ impl Forward {
             .iter()
             .find(|(t, _)| t.eq_ignore_ascii_case(upgrade_type))
             .map(|(_, e)| *e)
+    }
+    /// The route's `connect_config`: CONNECT (and with `allow_post`, POST) requests end here and
+    /// their stream becomes a TCP connection to the cluster.
+    pub fn connect_config(&self) -> Option<ConnectConfig> {
+        self.connect
     }
     pub fn max_stream_duration(&self) -> MaxStreamDuration {
         self.max_stream_duration

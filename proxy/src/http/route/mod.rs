@@ -40,12 +40,14 @@ use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
 use http::header::{HeaderMap, HeaderName};
 use http::request::Parts;
 
-pub use action::{Action, Forward, MaxStreamDuration, MirrorPolicy};
+pub use action::{Action, ConnectConfig, Forward, MaxStreamDuration, MirrorPolicy};
 pub use cluster::{ClusterWeight, Picked};
 pub use direct::Direct;
 pub use entry::Route;
 pub use filter_config::FilterOverride;
 pub use formatter::HeaderVars;
+pub(crate) use formatter::{FormatContext, Formatter};
+pub(crate) use headers::HeaderMutations;
 pub(crate) use matcher::{runtime_fraction, HeaderMatcher};
 pub use redirect::Redirect;
 pub(crate) use request::HeaderSource;
@@ -56,7 +58,6 @@ pub use vhost::{TlsRequirement, VirtualHost};
 use build::Build;
 use domains::{ascii_lowercase, DomainError, DomainIndex, DomainIndexBuilder};
 use filter_config::FilterConfigs;
-use headers::HeaderMutations;
 use request::{port_start, value_str};
 
 use crate::config::{ConfigErrors, Path};

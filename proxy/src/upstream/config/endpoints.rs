@@ -95,6 +95,8 @@ pub struct EndpointSpec {
     /// The namespaces of the endpoint's metadata (`internal_upstream.no_metadata` counts the
     /// `passthrough_metadata` host entries missing from it). Empty for most endpoints.
     pub metadata_namespaces: Vec<String>,
+    /// The endpoint's `tunnel` metadata (Istio's HBONE endpoints).
+    pub tunnel: Option<super::internal_upstream::TunnelMetadata>,
 }
 
 /// The endpoints of `load_assignment`, plus its overprovisioning factor (1.4 unless set).
@@ -216,6 +218,9 @@ pub(crate) fn from_assignment(
                     })
                     .cloned()
                     .collect(),
+                tunnel: super::internal_upstream::TunnelMetadata::from_metadata(
+                    lbe.metadata.as_ref(),
+                ),
                 socket_labels: super::socket_match::SocketLabels::from_metadata(
                     lbe.metadata.as_ref(),
                     loc.metadata.as_ref(),

@@ -20,15 +20,45 @@ pub enum MetadataSource {
     Cluster,
 }
 
+/// The `tunnel` metadata namespace Istio puts on HBONE endpoints (`destination`: the workload's
+/// address; `address`: where its tunnel listens), read by `istio.set_internal_dst_address` when
+/// `passthrough_metadata` carries it to an internal listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TunnelMetadata {
+    pub destination: Option<String>,
+    pub address: Option<String>,
+}
+
+/// The namespace of [`TunnelMetadata`].
+pub const TUNNEL_NAMESPACE: &str = "tunnel";
+
+impl TunnelMetadata {
+    /// The `tunnel` namespace of `metadata`'s `filter_metadata`, when it has one.
+    pub fn from_metadata(metadata: Option<&Metadata>) -> Option<TunnelMetadata> {
+        use envoy_types::pb::google::protobuf::value::Kind as V;
+        let fields = &metadata?.filter_metadata.get(TUNNEL_NAMESPACE)?.fields;
+        let string = |name: &str| match fields.get(name).and_then(|v| v.kind.as_ref()) {
+            Some(V::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        };
+        Some(TunnelMetadata {
+            destination: string("destination"),
+            address: string("address"),
+        })
+    }
+}
+
 /// The validated transport socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InternalUpstream {
-    /// `passthrough_metadata`: accepted and validated; remora's internal listeners have no filter
-    /// that reads dynamic metadata, so nothing consumes it yet.
+    /// `passthrough_metadata`: validated; the `tunnel` namespace reaches the internal listener's
+    /// `istio.set_internal_dst_address`, the only reader of dynamic metadata there.
     pub passthrough_metadata: Vec<(MetadataSource, String)>,
     /// How many cluster-metadata entries the cluster lacks: each connection counts them, and the
     /// host entries its host lacks, in `internal_upstream.no_metadata`, as Envoy does.
     pub missing_cluster_metadata: u64,
+    /// The cluster's `tunnel` metadata, when `passthrough_metadata` names it from the cluster.
+    pub cluster_tunnel: Option<TunnelMetadata>,
     /// The wrapped socket: plaintext or TLS over the in-process connection, as a cluster's own
     /// `transport_socket` would be.
     pub transport_socket: TransportSocket,
@@ -98,9 +128,14 @@ pub fn from_proto(
         .iter()
         .filter(|(source, ns)| *source == MetadataSource::Cluster && !has(ns))
         .count() as u64;
+    let cluster_tunnel = passthrough_metadata
+        .contains(&(MetadataSource::Cluster, TUNNEL_NAMESPACE.to_string()))
+        .then(|| TunnelMetadata::from_metadata(cluster_metadata))
+        .flatten();
     Some(InternalUpstream {
         passthrough_metadata,
         missing_cluster_metadata,
+        cluster_tunnel,
         transport_socket: inner.clone(),
     })
 }

@@ -17,7 +17,7 @@ use crate::stats::Counter;
 use crate::tls::{Alpn, ClientStream, TlsInfo};
 use crate::upstream::circuit::ResourceGuard;
 use crate::upstream::cluster::Shared;
-use crate::upstream::config::internal_upstream::MetadataSource;
+use crate::upstream::config::internal_upstream::{MetadataSource, TUNNEL_NAMESPACE};
 use crate::upstream::config::Keepalive;
 use crate::upstream::endpoint::Host;
 use crate::upstream::stats::{bump, down, up};
@@ -210,6 +210,7 @@ fn internal(
 ) -> Result<(tokio::io::DuplexStream, SocketAddr, ConnectionGuard), UpstreamError> {
     let addr = host.address();
     let guard = ConnectionGuard::new(shared.clone(), host.clone(), slot);
+    let mut tunnel = None;
     let state = match &shared.spec.internal_upstream {
         Some(spec) => {
             if let Some(c) = &shared.internal_no_metadata {
@@ -222,11 +223,19 @@ fn internal(
                     .count() as u64;
                 c.add(spec.missing_cluster_metadata + missing_on_host);
             }
+            // The host's entry wins over the cluster's, as Envoy merges them.
+            let host_tunnel = spec
+                .passthrough_metadata
+                .iter()
+                .any(|(source, ns)| *source == MetadataSource::Host && ns == TUNNEL_NAMESPACE)
+                .then(|| host.tunnel.clone())
+                .flatten();
+            tunnel = host_tunnel.or_else(|| spec.cluster_tunnel.clone());
             downstream_state.for_upstream()
         }
         None => FilterState::default(),
     };
-    match shared.internal.connect(listener, state) {
+    match shared.internal.connect_with(listener, state, tunnel) {
         Ok(stream) => Ok((stream, addr, guard)),
         Err(source) => {
             shared.stats.upstream_cx_connect_fail.inc();
