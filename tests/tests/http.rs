@@ -197,6 +197,54 @@ async fn websocket_upgrade_is_tunnelled() {
     .await;
 }
 
+/// A keep-alive connection that idles between requests (remora parks it after 100 ms, dropping
+/// the codec's buffers) serves every later request, and can still be upgraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_serves_later_requests_and_upgrades() {
+    for_each_kind(|kind| async move {
+        let s = Stack::start(kind, BASIC).await;
+        let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.expect("connect");
+        for (i, pause) in [0u64, 300, 50, 400].into_iter().enumerate() {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let req = format!("GET /idle/{i} HTTP/1.1\r\nHost: example.com\r\n\r\n");
+            tcp.write_all(req.as_bytes()).await.expect("write");
+            let head = read_head(&mut tcp).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "[{kind}] request {i}: {head}");
+            assert!(
+                !head.to_ascii_lowercase().contains("connection: close"),
+                "[{kind}] request {i}: {head}"
+            );
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_string))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("[{kind}] no content-length: {head}"));
+            let mut body = vec![0u8; len];
+            tcp.read_exact(&mut body).await.expect("body");
+            let echo: remora_tests::backend::Echo = serde_json::from_slice(&body).expect("echo");
+            assert_eq!(echo.path, format!("/idle/{i}"), "[{kind}]");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tcp.write_all(
+            b"GET /chat HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .expect("write handshake");
+        let head = read_head(&mut tcp).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "[{kind}] handshake answer: {head}");
+        let msg = b"\x81\x05hello";
+        tcp.write_all(msg).await.expect("write");
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut got))
+            .await
+            .expect("echo in time")
+            .expect("read echo");
+        assert_eq!(&got, msg, "[{kind}]");
+    })
+    .await;
+}
+
 async fn read_head(tcp: &mut tokio::net::TcpStream) -> String {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];

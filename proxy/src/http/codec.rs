@@ -1,7 +1,7 @@
-//! Codec: an explicit `codec_type` refuses the other protocol, as Envoy's codecs do — `HTTP2`
-//! closes a connection that does not open with the h2 preface, `HTTP1` one that does. hyper-util's
-//! automatic builder ignores `http1_only`/`http2_only` once upgrades are enabled, so the first
-//! bytes are read here and replayed to it.
+//! Codec: the first bytes of a connection tell HTTP/2 (its preface) from HTTP/1, and an explicit
+//! `codec_type` refuses the other protocol, as Envoy's codecs do — `HTTP2` closes a connection that
+//! does not open with the h2 preface, `HTTP1` one that does. The bytes read are replayed to the
+//! codec.
 
 use std::io;
 use std::pin::Pin;
@@ -29,17 +29,27 @@ impl<I> Rewind<I> {
             inner,
         }
     }
+
+    /// The stream, and the bytes of the prefix not read yet.
+    pub fn into_parts(self) -> (I, Vec<u8>) {
+        let mut prefix = self.prefix;
+        prefix.drain(..self.pos);
+        (self.inner, prefix)
+    }
+}
+
+/// A connection the codec takes, with the protocol its first bytes chose.
+pub struct Admitted<I> {
+    pub io: Rewind<I>,
+    pub http2: bool,
 }
 
 /// Reads until the opening bytes tell an h2 preface from anything else; `None` when they belong
-/// to the protocol `codec` refuses (then closed), or the peer closed first. `Auto` reads nothing.
-pub async fn admit<I>(mut io: I, codec: Codec, server: &str) -> io::Result<Option<Rewind<I>>>
+/// to the protocol `codec` refuses (then closed), or the peer closed first.
+pub async fn admit<I>(mut io: I, codec: Codec, server: &str) -> io::Result<Option<Admitted<I>>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    if codec == Codec::Auto {
-        return Ok(Some(Rewind::new(io, Vec::new())));
-    }
     let mut buf = Vec::with_capacity(H2_PREFACE.len());
     let is_h2 = loop {
         if !H2_PREFACE.starts_with(&buf) {
@@ -62,7 +72,10 @@ where
         Codec::Auto => true,
     };
     if allowed {
-        return Ok(Some(Rewind::new(io, buf)));
+        return Ok(Some(Admitted {
+            io: Rewind::new(io, buf),
+            http2: is_h2,
+        }));
     }
     if codec == Codec::Http1 {
         // Envoy's HTTP/1 codec answers the preface as a malformed request; a peer already gone
@@ -113,6 +126,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
             let start = self.pos;
             buf.put_slice(&self.prefix[start..start + n]);
             self.pos += n;
+            if self.pos == self.prefix.len() {
+                // Replayed: a long-lived connection need not keep the allocation.
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -159,7 +177,7 @@ mod tests {
             .await
             .expect("write");
         drop(client);
-        let mut io = admit(server, codec, "envoy").await.expect("admit")?;
+        let mut io = admit(server, codec, "envoy").await.expect("admit")?.io;
         let mut replayed = Vec::new();
         io.read_to_end(&mut replayed).await.expect("read");
         Some(replayed)

@@ -6,10 +6,8 @@
 use std::net::SocketAddr;
 
 use http::{Response, StatusCode};
-use hyper::upgrade::OnUpgrade;
-
 use super::body::{self, BoxBody};
-use super::proxy::{HttpRuntime, Outcome};
+use super::proxy::{Downstream, HttpRuntime, Outcome};
 use super::{local_reply, tunnel, upgrade};
 use crate::filter_state::FilterState;
 use crate::upstream::{Cluster, ConnectContext};
@@ -17,7 +15,7 @@ use crate::upstream::{Cluster, ConnectContext};
 /// How the downstream side of a terminated tunnel carries its bytes.
 pub enum Tunnel {
     /// CONNECT: the upgraded connection or h2 stream, once the 200 is sent.
-    Upgrade(OnUpgrade),
+    Upgrade(upgrade::Pending),
     /// POST (`allow_post`): the request body upstream, the response body downstream.
     Body(BoxBody),
 }
@@ -26,6 +24,7 @@ pub enum Tunnel {
 /// connection (as the router's for a request that never reached its upstream).
 pub async fn terminate(
     rt: &HttpRuntime,
+    down: &Downstream,
     cluster: &Cluster,
     original_dst: SocketAddr,
     filter_state: FilterState,
@@ -56,8 +55,8 @@ pub async fn terminate(
     let stream = conn.stream;
     let guard = conn.guard;
     let resp_body = match tunnel {
-        Tunnel::Upgrade(down) => {
-            upgrade::pipe(down, stream, guard, rt.stats.clone());
+        Tunnel::Upgrade(pending) => {
+            upgrade::pipe(pending, down, stream, guard, rt.stats.clone());
             body::empty()
         }
         Tunnel::Body(req_body) => {

@@ -7,6 +7,7 @@ pub mod connect;
 pub mod filter;
 pub mod forward;
 pub mod headers;
+pub mod keepalive;
 pub mod local_reply;
 pub mod normalize;
 pub mod proxy;

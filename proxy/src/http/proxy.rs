@@ -49,6 +49,8 @@ pub struct Downstream {
     pub closing: crate::drain::Ramp,
     /// Whether the connection carries HTTP/2 (known from its first request).
     pub http2: AtomicBool,
+    /// What the connection's HTTP/1 driver shares with its requests (upgrade hand-over).
+    pub conn: Arc<super::keepalive::Shared>,
 }
 
 /// What the access log and stats learn about a request as it proceeds.
@@ -138,7 +140,7 @@ pub async fn handle(
     let mut req = req;
     let on_upgrade = (headers::is_websocket_upgrade(req.headers())
         || req.method() == http::Method::CONNECT)
-        .then(|| super::upgrade::downstream(&mut req));
+        .then(|| super::upgrade::Pending::of(&mut req));
     let (mut parts, body) = req.into_parts();
     normalize_authority(&mut parts);
     let istio_req = rt.istio.as_ref().map(|t| t.request(&mut parts.headers));
@@ -378,7 +380,7 @@ async fn route_and_forward(
     down: &Downstream,
     mut parts: http::request::Parts,
     mut body: BoxBody,
-    mut on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    mut on_upgrade: Option<super::upgrade::Pending>,
     start_time: SystemTime,
     outcome: &mut Outcome,
 ) -> Response<BoxBody> {
@@ -549,6 +551,7 @@ async fn route_and_forward(
                     .unwrap_or(down.info.local);
                 let mut resp = connect::terminate(
                     rt,
+                    down,
                     &cluster,
                     original_dst,
                     outcome.filter_state.clone(),
@@ -645,6 +648,7 @@ async fn route_and_forward(
                 if upgraded {
                     super::upgrade::bridge(
                         downstream,
+                        down,
                         hyper::upgrade::on(&mut resp),
                         rt.stats.clone(),
                     );

@@ -1,20 +1,23 @@
 //! Serve: one downstream HTTP connection (HTTP/1.1, h2c prior knowledge, or either), its timeouts and
 //! its drain.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::server::conn::{http1, http2};
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::body::BoxBody;
+use super::codec::Rewind;
 use super::proxy::{self, Downstream, HttpRuntime};
-use super::{codec, headers, local_reply};
-use crate::config::hcm::Codec;
+use super::{codec, headers, keepalive, local_reply, upgrade};
 use crate::drain;
 use crate::tls::TlsInfo;
 
@@ -37,35 +40,90 @@ pub struct ConnInfo {
     pub internal_listener: Option<Arc<str>>,
 }
 
-fn builder(rt: &HttpRuntime, info: &ConnInfo) -> auto::Builder<TokioExecutor> {
-    let cfg = &rt.cfg;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    // With TLS, the negotiated ALPN protocol picks the codec of an AUTO connection manager.
-    let alpn = info.tls.as_ref().and_then(|t| t.alpn.as_deref());
-    let codec = match (cfg.codec, alpn) {
-        (Codec::Auto, Some(b"h2")) => Codec::Http2,
-        (Codec::Auto, Some(b"http/1.1" | b"http/1.0")) => Codec::Http1,
-        (c, _) => c,
-    };
-    b = match codec {
-        Codec::Http1 => b.http1_only(),
-        Codec::Http2 => b.http2_only(),
-        Codec::Auto => b,
-    };
-    b.http1()
-        .timer(TokioTimer::new())
+fn http1_builder(cfg: &crate::config::hcm::HcmConfig) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
         // Above the limit, so that `too_many_headers` answers as Envoy does rather than hyper.
         .max_headers(cfg.max_headers_count.saturating_add(100))
         .max_buf_size((cfg.max_request_headers_kb as usize * 1024).max(8192))
         .header_read_timeout(cfg.request_headers_timeout)
         .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+    b
+}
+
+fn http2_builder(cfg: &crate::config::hcm::HcmConfig) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_header_list_size(cfg.max_request_headers_kb * 1024)
         .max_concurrent_streams(2_147_483_647u32)
         .enable_connect_protocol();
     b
 }
+
+/// What the service answers a request with (boxed: hyper keeps the slot for it for the
+/// connection's life, and an idle keep-alive connection should not hold a request's worth of state).
+type ServiceFuture = Pin<
+    Box<dyn Future<Output = Result<hyper::Response<BoxBody>, TooManyHeaders>> + Send + 'static>,
+>;
+
+type Http2Conn<I, S> = http2::Connection<TokioIo<Rewind<I>>, S, TokioExecutor>;
+
+/// The codec serving a connection.
+enum Served<I, S>
+where
+    S: HttpService<Incoming>,
+{
+    Http1(keepalive::Http1<I, S>),
+    Http2(Pin<Box<Http2Conn<I, S>>>),
+}
+
+impl<I, S> Served<I, S>
+where
+    I: upgrade::Io,
+    S: HttpService<Incoming, ResBody = BoxBody, Future = ServiceFuture, Error = TooManyHeaders>
+        + Unpin
+        + Clone
+        + Send
+        + 'static,
+{
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Self::Http1(c) => c.graceful_shutdown(),
+            Self::Http2(c) => c.as_mut().graceful_shutdown(),
+        }
+    }
+
+    /// Lets an idle HTTP/1 connection drop its codec's buffers (HTTP/2 keeps its state).
+    fn park(&mut self) {
+        if let Self::Http1(c) = self {
+            c.park();
+        }
+    }
+}
+
+impl<I, S> Future for Served<I, S>
+where
+    I: upgrade::Io,
+    S: HttpService<Incoming, ResBody = BoxBody, Future = ServiceFuture, Error = TooManyHeaders>
+        + Unpin
+        + Clone
+        + Send
+        + 'static,
+{
+    type Output = hyper::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Http1(c) => Pin::new(c).poll(cx),
+            Self::Http2(c) => c.as_mut().poll(cx),
+        }
+    }
+}
+
+/// How long an HTTP/1 keep-alive connection stays idle before it parks (`keepalive`): long enough
+/// that a busy connection never pays for rebuilding its codec, short enough that idle ones soon
+/// stop holding buffers.
+const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// A timer that never fires (thirty years), for a connection without an idle timeout.
 const NEVER: Duration = Duration::from_secs(86400 * 365 * 30);
@@ -73,7 +131,7 @@ const NEVER: Duration = Duration::from_secs(86400 * 365 * 30);
 /// Serves one connection until the peer closes it, it idles out, or a drain closes it gracefully.
 pub async fn serve<I>(io: I, info: ConnInfo, rt: Arc<HttpRuntime>, drain: drain::Watch)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: upgrade::Io,
 {
     let stats = rt.stats.clone();
     stats.cx_total.inc();
@@ -84,15 +142,15 @@ where
         Some(t) => tokio::time::timeout(t, admit).await.unwrap_or(Ok(None)),
         None => admit.await,
     };
-    let Ok(Some(io)) = admitted else {
+    let Ok(Some(admitted)) = admitted else {
         tracing::debug!(codec = ?rt.cfg.codec, "connection refused by the codec");
         stats.cx_active.dec();
         stats.cx_destroy.inc();
         return;
     };
-    let builder = builder(&rt, &info);
     let active = Arc::new(AtomicUsize::new(0));
     let activity = Arc::new(tokio::sync::Notify::new());
+    let shared = Arc::new(keepalive::Shared::default());
     let down = Arc::new(Downstream {
         info,
         active: active.clone(),
@@ -100,22 +158,31 @@ where
         counted_protocol: Default::default(),
         closing: Default::default(),
         http2: Default::default(),
+        conn: shared.clone(),
     });
     let flags = down.clone();
     let svc_rt = rt.clone();
-    let service = service_fn(move |req: hyper::Request<Incoming>| {
+    let service = service_fn(move |req: hyper::Request<Incoming>| -> ServiceFuture {
         let rt = svc_rt.clone();
         let down = down.clone();
-        async move {
-            if too_many_headers(&req, rt.cfg.max_headers_count) {
-                return refuse_too_many_headers(&req, &rt);
-            }
-            // Boxed per request: hyper keeps the slot for this future for the connection's life,
-            // and an idle keep-alive connection should not hold a request's worth of state.
-            Ok(Box::pin(proxy::handle(req, rt, down)).await)
+        if too_many_headers(&req, rt.cfg.max_headers_count) {
+            return Box::pin(std::future::ready(refuse_too_many_headers(&req, &rt)));
         }
+        Box::pin(async move { Ok(proxy::handle(req, rt, down).await) })
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let http1 = !admitted.http2;
+    let conn = if admitted.http2 {
+        Served::Http2(Box::pin(
+            http2_builder(&rt.cfg).serve_connection(TokioIo::new(admitted.io), service),
+        ))
+    } else {
+        Served::Http1(keepalive::Http1::new(
+            http1_builder(&rt.cfg),
+            admitted.io,
+            service,
+            shared,
+        ))
+    };
     tokio::pin!(conn);
     let idle = rt.cfg.idle_timeout;
     let max_duration = rt.cfg.max_connection_duration;
@@ -140,10 +207,13 @@ where
     tokio::pin!(immediate);
     let going_away = flags.closing.going_away();
     tokio::pin!(going_away);
-    // The idle timer runs while no request is active; every change of activity re-arms it.
+    // The idle timer runs while no request is active; every change of activity re-arms it. An
+    // HTTP/1 connection first parks (`PARK_AFTER`), then times out at `idle_deadline`.
     let idle_sleep = tokio::time::sleep(idle.unwrap_or(NEVER));
     tokio::pin!(idle_sleep);
     let mut idle_armed = idle.is_some();
+    let mut idle_deadline = idle.map(|t| tokio::time::Instant::now() + t);
+    let mut park_pending = false;
     let notified = activity.notified();
     tokio::pin!(notified);
     notified.as_mut().enable();
@@ -198,16 +268,34 @@ where
                 // Registered before reading the count, so no change is missed in between.
                 notified.set(activity.notified());
                 notified.as_mut().enable();
-                idle_armed = match idle {
-                    Some(t) if active.load(Ordering::Acquire) == 0 => {
-                        idle_sleep.as_mut().reset(tokio::time::Instant::now() + t);
-                        true
-                    }
-                    _ => false,
+                let now = tokio::time::Instant::now();
+                let is_idle = active.load(Ordering::Acquire) == 0;
+                idle_deadline = idle.filter(|_| is_idle).map(|t| now + t);
+                park_pending = is_idle && http1;
+                let wake = match (park_pending, idle_deadline) {
+                    (true, Some(d)) => Some(d.min(now + PARK_AFTER)),
+                    (true, None) => Some(now + PARK_AFTER),
+                    (false, d) => d,
                 };
+                idle_armed = wake.is_some();
+                if let Some(at) = wake {
+                    idle_sleep.as_mut().reset(at);
+                }
             }
             () = idle_sleep.as_mut(), if idle_armed && !draining && !gentle_started => {
                 idle_armed = false;
+                let now = tokio::time::Instant::now();
+                if park_pending && idle_deadline.is_none_or(|d| now < d) {
+                    park_pending = false;
+                    if active.load(Ordering::Acquire) == 0 {
+                        conn.as_mut().get_mut().park();
+                    }
+                    if let Some(d) = idle_deadline {
+                        idle_sleep.as_mut().reset(d);
+                        idle_armed = true;
+                    }
+                    continue;
+                }
                 if active.load(Ordering::Acquire) == 0 {
                     stats.cx_idle_timeout.inc();
                     if flags.http2.load(Ordering::Relaxed) {
