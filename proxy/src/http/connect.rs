@@ -5,12 +5,12 @@
 
 use std::net::SocketAddr;
 
-use http::{Response, StatusCode};
 use super::body::{self, BoxBody};
 use super::proxy::{Downstream, HttpRuntime, Outcome};
 use super::{local_reply, tunnel, upgrade};
 use crate::filter_state::FilterState;
 use crate::upstream::{Cluster, ConnectContext};
+use http::{Response, StatusCode};
 
 /// How the downstream side of a terminated tunnel carries its bytes.
 pub enum Tunnel {

@@ -138,9 +138,16 @@ where
     stats.cx_active.inc();
     // The idle timeout bounds the wait for a silent peer's first bytes.
     let admit = codec::admit(io, rt.cfg.codec, server_name(&rt.cfg));
-    let admitted = match rt.cfg.idle_timeout {
-        Some(t) => tokio::time::timeout(t, admit).await.unwrap_or(Ok(None)),
-        None => admit.await,
+    let admit = async {
+        match rt.cfg.idle_timeout {
+            Some(t) => tokio::time::timeout(t, admit).await.unwrap_or(Ok(None)),
+            None => admit.await,
+        }
+    };
+    // A peer that has sent nothing yet is idle: a drain closes it by its end.
+    let admitted = tokio::select! {
+        admitted = admit => admitted,
+        () = drained_while_silent(&drain) => Ok(None),
     };
     let Ok(Some(admitted)) = admitted else {
         tracing::debug!(codec = ?rt.cfg.codec, "connection refused by the codec");
@@ -313,6 +320,21 @@ where
     }
     stats.cx_active.dec();
     stats.cx_destroy.inc();
+}
+
+/// Resolves when a drain closes a connection that has not sent its first bytes: at once, or at
+/// the end of a gentle drain's grace time.
+async fn drained_while_silent(drain: &drain::Watch) {
+    drain.signaled().await;
+    match drain.mode() {
+        drain::Mode::Gentle(grace) | drain::Mode::Announce(grace) => {
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {}
+                () = drain.immediate() => {}
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The `server` header a local reply carries, empty for none.
