@@ -38,6 +38,9 @@ pub struct LogContext<'a> {
     pub response_duration: Option<Duration>,
     pub upstream_host: Option<SocketAddr>,
     pub upstream_cluster: Option<&'a str>,
+    /// The upstream connection's local address: set only once a connection was made, so it also
+    /// tells `%UPSTREAM_REMOTE_ADDRESS%` (the connection's peer) apart from `%UPSTREAM_HOST%`
+    /// (the host picked, also known when connecting to it failed).
     pub upstream_local_address: Option<SocketAddr>,
     pub upstream_transport_failure_reason: Option<&'a str>,
     /// After PROXY protocol / `x-forwarded-for` trust; the peer itself is `downstream_direct_remote_address`.

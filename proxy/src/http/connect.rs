@@ -48,6 +48,7 @@ pub async fn terminate(
         }
     };
     outcome.upstream_host = Some(conn.upstream);
+    outcome.upstream_local = conn.local;
     outcome.upstream_internal = conn.internal.take();
     outcome.upstream_tls = conn.tls.clone();
     outcome.from_upstream = true;

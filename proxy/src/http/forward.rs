@@ -230,6 +230,7 @@ pub async fn forward(
                 let status = sent.response.status().as_u16();
                 cstats.response(status);
                 outcome.upstream_host = Some(sent.upstream);
+                outcome.upstream_local = sent.local;
                 outcome.upstream_internal = sent.host.internal.as_ref().map(|t| t.uri.clone());
                 outcome.upstream_tls = sent.tls.clone();
                 outcome.upstream_transport_failure_reason = None;
@@ -254,6 +255,7 @@ pub async fn forward(
                     outcome.flags = e.response_flag();
                 }
                 outcome.upstream_host = e.endpoint();
+                outcome.upstream_local = None;
                 outcome.upstream_transport_failure_reason = e.transport_failure_reason();
                 outcome.details = "upstream_reset_before_response_started";
                 cstats.response(e.status().as_u16());

@@ -59,6 +59,9 @@ pub struct Outcome {
     pub flags: &'static str,
     pub cluster: Option<String>,
     pub upstream_host: Option<std::net::SocketAddr>,
+    /// The local address of the upstream connection that carried the request; `None` when no
+    /// connection was made.
+    pub upstream_local: Option<std::net::SocketAddr>,
     /// The upstream host's `envoy://` name, when it is an internal listener.
     pub upstream_internal: Option<String>,
     pub route_name: Option<String>,
@@ -251,6 +254,7 @@ pub async fn handle(
                     bytes_received: progress.bytes(),
                     bytes_sent: sent,
                     upstream_host: outcome.upstream_host,
+                    upstream_local_address: outcome.upstream_local,
                     upstream_cluster: outcome.cluster.as_deref(),
                     route_name: outcome.route_name.as_deref(),
                     downstream_remote_address: outcome.remote_from_xff.or(Some(info.peer)),

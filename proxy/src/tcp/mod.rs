@@ -104,6 +104,7 @@ where
     let mut flags = "";
     let mut upstream_host = None;
     let mut upstream_internal = None;
+    let mut upstream_local = None;
     let (mut rx, mut tx) = (0u64, 0u64);
     let mut istio_labels = None;
     let from_down = rt.exchange.with_downstream(&mut down, tls).await;
@@ -143,6 +144,7 @@ where
                 Some(mut conn) => {
                     upstream_host = Some(conn.upstream);
                     upstream_internal = conn.internal.take();
+                    upstream_local = conn.local;
                     let alpn = conn.stream.alpn().map(<[u8]>::to_vec);
                     let opened: Option<Box<dyn tunnel::Io>> = match &rt.cfg.tunneling {
                         None => Some(Box::new(conn.stream)),
@@ -199,6 +201,7 @@ where
                     if let Some(e) = last_err {
                         tracing::debug!(cluster = %cluster_name, error = %e, "tcp upstream connect failed");
                         flags = e.response_flag();
+                        upstream_host = e.endpoint();
                     }
                 }
             }
@@ -235,6 +238,7 @@ where
             filter_state: Some(filter_state),
             downstream_internal: internal_listener,
             upstream_internal: upstream_internal.as_deref(),
+            upstream_local_address: upstream_local,
             ..LogContext::new(start_time)
         };
         rt.cfg.access_logs.log(&ctx);

@@ -81,6 +81,8 @@ pub struct Sent {
     pub host: Arc<Host>,
     /// The TLS of the connection that carried the request (`%UPSTREAM_TLS_VERSION%`, ...).
     pub tls: Option<Arc<TlsInfo>>,
+    /// The local address of the connection that carried the request (`%UPSTREAM_LOCAL_ADDRESS%`).
+    pub local: Option<SocketAddr>,
 }
 
 /// A TCP connection for tcp_proxy (TLS when the cluster has a TLS context). Keep `guard` for as
@@ -95,6 +97,8 @@ pub struct TcpConnection {
     pub tls: Option<Arc<TlsInfo>>,
     /// To an internal listener: the host's `envoy://` name.
     pub internal: Option<String>,
+    /// The connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`).
+    pub local: Option<SocketAddr>,
 }
 
 /// A validated cluster with its hosts, pools and circuit breakers.
@@ -344,7 +348,7 @@ impl Cluster {
             http1::send(shared, &host, &pool, req).await
         };
         match result {
-            Ok((resp, upstream, active, tls)) => {
+            Ok((resp, upstream, active, facts)) => {
                 if resp.status().is_server_error() {
                     bump(&host.stats.rq_error);
                 } else {
@@ -355,7 +359,8 @@ impl Cluster {
                     upstream,
                     hostname,
                     host,
-                    tls,
+                    tls: facts.tls,
+                    local: facts.local,
                 })
             }
             Err(e) => {
@@ -376,15 +381,16 @@ impl Cluster {
                 limit: "max_connections",
             });
         };
-        let (stream, upstream, guard, tls) =
+        let (stream, upstream, guard, facts) =
             connect::transport(shared, &host, slot, ctx.alpn, None, &ctx.filter_state).await?;
         Ok(TcpConnection {
             stream,
             upstream,
             hostname: (!host.hostname.is_empty()).then(|| host.hostname.clone()),
             guard,
-            tls,
+            tls: facts.tls,
             internal: host.internal.as_ref().map(|t| t.uri.clone()),
+            local: facts.local,
         })
     }
 

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use envoy_types::pb::google::protobuf as pbjson;
 use envoy_types::pb::google::protobuf::value::Kind;
 
-pub use operator::{Operator, TlsField, TlsSide, Value};
+pub use operator::{AddrPart, Operator, TlsField, TlsSide, Value};
 
 use super::context::LogContext;
 
@@ -119,6 +119,7 @@ pub fn render_text(tokens: &[Token], ctx: &LogContext<'_>, omit_empty: bool, out
                         out.push('-');
                     }
                 }
+                Value::Empty => {}
                 Value::Str(s) => out.push_str(truncate(&s, *max)),
                 Value::Num(n) => {
                     let _ = write!(out, "{n}");
@@ -252,8 +253,8 @@ pub fn render_json(
         JsonNode::Format(tokens) => match tokens.as_slice() {
             // A lone operator keeps its type: numbers stay numbers, missing is null.
             [Token::Op(op, max)] => match op.value(ctx) {
-                Value::Missing if omit_empty => false,
-                Value::Missing => {
+                Value::Missing | Value::Empty if omit_empty => false,
+                Value::Missing | Value::Empty => {
                     out.push_str("null");
                     true
                 }

@@ -31,14 +31,20 @@ pub enum Operator {
     ResponseDuration,
     UpstreamHost,
     UpstreamCluster,
-    UpstreamLocalAddress,
+    /// `UPSTREAM_REMOTE_ADDRESS[_WITHOUT_PORT]`, `UPSTREAM_REMOTE_PORT`.
+    UpstreamRemoteAddress(AddrPart),
+    /// `UPSTREAM_LOCAL_ADDRESS[_WITHOUT_PORT]`, `UPSTREAM_LOCAL_PORT`.
+    UpstreamLocalAddress(AddrPart),
     UpstreamTransportFailureReason,
     DownstreamRemoteAddress,
     DownstreamRemoteAddressWithoutPort,
+    DownstreamRemotePort,
     DownstreamLocalAddress,
     DownstreamLocalAddressWithoutPort,
+    DownstreamLocalPort,
     DownstreamDirectRemoteAddress,
     DownstreamDirectRemoteAddressWithoutPort,
+    DownstreamDirectRemotePort,
     RequestedServerName,
     RouteName,
     UpstreamRequestAttemptCount,
@@ -51,6 +57,39 @@ pub enum Operator {
     /// `FILTER_STATE(KEY[:PLAIN|:TYPED])`: an object's value, as a string or (TYPED, the
     /// default) as its JSON serialization.
     FilterState(String, bool),
+}
+
+/// Which part of an address an operator prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrPart {
+    /// `ip:port`.
+    Full,
+    /// `ip`.
+    WithoutPort,
+    /// The port, a number in JSON.
+    Port,
+}
+
+impl AddrPart {
+    fn value<'a>(self, a: Option<SocketAddr>) -> Value<'a> {
+        let Some(a) = a else {
+            return Value::Missing;
+        };
+        match self {
+            AddrPart::Full => Value::Str(Cow::Owned(a.to_string())),
+            AddrPart::WithoutPort => Value::Str(Cow::Owned(a.ip().to_string())),
+            AddrPart::Port => Value::Num(a.port().into()),
+        }
+    }
+
+    /// An `envoy://` address (internal listeners): no IP, so no port; Envoy prints the port
+    /// operators as nothing in text and null in JSON.
+    fn internal<'a>(self, uri: &'a str) -> Value<'a> {
+        match self {
+            AddrPart::Port => Value::Empty,
+            AddrPart::Full | AddrPart::WithoutPort => Value::Str(Cow::Borrowed(uri)),
+        }
+    }
 }
 
 /// Which connection a TLS operator reads.
@@ -115,6 +154,8 @@ impl TlsField {
 pub enum Value<'a> {
     /// Printed `-` in text, `null` (or left out) in JSON.
     Missing,
+    /// Printed as nothing in text, `null` (or left out) in JSON.
+    Empty,
     Str(Cow<'a, str>),
     /// Stays a number in JSON formats.
     Num(u64),
@@ -184,17 +225,29 @@ impl Operator {
             "DURATION" => no_arg(Operator::Duration),
             "REQUEST_DURATION" => no_arg(Operator::RequestDuration),
             "RESPONSE_DURATION" => no_arg(Operator::ResponseDuration),
-            "UPSTREAM_HOST" | "UPSTREAM_REMOTE_ADDRESS" => no_arg(Operator::UpstreamHost),
+            "UPSTREAM_HOST" => no_arg(Operator::UpstreamHost),
+            "UPSTREAM_REMOTE_ADDRESS" => no_arg(Operator::UpstreamRemoteAddress(AddrPart::Full)),
+            "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
+                no_arg(Operator::UpstreamRemoteAddress(AddrPart::WithoutPort))
+            }
+            "UPSTREAM_REMOTE_PORT" => no_arg(Operator::UpstreamRemoteAddress(AddrPart::Port)),
             "UPSTREAM_CLUSTER" => no_arg(Operator::UpstreamCluster),
             // The cluster's name even when it has an alt_stat_name (remora logs the name for both).
             "UPSTREAM_CLUSTER_RAW" => no_arg(Operator::UpstreamCluster),
-            "UPSTREAM_LOCAL_ADDRESS" => no_arg(Operator::UpstreamLocalAddress),
+            "UPSTREAM_LOCAL_ADDRESS" => no_arg(Operator::UpstreamLocalAddress(AddrPart::Full)),
+            "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => {
+                no_arg(Operator::UpstreamLocalAddress(AddrPart::WithoutPort))
+            }
+            "UPSTREAM_LOCAL_PORT" => no_arg(Operator::UpstreamLocalAddress(AddrPart::Port)),
             "UPSTREAM_TRANSPORT_FAILURE_REASON" => no_arg(Operator::UpstreamTransportFailureReason),
             "DOWNSTREAM_REMOTE_ADDRESS" => no_arg(Operator::DownstreamRemoteAddress),
             "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
                 no_arg(Operator::DownstreamRemoteAddressWithoutPort)
             }
+            "DOWNSTREAM_REMOTE_PORT" => no_arg(Operator::DownstreamRemotePort),
             "DOWNSTREAM_LOCAL_ADDRESS" => no_arg(Operator::DownstreamLocalAddress),
+            "DOWNSTREAM_LOCAL_PORT" => no_arg(Operator::DownstreamLocalPort),
+            "DOWNSTREAM_DIRECT_REMOTE_PORT" => no_arg(Operator::DownstreamDirectRemotePort),
             "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => {
                 no_arg(Operator::DownstreamLocalAddressWithoutPort)
             }
@@ -277,7 +330,18 @@ impl Operator {
                 None => addr(ctx.upstream_host),
             },
             Operator::UpstreamCluster => s(ctx.upstream_cluster),
-            Operator::UpstreamLocalAddress => addr(ctx.upstream_local_address),
+            // Set only once a connection was made: Envoy prints `-` on a connect failure, where
+            // `%UPSTREAM_HOST%` still names the host.
+            Operator::UpstreamRemoteAddress(part) => match ctx.upstream_internal {
+                Some(uri) if ctx.upstream_local_address.is_some() => part.internal(uri),
+                _ => part.value(ctx.upstream_local_address.and(ctx.upstream_host)),
+            },
+            Operator::UpstreamLocalAddress(part) => match ctx.upstream_internal {
+                Some(_) if ctx.upstream_local_address.is_some() => {
+                    part.internal(INTERNAL_CLIENT_ADDRESS)
+                }
+                _ => part.value(ctx.upstream_local_address),
+            },
             // Envoy replaces the spaces of the reason so that it stays one field of a text line.
             Operator::UpstreamTransportFailureReason => owned(
                 ctx.upstream_transport_failure_reason
@@ -285,6 +349,18 @@ impl Operator {
                     .map(|r| r.replace(' ', "_")),
             ),
             // An internal connection's addresses, unless its listener's original_dst restored them.
+            Operator::DownstreamRemotePort | Operator::DownstreamDirectRemotePort
+                if ctx.downstream_internal.is_some()
+                    && ctx.downstream_direct_remote_address == Some(INTERNAL_ADDRESS) =>
+            {
+                Value::Empty
+            }
+            Operator::DownstreamLocalPort
+                if ctx.downstream_internal.is_some()
+                    && ctx.downstream_local_address == Some(INTERNAL_ADDRESS) =>
+            {
+                Value::Empty
+            }
             Operator::DownstreamRemoteAddress
             | Operator::DownstreamRemoteAddressWithoutPort
             | Operator::DownstreamDirectRemoteAddress
@@ -302,6 +378,11 @@ impl Operator {
             }
             Operator::DownstreamRemoteAddress => addr(ctx.downstream_remote_address),
             Operator::DownstreamRemoteAddressWithoutPort => ip(ctx.downstream_remote_address),
+            Operator::DownstreamRemotePort => AddrPart::Port.value(ctx.downstream_remote_address),
+            Operator::DownstreamLocalPort => AddrPart::Port.value(ctx.downstream_local_address),
+            Operator::DownstreamDirectRemotePort => {
+                AddrPart::Port.value(ctx.downstream_direct_remote_address)
+            }
             Operator::DownstreamLocalAddress => addr(ctx.downstream_local_address),
             Operator::DownstreamLocalAddressWithoutPort => ip(ctx.downstream_local_address),
             Operator::DownstreamDirectRemoteAddress => addr(ctx.downstream_direct_remote_address),

@@ -420,3 +420,40 @@ fn transport_failure_reason_replaces_spaces_and_empty_is_dash() {
     };
     assert_eq!(text("%UPSTREAM_TRANSPORT_FAILURE_REASON%", &empty), "-");
 }
+
+#[test]
+fn upstream_address_operators_follow_the_connection() {
+    let (req, resp, tr) = (HeaderMap::new(), HeaderMap::new(), HeaderMap::new());
+    let ctx = full_ctx(&req, &resp, &tr);
+    let all = "%UPSTREAM_REMOTE_ADDRESS% %UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %UPSTREAM_REMOTE_PORT% \
+%UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% %UPSTREAM_LOCAL_PORT% %DOWNSTREAM_LOCAL_PORT% %DOWNSTREAM_REMOTE_PORT%";
+    assert_eq!(
+        text(all, &ctx),
+        "127.0.0.1:19904 127.0.0.1 19904 127.0.0.1 52384 19902 42046"
+    );
+    // A connect failure: the host is known, the connection's addresses are not.
+    let failed = LogContext {
+        upstream_local_address: None,
+        ..ctx.clone()
+    };
+    assert_eq!(
+        text(
+            "%UPSTREAM_HOST% %UPSTREAM_REMOTE_ADDRESS% %UPSTREAM_REMOTE_PORT% %UPSTREAM_LOCAL_ADDRESS%",
+            &failed
+        ),
+        "127.0.0.1:19904 - - -"
+    );
+    // To an internal listener: `envoy://` addresses and no ports.
+    let internal = LogContext {
+        upstream_internal: Some("envoy://inner/ep1"),
+        upstream_local_address: Some(crate::listener::internal::INTERNAL_ADDRESS),
+        ..ctx.clone()
+    };
+    assert_eq!(
+        text(
+            "%UPSTREAM_REMOTE_ADDRESS% %UPSTREAM_LOCAL_ADDRESS% [%UPSTREAM_LOCAL_PORT%]",
+            &internal
+        ),
+        "envoy://inner/ep1 envoy://internal_client_address/ []"
+    );
+}

@@ -11,10 +11,12 @@ use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
+use super::ConnFacts;
 use crate::config::istio::AlpnList;
 use crate::filter_state::FilterState;
+use crate::listener::internal::INTERNAL_ADDRESS;
 use crate::stats::Counter;
-use crate::tls::{Alpn, ClientStream, TlsInfo};
+use crate::tls::{Alpn, ClientStream};
 use crate::upstream::circuit::ResourceGuard;
 use crate::upstream::cluster::Shared;
 use crate::upstream::config::internal_upstream::{MetadataSource, TUNNEL_NAMESPACE};
@@ -116,13 +118,8 @@ pub(crate) async fn tcp(
     Ok((stream, addr, guard))
 }
 
-/// A connected stream, its endpoint, its `max_connections` slot and, over TLS, the handshake's facts.
-pub(crate) type Transport = (
-    ClientStream,
-    SocketAddr,
-    ConnectionGuard,
-    Option<Arc<TlsInfo>>,
-);
+/// A connected stream, its endpoint, its `max_connections` slot and its facts (local address, TLS).
+pub(crate) type Transport = (ClientStream, SocketAddr, ConnectionGuard, ConnFacts);
 
 /// Opens a connection to `host` and, for a cluster with a TLS context, runs the handshake
 /// (within `connect_timeout`, as Envoy counts a connection as connected only once TLS is up).
@@ -139,8 +136,10 @@ pub(crate) async fn transport(
     if let Some(target) = &host.internal {
         let (stream, addr, guard) =
             internal(shared, host, slot, &target.listener, downstream_state)?;
+        let local = Some(INTERNAL_ADDRESS);
         let Some(tls) = shared.spec.tls_for(&host.socket_labels) else {
-            return Ok((ClientStream::Internal(stream), addr, guard, None));
+            let facts = ConnFacts { local, tls: None };
+            return Ok((ClientStream::Internal(stream), addr, guard, facts));
         };
         let overrides = crate::tls::client::Overrides {
             alpn: downstream_state
@@ -163,14 +162,20 @@ pub(crate) async fn transport(
                 ClientStream::InternalTls(Box::new(s)),
                 addr,
                 guard,
-                Some(Arc::new(info)),
+                ConnFacts {
+                    local,
+                    tls: Some(Arc::new(info)),
+                },
             )),
             Err(source) => Err(tls_failed(shared, host, addr, source)),
         };
     }
     let (stream, addr, guard) = tcp(shared, host, slot).await?;
+    // Read once per connection: every request it carries logs it.
+    let local = stream.local_addr().ok();
     let Some(tls) = shared.spec.tls_for(&host.socket_labels) else {
-        return Ok((ClientStream::Plain(stream), addr, guard, None));
+        let facts = ConnFacts { local, tls: None };
+        return Ok((ClientStream::Plain(stream), addr, guard, facts));
     };
     match tls
         .connect(
@@ -192,7 +197,10 @@ pub(crate) async fn transport(
             ClientStream::Tls(Box::new(s)),
             addr,
             guard,
-            Some(Arc::new(info)),
+            ConnFacts {
+                local,
+                tls: Some(Arc::new(info)),
+            },
         )),
         Err(source) => Err(tls_failed(shared, host, addr, source)),
     }

@@ -166,7 +166,7 @@ async fn wait_or_connect(
             }));
         }
         if let Some(slot) = pending.connection_slot() {
-            let (stream, addr, guard, tls) = connect::transport(
+            let (stream, addr, guard, facts) = connect::transport(
                 shared,
                 host,
                 slot,
@@ -179,7 +179,7 @@ async fn wait_or_connect(
                 // Only an auto_config cluster offers h2 here; the server chose it.
                 pool.alpn_h2.store(true, Ordering::Release);
                 let adopted =
-                    super::http2::adopt(shared, pool, stream, addr, guard, tls, false).await;
+                    super::http2::adopt(shared, pool, stream, addr, guard, facts, false).await;
                 drop(pending);
                 return adopted.map(|_| Acquired::UseH2);
             }
@@ -199,7 +199,7 @@ async fn wait_or_connect(
                     debug!(endpoint = %addr, error = %e, "upstream HTTP/1.1 connection closed");
                 }
             });
-            let state = Arc::new(ConnState::new(tls));
+            let state = Arc::new(ConnState::new(facts));
             state.take_request(max);
             drop(pending);
             return Ok(Acquired::Lease(Lease {
@@ -232,14 +232,14 @@ pub(crate) async fn send(
         let addr = host.address();
         match lease.sender.try_send_request(req).await {
             Ok(resp) => {
-                let tls = lease.state.tls.clone();
+                let facts = lease.state.facts.clone();
                 recycle(
                     shared.clone(),
                     Arc::downgrade(pool),
                     lease.sender,
                     lease.state,
                 );
-                return Ok((resp, addr, active, tls));
+                return Ok((resp, addr, active, facts));
             }
             Err(mut e) => match e.take_message() {
                 // A kept-alive connection the server closed before the request went out: the

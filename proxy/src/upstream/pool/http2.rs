@@ -9,9 +9,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::debug;
 
 use super::connect::{self, Counted};
-use super::{attach, exchange_error, to_absolute_form, ConnPool, ConnState, Exchanged, Pending};
+use super::{
+    attach, exchange_error, to_absolute_form, ConnFacts, ConnPool, ConnState, Exchanged, Pending,
+};
 use crate::http::body::BoxBody;
-use crate::tls::{Alpn, ClientStream, TlsInfo};
+use crate::tls::{Alpn, ClientStream};
 use crate::upstream::cluster::Shared;
 use crate::upstream::endpoint::Host;
 use crate::upstream::ConnectionGuard;
@@ -45,7 +47,7 @@ impl Shared2 {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The open connection and its TLS, if it may take another stream (counting that stream).
+    /// The open connection and its facts, if it may take another stream (counting that stream).
     fn take(&self, max: Option<u32>) -> Option<Taken> {
         let mut cur = self.lock();
         let conn = cur.as_ref()?;
@@ -54,7 +56,7 @@ impl Shared2 {
             *cur = None;
             return None;
         }
-        Some((conn.sender.clone(), conn.state.tls.clone()))
+        Some((conn.sender.clone(), conn.state.facts.clone()))
     }
 
     /// Lets the connection close once its streams end (their handles are the last ones).
@@ -69,8 +71,8 @@ impl Shared2 {
     }
 }
 
-/// A stream handle on the shared connection, and that connection's TLS.
-type Taken = (SendRequest<BoxBody>, Option<Arc<TlsInfo>>);
+/// A stream handle on the shared connection, and that connection's facts.
+type Taken = (SendRequest<BoxBody>, ConnFacts);
 
 async fn acquire(
     shared: &Arc<Shared>,
@@ -102,7 +104,7 @@ async fn wait_or_connect(
             return Ok(s);
         }
         if let Some(slot) = pending.connection_slot() {
-            let (stream, addr, guard, tls) = connect::transport(
+            let (stream, addr, guard, facts) = connect::transport(
                 shared,
                 host,
                 slot,
@@ -111,7 +113,7 @@ async fn wait_or_connect(
                 &pool.state,
             )
             .await?;
-            let sender = adopt(shared, pool, stream, addr, guard, tls, true).await;
+            let sender = adopt(shared, pool, stream, addr, guard, facts, true).await;
             drop(pending);
             return sender;
         }
@@ -127,7 +129,7 @@ pub(crate) async fn adopt(
     stream: ClientStream,
     addr: std::net::SocketAddr,
     guard: ConnectionGuard,
-    tls: Option<Arc<TlsInfo>>,
+    facts: ConnFacts,
     count_first: bool,
 ) -> Result<Taken, UpstreamError> {
     let max = shared.spec.protocol.max_requests_per_connection;
@@ -164,7 +166,7 @@ pub(crate) async fn adopt(
             debug!(endpoint = %addr, error = %e, "upstream HTTP/2 connection closed");
         }
     });
-    let state = Arc::new(ConnState::new(tls.clone()));
+    let state = Arc::new(ConnState::new(facts.clone()));
     if count_first {
         state.take_request(max);
     }
@@ -176,7 +178,7 @@ pub(crate) async fn adopt(
         });
     }
     drop(current);
-    Ok((sender, tls))
+    Ok((sender, facts))
 }
 
 /// Sends `req` as a stream on the HTTP/2 connection of `pool`, one of the endpoint's.
@@ -188,10 +190,10 @@ pub(crate) async fn send(
 ) -> Result<Exchanged, UpstreamError> {
     let addr = host.address();
     to_absolute_form(&mut req, &addr.to_string());
-    let (mut sender, tls) = acquire(shared, host, pool).await?;
+    let (mut sender, facts) = acquire(shared, host, pool).await?;
     let active = attach(shared, host);
     match sender.send_request(req).await {
-        Ok(resp) => Ok((resp, addr, active, tls)),
+        Ok(resp) => Ok((resp, addr, active, facts)),
         Err(e) => Err(exchange_error(shared, addr, e, true)),
     }
 }

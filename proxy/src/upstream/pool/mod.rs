@@ -116,22 +116,33 @@ impl HostPool {
     }
 }
 
-/// What one connection has carried (for `max_requests_per_connection`), and its TLS.
+/// What the access log reads of the connection that carried a request: read once when the
+/// connection is made, copied (an address and an `Arc`) to every request it carries.
+#[derive(Debug, Clone, Default)]
+pub struct ConnFacts {
+    /// The connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`); `INTERNAL_ADDRESS` for a
+    /// connection to an internal listener.
+    pub local: Option<SocketAddr>,
+    /// The handshake's facts, over TLS.
+    pub tls: Option<Arc<TlsInfo>>,
+}
+
+/// What one connection has carried (for `max_requests_per_connection`), and its facts.
 #[derive(Debug, Default)]
 pub(crate) struct ConnState {
     requests: AtomicU32,
-    /// The handshake's facts, for the access log of every request the connection carries.
-    pub(crate) tls: Option<Arc<TlsInfo>>,
+    /// For the access log of every request the connection carries.
+    pub(crate) facts: ConnFacts,
     /// Told when an idle HTTP/1.1 connection leaves the stack (taken, or the pool drained), so its
     /// idle timer ends with its idle period instead of running out the whole `idle_timeout`.
     pub(crate) left_idle: tokio::sync::Notify,
 }
 
 impl ConnState {
-    pub(crate) fn new(tls: Option<Arc<TlsInfo>>) -> Self {
+    pub(crate) fn new(facts: ConnFacts) -> Self {
         Self {
             requests: AtomicU32::new(0),
-            tls,
+            facts,
             left_idle: tokio::sync::Notify::new(),
         }
     }
@@ -251,14 +262,8 @@ pub(crate) fn attach(shared: &Arc<Shared>, host: &Arc<Host>) -> ActiveRequest {
     ActiveRequest::new(shared.clone(), host.clone(), slot)
 }
 
-/// A response head with the request's active slot.
-/// The response, the endpoint, the request's accounting, and the connection's TLS.
-pub(crate) type Exchanged = (
-    Response<Incoming>,
-    SocketAddr,
-    ActiveRequest,
-    Option<Arc<TlsInfo>>,
-);
+/// The response, the endpoint, the request's accounting, and the connection's facts.
+pub(crate) type Exchanged = (Response<Incoming>, SocketAddr, ActiveRequest, ConnFacts);
 
 /// Sorts a hyper error from an exchange into the connect stage's failure kinds.
 pub(crate) fn exchange_error(
