@@ -14,11 +14,14 @@ pub mod network;
 pub mod parse;
 pub mod rds;
 pub mod tcp_proxy;
+pub mod yaml_stream;
 
 #[cfg(test)]
 mod connect_tests;
 #[cfg(test)]
 mod internal_tests;
+#[cfg(test)]
+mod yaml_stream_tests;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -58,8 +58,31 @@ pub fn from_yaml<M: Message + Name + Default>(
     text: &str,
     opts: ParseOptions,
 ) -> Result<M, ConfigError> {
-    let value = yaml_value(text)?;
-    from_value(value, opts)
+    let desc = message_descriptor::<M>()?;
+    let de_opts = DeserializeOptions::new().deny_unknown_fields(!opts.allow_unknown_fields);
+    let slot = super::yaml_stream::Slot::default();
+    let yaml = super::yaml_stream::Typed::new(serde_yaml_ng::Deserializer::from_str(text), &slot);
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(yaml, &mut track);
+    let result = DynamicMessage::deserialize_with_options(desc, de, &de_opts);
+    let dynamic = match result {
+        Ok(d) => d,
+        Err(e) => {
+            // A refused configuration is read again through the tree, so that it is refused with
+            // the same error as ever (the tree names some errors the stream meets later, such as
+            // a key that is not a scalar, and reports fields in key order).
+            let streamed = if e.from_yaml {
+                ConfigError::new("", format!("invalid YAML: {e}"))
+            } else {
+                decode_error(track, &e.message)
+            };
+            return match yaml_value(text).and_then(|v| from_value::<M>(v, opts)) {
+                Err(tree) => Err(tree),
+                Ok(_) => Err(streamed),
+            };
+        }
+    };
+    transcode(&dynamic)
 }
 
 /// Parses JSON text into `M` (kept separate so that JSON errors name JSON positions).
@@ -88,24 +111,27 @@ pub fn from_value<M: Message + Name + Default>(
     let de_opts = DeserializeOptions::new().deny_unknown_fields(!opts.allow_unknown_fields);
     let mut track = serde_path_to_error::Track::new();
     let de = serde_path_to_error::Deserializer::new(value, &mut track);
-    let dynamic = DynamicMessage::deserialize_with_options(desc, de, &de_opts).map_err(|e| {
-        let path = track.path().to_string();
-        let mut path = if path == "." { String::new() } else { path };
-        let message = e.to_string();
-        // An unknown field is reported at its parent; name the field itself, as a user reads it.
-        if let Some(field) = message
-            .strip_prefix("unrecognized field name '")
-            .and_then(|rest| rest.split('\'').next())
-        {
-            path = if path.is_empty() {
-                field.to_string()
-            } else {
-                format!("{path}.{field}")
-            };
-        }
-        ConfigError::new(path, message)
-    })?;
+    let dynamic = DynamicMessage::deserialize_with_options(desc, de, &de_opts)
+        .map_err(|e| decode_error(track, &e.to_string()))?;
     transcode(&dynamic)
+}
+
+/// A decoding error at the tracked path.
+fn decode_error(track: serde_path_to_error::Track, message: &str) -> ConfigError {
+    let path = track.path().to_string();
+    let mut path = if path == "." { String::new() } else { path };
+    // An unknown field is reported at its parent; name the field itself, as a user reads it.
+    if let Some(field) = message
+        .strip_prefix("unrecognized field name '")
+        .and_then(|rest| rest.split('\'').next())
+    {
+        path = if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+    }
+    ConfigError::new(path, message)
 }
 
 fn transcode<M: Message + Default>(dynamic: &DynamicMessage) -> Result<M, ConfigError> {
