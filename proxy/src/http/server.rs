@@ -68,6 +68,25 @@ type ServiceFuture = Pin<
 
 type Http2Conn<I, S> = http2::Connection<TokioIo<Rewind<I>>, S, TokioExecutor>;
 
+/// The request service both codecs drive.
+trait Service:
+    HttpService<Incoming, ResBody = BoxBody, Future = ServiceFuture, Error = TooManyHeaders>
+    + Unpin
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> Service for T where
+    T: HttpService<Incoming, ResBody = BoxBody, Future = ServiceFuture, Error = TooManyHeaders>
+        + Unpin
+        + Clone
+        + Send
+        + 'static
+{
+}
+
 /// The codec serving a connection.
 enum Served<I, S>
 where
@@ -80,11 +99,7 @@ where
 impl<I, S> Served<I, S>
 where
     I: upgrade::Io,
-    S: HttpService<Incoming, ResBody = BoxBody, Future = ServiceFuture, Error = TooManyHeaders>
-        + Unpin
-        + Clone
-        + Send
-        + 'static,
+    S: Service,
 {
     fn graceful_shutdown(&mut self) {
         match self {
@@ -104,11 +119,7 @@ where
 impl<I, S> Future for Served<I, S>
 where
     I: upgrade::Io,
-    S: HttpService<Incoming, ResBody = BoxBody, Future = ServiceFuture, Error = TooManyHeaders>
-        + Unpin
-        + Clone
-        + Send
-        + 'static,
+    S: Service,
 {
     type Output = hyper::Result<()>;
 
