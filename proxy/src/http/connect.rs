@@ -48,9 +48,9 @@ pub async fn terminate(
         }
     };
     outcome.upstream_host = Some(conn.upstream);
-    outcome.upstream_local = conn.local;
+    outcome.upstream_local = conn.facts.local;
     outcome.upstream_internal = conn.internal.take();
-    outcome.upstream_tls = conn.tls.clone();
+    outcome.upstream_tls = conn.facts.tls.clone();
     outcome.from_upstream = true;
     outcome.details = "via_upstream";
     let stream = conn.stream;

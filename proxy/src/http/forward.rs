@@ -230,9 +230,9 @@ pub async fn forward(
                 let status = sent.response.status().as_u16();
                 cstats.response(status);
                 outcome.upstream_host = Some(sent.upstream);
-                outcome.upstream_local = sent.local;
+                outcome.upstream_local = sent.facts.local;
                 outcome.upstream_internal = sent.host.internal.as_ref().map(|t| t.uri.clone());
-                outcome.upstream_tls = sent.tls.clone();
+                outcome.upstream_tls = sent.facts.tls.clone();
                 outcome.upstream_transport_failure_reason = None;
                 let mut response = sent.response.map(|b| b.map_err(Into::into).boxed());
                 let ms = started.elapsed().as_millis() as u64;

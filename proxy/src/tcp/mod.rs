@@ -144,7 +144,7 @@ where
                 Some(mut conn) => {
                     upstream_host = Some(conn.upstream);
                     upstream_internal = conn.internal.take();
-                    upstream_local = conn.local;
+                    upstream_local = conn.facts.local;
                     let alpn = conn.stream.alpn().map(<[u8]>::to_vec);
                     let opened: Option<Box<dyn tunnel::Io>> = match &rt.cfg.tunneling {
                         None => Some(Box::new(conn.stream)),
@@ -178,7 +178,7 @@ where
                         if let Some(t) = &rt.istio {
                             let facts = TcpFacts {
                                 downstream_tls: tls,
-                                upstream_tls: conn.tls.as_deref(),
+                                upstream_tls: conn.facts.tls.as_deref(),
                                 peer: peer_meta.as_ref(),
                             };
                             let labels = t.labels(&facts, &cluster_name, flags);

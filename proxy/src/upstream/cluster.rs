@@ -16,7 +16,7 @@ use super::config::{ClusterSpec, Protocol, Target};
 use super::endpoint::{Host, HostSet};
 use super::original_dst::{self, OriginalDestination, OriginalDstHosts};
 use super::pool::connect::{self, ConnectionGuard};
-use super::pool::{http1, http2};
+use super::pool::{http1, http2, ConnFacts};
 use super::stats::{bump, ClusterStats};
 use super::UpstreamError;
 use crate::config::istio::{AlpnOverrides, UpstreamHttp};
@@ -24,7 +24,7 @@ use crate::filter_state::FilterState;
 use crate::http::body::BoxBody;
 use crate::listener::internal::{InternalListeners, INTERNAL_ADDRESS};
 use crate::stats::Scope;
-use crate::tls::{Alpn, ClientStream, TlsInfo};
+use crate::tls::{Alpn, ClientStream};
 
 /// What the connection pools and guards of a cluster share.
 #[derive(Debug)]
@@ -79,10 +79,8 @@ pub struct Sent {
     /// The endpoint's hostname (`auto_host_rewrite`), if it has one.
     pub hostname: Option<String>,
     pub host: Arc<Host>,
-    /// The TLS of the connection that carried the request (`%UPSTREAM_TLS_VERSION%`, ...).
-    pub tls: Option<Arc<TlsInfo>>,
-    /// The local address of the connection that carried the request (`%UPSTREAM_LOCAL_ADDRESS%`).
-    pub local: Option<SocketAddr>,
+    /// The connection that carried the request: its TLS and local address.
+    pub facts: ConnFacts,
 }
 
 /// A TCP connection for tcp_proxy (TLS when the cluster has a TLS context). Keep `guard` for as
@@ -93,12 +91,10 @@ pub struct TcpConnection {
     pub upstream: SocketAddr,
     pub hostname: Option<String>,
     pub guard: ConnectionGuard,
-    /// The handshake's facts, over TLS.
-    pub tls: Option<Arc<TlsInfo>>,
     /// To an internal listener: the host's `envoy://` name.
     pub internal: Option<String>,
-    /// The connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`).
-    pub local: Option<SocketAddr>,
+    /// The connection's TLS and local address.
+    pub facts: ConnFacts,
 }
 
 /// A validated cluster with its hosts, pools and circuit breakers.
@@ -359,8 +355,7 @@ impl Cluster {
                     upstream,
                     hostname,
                     host,
-                    tls: facts.tls,
-                    local: facts.local,
+                    facts,
                 })
             }
             Err(e) => {
@@ -388,9 +383,8 @@ impl Cluster {
             upstream,
             hostname: (!host.hostname.is_empty()).then(|| host.hostname.clone()),
             guard,
-            tls: facts.tls,
             internal: host.internal.as_ref().map(|t| t.uri.clone()),
-            local: facts.local,
+            facts,
         })
     }
 
